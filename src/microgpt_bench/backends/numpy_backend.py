@@ -1,0 +1,246 @@
+"""NumPy float32 backends, BLAS pinned to one thread by the harness.
+
+numpy-simple: the straightforward port (one call per operation, a loop over heads).
+numpy:        the same arithmetic in as few NumPy calls as batch 1 allows: fused
+              Q/K/V projection, all heads' attention as two matmuls, both norms from
+              one dot product, preallocated buffers. Constant factors (1/sqrt(head_dim))
+              are folded into the weights once, at load time; nothing depends on the
+              token or position, so every token still runs the whole forward pass.
+The offline scenario (B streams per call) lives in NumpyBackend.generate_offline.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from ..model import BLOCK_SIZE, BOS, HEAD_DIM, N_EMBD, N_HEAD, RMS_EPS, VOCAB
+from ..samplers import MASK32, check_seed, python_uniforms, stream_seed
+from .base import Backend
+
+
+class TokenSampler:
+    """Both samplers on a float64 probability vector, one searchsorted per token."""
+
+    def __init__(self, kind: str, seed: int, n_tokens: int):
+        check_seed(kind, seed)
+        self.kind, self.state = kind, seed
+        self.uniforms = iter(python_uniforms(seed, n_tokens)) if kind == "python" else None
+
+    def __call__(self, probs: np.ndarray) -> int:
+        cum = np.cumsum(probs)
+        if self.uniforms is None:
+            x = self.state
+            x ^= (x << 13) & MASK32
+            x ^= x >> 17
+            x ^= (x << 5) & MASK32
+            self.state = x
+            r = (x >> 8) * (1.0 / 16777216.0)
+        else:
+            r = next(self.uniforms) * cum[-1]
+        return min(int(cum.searchsorted(r, side="right")), VOCAB - 1)
+
+
+def softmax64(logits: np.ndarray, temperature: float) -> np.ndarray:
+    z = logits.astype(np.float64) / temperature
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+class NumpySimpleBackend(Backend):
+    name = "numpy-simple"
+    description = "NumPy float32, a straightforward port: one call per operation"
+
+    def __init__(self, params, temperature=0.5):
+        super().__init__(params, temperature)
+        self.w = {k: v.astype(np.float32) for k, v in params.tensors.items()}
+
+    @staticmethod
+    def _rmsnorm(x):
+        return x * np.float32((np.mean(x * x) + RMS_EPS) ** -0.5)
+
+    def _forward(self, tok, pos, keys, values):
+        w = self.w
+        x = self._rmsnorm(w["wte"][tok] + w["wpe"][pos])
+        res = x
+        x = self._rmsnorm(x)
+        q = w["layer0.attn_wq"] @ x
+        keys[pos] = w["layer0.attn_wk"] @ x
+        values[pos] = w["layer0.attn_wv"] @ x
+        out = np.empty(N_EMBD, dtype=np.float32)
+        for h in range(N_HEAD):
+            s = slice(h * HEAD_DIM, (h + 1) * HEAD_DIM)
+            att = keys[: pos + 1, s] @ q[s] / np.float32(math.sqrt(HEAD_DIM))
+            att = np.exp(att - att.max())
+            att /= att.sum()
+            out[s] = att @ values[: pos + 1, s]
+        x = w["layer0.attn_wo"] @ out + res
+        res = x
+        hidden = np.maximum(w["layer0.mlp_fc1"] @ self._rmsnorm(x), 0)
+        x = w["layer0.mlp_fc2"] @ hidden + res
+        return w["lm_head"] @ x
+
+    def _cache(self):
+        return (np.zeros((BLOCK_SIZE, N_EMBD), np.float32), np.zeros((BLOCK_SIZE, N_EMBD), np.float32))
+
+    def logits(self, tokens):
+        keys, values = self._cache()
+        return np.array([self._forward(t, p, keys, values) for p, t in enumerate(tokens)])
+
+    def generate(self, n_tokens, seed, sampler="xorshift32"):
+        draw = TokenSampler(sampler, seed, n_tokens)
+        keys, values = self._cache()
+        out, tok, pos = [], BOS, 0
+        while len(out) < n_tokens:
+            tok = draw(softmax64(self._forward(tok, pos, keys, values), self.temperature))
+            out.append(tok)
+            pos += 1
+            if tok == BOS or pos == BLOCK_SIZE:
+                tok, pos = BOS, 0
+        return out
+
+    def info(self):
+        return {"numpy": np.__version__, "variant": "one call per operation"}
+
+
+class NumpyBackend(NumpySimpleBackend):
+    name = "numpy"
+    description = "NumPy float32, fused: fewest calls per token, preallocated buffers"
+    scenarios = ("single-stream", "offline")
+
+    def __init__(self, params, temperature=0.5):
+        super().__init__(params, temperature)
+        w = self.w
+        # q rows carry the 1/sqrt(head_dim) attention scale; q, k, v in one matmul.
+        self.wqkv = np.concatenate([w["layer0.attn_wq"] / np.float32(math.sqrt(HEAD_DIM)),
+                                    w["layer0.attn_wk"], w["layer0.attn_wv"]]).astype(np.float32)
+        self.wo, self.fc1, self.fc2, self.head = (w[k] for k in ("layer0.attn_wo", "layer0.mlp_fc1",
+                                                                  "layer0.mlp_fc2", "lm_head"))
+        self.emb_pos = w["wpe"]
+        # block-diagonal query: column h holds head h's 4 query values
+        self.qbd = np.zeros((N_EMBD, N_HEAD), np.float32)
+        self.qbd_idx = (np.arange(N_EMBD), np.arange(N_EMBD) // HEAD_DIM)
+        self.head_of = np.arange(N_EMBD) // HEAD_DIM
+        self.dims = np.arange(N_EMBD)
+
+    def _forward(self, tok, pos, kv, _unused=None):
+        w = self.w
+        x = w["wte"][tok] + self.emb_pos[pos]
+        ms = float(x @ x) / N_EMBD
+        s1 = (ms + RMS_EPS) ** -0.5
+        s2 = (ms * s1 * s1 + RMS_EPS) ** -0.5  # the second norm, of the already-normed x
+        res = x * np.float32(s1)
+        qkv = self.wqkv @ res
+        qkv *= np.float32(s2)
+        kv[pos] = qkv[N_EMBD:]
+        self.qbd[self.qbd_idx] = qkv[:N_EMBD]
+        att = kv[: pos + 1, :N_EMBD] @ self.qbd          # (P, heads)
+        att = np.exp(att - att.max(axis=0))
+        att /= att.sum(axis=0)
+        mixed = att.T @ kv[: pos + 1, N_EMBD:]            # (heads, 16); keep each head's block
+        x = self.wo @ mixed[self.head_of, self.dims] + res
+        x2 = x * np.float32((float(x @ x) / N_EMBD + RMS_EPS) ** -0.5)
+        hidden = self.fc1 @ x2
+        np.maximum(hidden, 0, out=hidden)
+        x += self.fc2 @ hidden
+        return self.head @ x
+
+    def _cache(self):
+        return np.zeros((BLOCK_SIZE, 2 * N_EMBD), np.float32), None
+
+    def generate(self, n_tokens, seed, sampler="xorshift32"):
+        draw = TokenSampler(sampler, seed, n_tokens)
+        kv, _ = self._cache()
+        inv_t = 1.0 / self.temperature
+        forward = self._forward
+        out, tok, pos = [], BOS, 0
+        append = out.append
+        while len(out) < n_tokens:
+            z = forward(tok, pos, kv).astype(np.float64)
+            z *= inv_t
+            e = np.exp(z - z.max())
+            tok = draw(e / e.sum())
+            append(tok)
+            pos += 1
+            if tok == BOS or pos == BLOCK_SIZE:
+                tok, pos = BOS, 0
+        return out
+
+    def info(self):
+        return {"numpy": np.__version__, "variant": "fused projections, preallocated"}
+
+    # ------------------------------------------------------------ offline
+    def generate_offline(self, n_streams, tokens_per_stream, seed, threads=1):
+        return offline_generate(self, n_streams, tokens_per_stream, seed)
+
+    def logits_offline(self, sequences):
+        return offline_logits(self, sequences)
+
+
+# ------------------------------------------------------------------ offline
+# B streams advance together, one token each per step; every stream has its own
+# position, KV cache and xorshift32 state. Streams at different positions are
+# handled with a mask over the 16 cache slots.
+
+
+def _offline_step(be, toks, pos, kcache, vcache):
+    """One forward for B streams: toks, pos (B,) ints; caches (B,16,16). Returns logits (B,27)."""
+    b = np.arange(len(toks))
+    x = be.w["wte"][toks] + be.emb_pos[pos]
+    ms = np.einsum("bi,bi->b", x, x) / N_EMBD
+    s1 = (ms + RMS_EPS) ** -0.5
+    s2 = (ms * s1 * s1 + RMS_EPS) ** -0.5
+    res = x * s1[:, None]
+    qkv = (res @ be.wqkv.T) * s2[:, None]
+    kcache[b, pos] = qkv[:, N_EMBD:2 * N_EMBD]
+    vcache[b, pos] = qkv[:, 2 * N_EMBD:]
+    q = qkv[:, :N_EMBD].reshape(-1, 1, N_HEAD, HEAD_DIM)
+    att = (kcache.reshape(-1, BLOCK_SIZE, N_HEAD, HEAD_DIM) * q).sum(-1)  # (B,16,H)
+    att[np.arange(BLOCK_SIZE)[None, :] > pos[:, None]] = -np.inf
+    att = np.exp(att - att.max(axis=1, keepdims=True))
+    att /= att.sum(axis=1, keepdims=True)
+    mixed = (att[..., None] * vcache.reshape(-1, BLOCK_SIZE, N_HEAD, HEAD_DIM)).sum(1)
+    x = mixed.reshape(-1, N_EMBD) @ be.wo.T + res
+    x2 = x * ((np.einsum("bi,bi->b", x, x) / N_EMBD + RMS_EPS) ** -0.5)[:, None]
+    x += np.maximum(x2 @ be.fc1.T, 0) @ be.fc2.T
+    return x @ be.head.T
+
+
+def _offline_caches(n):
+    return (np.zeros((n, BLOCK_SIZE, N_EMBD), np.float32), np.zeros((n, BLOCK_SIZE, N_EMBD), np.float32))
+
+
+def offline_generate(be, n_streams, tokens_per_stream, seed):
+    if n_streams < 1 or tokens_per_stream < 1:
+        raise ValueError("streams and tokens per stream must be >= 1")
+    state = np.array([stream_seed(seed, i) for i in range(n_streams)], dtype=np.uint32)
+    toks = np.full(n_streams, BOS, np.int64)
+    pos = np.zeros(n_streams, np.int64)
+    kcache, vcache = _offline_caches(n_streams)
+    out = np.empty((n_streams, tokens_per_stream), np.int32)
+    for step in range(tokens_per_stream):
+        z = _offline_step(be, toks, pos, kcache, vcache).astype(np.float64) / be.temperature
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        cum = np.cumsum(e / e.sum(axis=1, keepdims=True), axis=1)
+        state ^= state << np.uint32(13)
+        state ^= state >> np.uint32(17)
+        state ^= state << np.uint32(5)
+        r = (state >> np.uint32(8)).astype(np.float64) / 16777216.0
+        toks = np.minimum((cum[:, :-1] <= r[:, None]).sum(axis=1), VOCAB - 1)
+        out[:, step] = toks
+        pos += 1
+        reset = (toks == BOS) | (pos == BLOCK_SIZE)
+        pos[reset] = 0
+        toks[reset] = BOS
+    return out
+
+
+def offline_logits(be, sequences):
+    n = len(sequences)
+    length = max(len(s) for s in sequences)
+    kcache, vcache = _offline_caches(n)
+    out = np.zeros((n, length, VOCAB))
+    for p in range(length):
+        toks = np.array([s[min(p, len(s) - 1)] for s in sequences])
+        out[:, p] = _offline_step(be, toks, np.full(n, p), kcache, vcache)
+    return [out[i, : len(s)] for i, s in enumerate(sequences)]

@@ -1,0 +1,247 @@
+"""The command line: microgpt-bench {run,names,train,info,weights} (also python -m microgpt_bench)."""
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import sys
+from pathlib import Path
+
+from . import backends as registry
+from .model import N_PARAMS, names_from_tokens
+
+EXIT_USAGE = 2
+
+
+class CliError(Exception):
+    """A user error: printed as one line, exit code 2."""
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value != value or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    return value
+
+
+def seed_int(text: str) -> int:
+    try:
+        value = int(text, 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if not 0 <= value <= 0xFFFFFFFF:
+        raise argparse.ArgumentTypeError(f"seeds are 32-bit: 0..4294967295, got {value}")
+    return value
+
+
+def add_model_args(p: argparse.ArgumentParser, sampler_default: str | None = None) -> None:
+    p.add_argument("--weights", help="weights file or ROM directory (default: the shipped weights)")
+    p.add_argument("--order", choices=["c", "talos"], default="c", help="flat order of a flat .npy/.bin")
+    p.add_argument("--temperature", type=positive_float, default=0.5)
+    p.add_argument("--seed", type=seed_int, default=42)
+    if sampler_default:
+        p.add_argument("--sampler", choices=["python", "xorshift32"], default=sampler_default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    ap = argparse.ArgumentParser(prog="microgpt-bench", description=__doc__)
+    sub = ap.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="benchmark backends (correctness gate first, then timing)")
+    add_model_args(run)
+    run.add_argument("--backends", default=",".join(registry.DEFAULT_BACKENDS),
+                     help="comma-separated backend names, or 'all'")
+    run.add_argument("--seconds", type=positive_float, default=1.0, help="length of one timed repeat")
+    run.add_argument("--repeats", type=positive_int, default=5)
+    run.add_argument("--scenario", choices=["single-stream", "offline", "both"], default="single-stream")
+    run.add_argument("--streams", type=positive_int, default=256, help="offline: independent streams")
+    run.add_argument("--threads", type=positive_int, default=None, help="offline: threads (default: all cores)")
+    run.add_argument("--timeout", type=positive_float, default=300.0, help="per-row limit in seconds")
+    run.add_argument("--json", help="results file (default: results/<date>-<machine>.json)")
+    run.add_argument("--label", help="machine label in reports (default: host name)")
+    run.add_argument("--quiet", action="store_true")
+
+    names = sub.add_parser("names", help="print sampled names")
+    add_model_args(names, sampler_default="python")
+    names.add_argument("--backend", default="numpy")
+    names.add_argument("--count", type=positive_int, default=20)
+
+    train = sub.add_parser("train", help="train microGPT (Karpathy's recipe, vectorised float64)")
+    train.add_argument("--data", required=True, help="one word per line (e.g. names.txt)")
+    train.add_argument("--steps", type=positive_int, default=1000)
+    train.add_argument("--seed", type=seed_int, default=42)
+    train.add_argument("--out", default="model.npz")
+    train.add_argument("--quiet", action="store_true")
+
+    info = sub.add_parser("info", help="machine, compilers, backends and why any is unavailable")
+    info.add_argument("--json", action="store_true", help="print JSON")
+
+    weights = sub.add_parser("weights", help="fetch or inspect weights")
+    wsub = weights.add_subparsers(dest="weights_command", required=True)
+    wsub.add_parser("fetch", help="download TALOS-V2's weights and names.txt, sha256-verified")
+    show = wsub.add_parser("show", help="load a weights file, validate it and summarise it")
+    show.add_argument("path", nargs="?")
+    show.add_argument("--order", choices=["c", "talos"], default="c")
+    conv = wsub.add_parser("convert", help="convert any supported format to the project's .npz")
+    conv.add_argument("path")
+    conv.add_argument("out")
+    conv.add_argument("--order", choices=["c", "talos"], default="c")
+    return ap
+
+
+# ------------------------------------------------------------------ commands
+
+
+def cmd_run(args) -> int:
+    from .harness import RunConfig, run_benchmark
+    from .machine import machine_info
+    from .results import write_json
+    from .table import format_table
+
+    names = registry.parse_backend_list(args.backends)
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    say("measuring the machine (clock estimate) ...")
+    machine = machine_info(args.label)
+    scenarios = ["single-stream", "offline"] if args.scenario == "both" else [args.scenario]
+    threads = args.threads or machine["cores"] or 1
+    results = None
+    for scenario in scenarios:
+        chosen = names if scenario == "single-stream" else [
+            n for n in names if scenario in registry.backend_class(n).scenarios]
+        cfg = RunConfig(backends=chosen, weights=args.weights, order=args.order, temperature=args.temperature,
+                        seed=args.seed, seconds=args.seconds, repeats=args.repeats, scenario=scenario,
+                        streams=args.streams, threads=threads, timeout=args.timeout, label=args.label)
+        part = run_benchmark(cfg, machine, progress=say)
+        if results is None:
+            results = part
+        else:
+            results["rows"].extend(part["rows"])
+    out = Path(args.json) if args.json else default_results_path(machine)
+    write_json(results, out)
+    print(format_table(results))
+    print(f"\nresults: {out}")
+    return 0 if all(r.get("status") != "failed" for r in results["rows"]) else 1
+
+
+def default_results_path(machine: dict) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    label = "".join(c if c.isalnum() or c in "-_" else "_" for c in machine.get("label", "machine"))
+    return Path("results") / f"{stamp}-{label}.json"
+
+
+def cmd_names(args) -> int:
+    from .weights import load_weights
+
+    cls = registry.backend_class(args.backend)
+    reason = cls.availability()
+    if reason:
+        raise CliError(f"backend {args.backend} is unavailable here: {reason}")
+    if args.sampler not in cls.samplers:
+        raise CliError(f"backend {args.backend} supports samplers {', '.join(cls.samplers)}, not {args.sampler}")
+    backend = cls(load_weights(args.weights, args.order), args.temperature)
+    found, n_tokens = [], 16 * args.count
+    while len(found) < args.count:
+        found = names_from_tokens(backend.generate(n_tokens, args.seed, args.sampler))
+        n_tokens *= 2
+    for i, name in enumerate(found[: args.count], 1):
+        print(f"sample {i:2d}: {name}")
+    return 0
+
+
+def cmd_train(args) -> int:
+    from .train import load_docs, train, training_manifest
+    from .weights import save_npz
+
+    docs = load_docs(args.data)
+
+    def progress(step, loss):
+        if not args.quiet and (step % 100 == 0 or step == args.steps - 1):
+            print(f"step {step + 1:4d} / {args.steps} | loss {loss:.4f}", flush=True)
+
+    result = train(docs, steps=args.steps, seed=args.seed, progress=progress)
+    save_npz(result.params, args.out, training_manifest(args.data, args.steps, args.seed, result))
+    print(f"trained {N_PARAMS} parameters on {len(docs)} documents in {result.seconds:.2f} s; "
+          f"final loss {result.losses[-1]:.4f}; wrote {args.out}")
+    return 0
+
+
+def cmd_info(args) -> int:
+    from .machine import machine_info
+
+    machine = machine_info()
+    rows = []
+    for name in registry.known_backends():
+        cls = registry.backend_class(name)
+        reason = registry.availability(name)
+        extra = cls.build_info() if not reason and hasattr(cls, "build_info") else {}
+        rows.append({"backend": name, "available": reason is None, "reason": reason,
+                     "scenarios": list(cls.scenarios), "description": cls.description, **extra})
+    if args.json:
+        print(json.dumps({"machine": machine, "backends": rows}, indent=1))
+        return 0
+    for key in ("label", "cpu", "arch", "cores", "simd", "os", "python", "numpy", "blas"):
+        print(f"{key:>10}: {machine[key]}")
+    clock = machine["clock"]
+    print(f"{'clock':>10}: {clock['ghz']} GHz ({clock['method']})")
+    for kind, comp in machine["compilers"].items():
+        print(f"{kind:>10}: {comp['command'] + ' - ' + comp['version'] if comp else 'not found'}")
+    for gpu in machine["gpus"]:
+        print(f"{'gpu':>10}: {gpu['name']} (driver {gpu['driver']})")
+    print("\nbackends:")
+    for r in rows:
+        state = "available" if r["available"] else f"unavailable: {r['reason']}"
+        simd = f" [{r['simd']}]" if r.get("simd") else ""
+        print(f"  {r['backend']:<16} {state}{simd}")
+    return 0
+
+
+def cmd_weights(args) -> int:
+    from .fetch import SOURCES, fetch
+    from .weights import load_weights_with_manifest, save_npz
+
+    if args.weights_command == "fetch":
+        for name in SOURCES:
+            print(f"{name}: {fetch(name)} (sha256 verified)")
+        return 0
+    if args.weights_command == "convert":
+        params, _ = load_weights_with_manifest(args.path, args.order)
+        save_npz(params, args.out, {"made_by": "microgpt-bench weights convert", "converted_from": args.path})
+        print(f"wrote {args.out}")
+        return 0
+    params, manifest = load_weights_with_manifest(args.path, args.order)
+    for name, t in params.tensors.items():
+        print(f"{name:<16} {str(t.shape):<9} min {t.min():+.4f} max {t.max():+.4f} rms {(t ** 2).mean() ** .5:.4f}")
+    if manifest:
+        print(json.dumps(manifest, indent=1))
+    return 0
+
+
+COMMANDS = {"run": cmd_run, "names": cmd_names, "train": cmd_train, "info": cmd_info, "weights": cmd_weights}
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .fetch import FetchError
+    from .results import ResultsError
+    from .weights import WeightsError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except (CliError, registry.UnknownBackend, WeightsError, ResultsError, FetchError, ValueError) as exc:
+        print(f"microgpt-bench: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130

@@ -1,0 +1,138 @@
+"""The benchmark harness: one subprocess per backend, correctness gate, timing, results.
+
+Each (backend, scenario) runs in a fresh `python -m microgpt_bench.worker`
+process with BLAS and OpenMP pinned to one thread (offline rows get the
+thread count they ask for). A crash, a hang (per-row timeout) or a failed
+gate turns into a row with the reason; the other rows still run.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .model import BOS, encode, reference_logits
+from .results import new_results, summarise
+from .weights import load_weights, shipped_weights_path
+
+# Probe for the correctness gate: names of several lengths, every position;
+# the last one fills all 16 cache slots.
+PROBE_NAMES = ["kelyn", "emma", "xavier", "zoe", "abcdefghijklmno"]
+PROBE = [[BOS] + encode(n) for n in PROBE_NAMES]
+
+THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
+               "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS")
+
+
+@dataclass
+class RunConfig:
+    backends: list[str]
+    weights: str | None = None
+    order: str = "c"
+    temperature: float = 0.5
+    seed: int = 42
+    seconds: float = 1.0
+    repeats: int = 5
+    scenario: str = "single-stream"
+    streams: int = 1
+    threads: int = 1
+    timeout: float = 300.0
+    max_tokens: int = 2_000_000_000
+    label: str | None = None
+    extra: dict = field(default_factory=dict)
+
+    def validate(self) -> None:
+        checks = [
+            (self.seconds > 0, f"--seconds must be > 0, got {self.seconds}"),
+            (self.repeats >= 1, f"--repeats must be >= 1, got {self.repeats}"),
+            (self.temperature > 0, f"--temperature must be > 0, got {self.temperature}"),
+            (1 <= self.seed <= 0xFFFFFFFF, f"--seed must be in 1..4294967295 (xorshift32), got {self.seed}"),
+            (self.scenario in ("single-stream", "offline"),
+             f"--scenario must be single-stream or offline, got {self.scenario!r}"),
+            (self.streams >= 1, f"--streams must be >= 1, got {self.streams}"),
+            (1 <= self.threads <= 4 * (os.cpu_count() or 1) and self.threads <= 1024,
+             f"--threads must be in 1..{4 * (os.cpu_count() or 1)} on this machine, got {self.threads}"),
+            (self.timeout > 0, f"--timeout must be > 0, got {self.timeout}"),
+        ]
+        for ok, message in checks:
+            if not ok:
+                raise ValueError(message)
+
+
+def worker_env(threads: int) -> dict:
+    env = dict(os.environ)
+    for var in THREAD_VARS:
+        env[var] = str(threads)
+    env.setdefault("XLA_FLAGS", "--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1")
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def make_job(cfg: RunConfig, backend: str, reference) -> dict:
+    return {"backend": backend, "weights": cfg.weights, "order": cfg.order, "temperature": cfg.temperature,
+            "seed": cfg.seed, "seconds": cfg.seconds, "repeats": cfg.repeats, "scenario": cfg.scenario,
+            "streams": cfg.streams if cfg.scenario == "offline" else 1,
+            "threads": cfg.threads if cfg.scenario == "offline" else 1,
+            "max_tokens": cfg.max_tokens, "probe": PROBE,
+            "reference_logits": [r.tolist() for r in reference], **cfg.extra}
+
+
+def run_worker(job: dict, timeout: float) -> dict:
+    """Run one job in a subprocess; crashes and hangs become failed rows."""
+    with tempfile.TemporaryDirectory(prefix="microgpt-bench-") as tmp:
+        job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
+        job_path.write_text(json.dumps(job))
+        cmd = [sys.executable, "-m", "microgpt_bench.worker", str(job_path), str(result_path)]
+        base = {"backend": job["backend"], "scenario": job["scenario"], "status": "failed"}
+        try:
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
+                                  env=worker_env(job["threads"]))
+        except subprocess.TimeoutExpired:
+            return {**base, "reason": f"timed out after {timeout:g} s (hung or far too slow); killed"}
+        if result_path.exists():
+            try:
+                return json.loads(result_path.read_text())
+            except json.JSONDecodeError:
+                pass
+        how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
+        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        return {**base, "reason": f"worker crashed ({how}): {' | '.join(tail)[-500:]}"}
+
+
+def run_benchmark(cfg: RunConfig, machine: dict, progress=None) -> dict:
+    """Run every requested backend; returns the results document."""
+    cfg.validate()
+    params = load_weights(cfg.weights, cfg.order)
+    reference = [reference_logits(params, seq) for seq in PROBE]
+    weights = str(Path(cfg.weights).resolve()) if cfg.weights else str(shipped_weights_path())
+    config = {"backends": cfg.backends, "weights": weights, "order": cfg.order, "temperature": cfg.temperature,
+              "seed": cfg.seed, "sampler": "xorshift32", "seconds": cfg.seconds, "repeats": cfg.repeats,
+              "timeout": cfg.timeout, "probe": PROBE_NAMES}
+    results = new_results(machine, config)
+    clock = (machine.get("clock") or {}).get("ghz")
+    for i, name in enumerate(cfg.backends, 1):
+        job = make_job(cfg, name, reference)
+        if progress:
+            progress(f"[{i}/{len(cfg.backends)}] {name} ({cfg.scenario}) ...")
+        t0 = time.perf_counter()
+        row = run_worker(job, cfg.timeout)
+        row.update(streams=job["streams"], threads=job["threads"], wall_seconds=time.perf_counter() - t0)
+        results["rows"].append(summarise(row, clock))
+        if progress:
+            progress("    " + row_status(row))
+    return results
+
+
+def row_status(row: dict) -> str:
+    if row.get("status") != "ok":
+        return f"{row.get('status', 'failed').upper()}: {row.get('reason', '')}"
+    gate = row["gate"]
+    text = f"gate ok (max err {gate['max_abs_error']:.2g}), {row['tok_s']['median']:,.0f} tok/s"
+    if row.get("unstable"):
+        text += f"  [unstable: spread {row['tok_s']['spread']:.0%}]"
+    return text

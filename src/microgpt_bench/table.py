@@ -1,0 +1,46 @@
+"""The text table of a run, in the original write-up's shape plus cycles/token."""
+from __future__ import annotations
+
+from .results import FPGA_TOK_S
+
+
+def row_label(row: dict, with_machine: bool = False) -> str:
+    label = row["backend"]
+    if row.get("scenario") == "offline":
+        label += f" [offline {row.get('streams', '?')}x{row.get('threads', 1)}t]"
+    if with_machine and row.get("machine"):
+        label = f"{row['machine']} · {label}"
+    return label
+
+
+def format_table(results: dict, with_machine: bool = False) -> str:
+    ok = [r for r in results["rows"] if r.get("status") == "ok"]
+    bad = [r for r in results["rows"] if r.get("status") != "ok"]
+    fpga = {"backend": "TALOS-V2 (FPGA, 56 MHz)", "fpga": True, "tok_s": {"median": FPGA_TOK_S}}
+    ordered = sorted(ok + [fpga], key=lambda r: -r["tok_s"]["median"])
+    width = max([len(row_label(r, with_machine)) for r in ordered + bad] + [24])
+    head = f"{'implementation':<{width}}  {'tok/s':>13}  {'spread':>7}  {'ns/tok':>9}  {'cycles/tok':>10}  {'vs FPGA':>9}"
+    lines = [head, "-" * len(head)]
+    for r in ordered:
+        med = r["tok_s"]["median"]
+        if r.get("fpga"):
+            lines.append(f"{r['backend']:<{width}}  {med:>13,.0f}  {'':>7}  {1e9 / med:>9,.0f}  {'':>10}  {'1.00x':>9}")
+            continue
+        cyc = r.get("cycles_per_token_per_core") if r.get("scenario") == "offline" else r.get("cycles_per_token")
+        cyc_text = f"{cyc:,.0f}" if cyc else "?"
+        flag = " !" if r.get("unstable") else ""
+        lines.append(f"{row_label(r, with_machine):<{width}}  {med:>13,.0f}  {r['tok_s']['spread']:>6.1%}  "
+                     f"{r['ns_per_token']:>9,.1f}  {cyc_text:>10}  {med / FPGA_TOK_S:>8.2f}x{flag}")
+    for r in bad:
+        lines.append(f"{row_label(r, with_machine):<{width}}  {r.get('status', 'failed').upper():>13}  "
+                     f"{r.get('reason', '')}")
+    notes = []
+    if any(r.get("unstable") for r in ok):
+        notes.append("! unstable: repeats spread more than 10% (a busy machine?); rerun for firmer figures")
+    if any(r.get("scenario") == "offline" for r in ok):
+        notes.append("offline rows: total tok/s over all streams; cycles/tok is per core (clock x threads / tok/s)")
+    clock = (results.get("machine", {}).get("clock") or {})
+    if clock.get("ghz"):
+        notes.append(f"cycles/tok from a {clock['ghz']:.2f} GHz clock estimate ({clock.get('method', '')})")
+    spread_note = "spread: (max - min) / median over the repeats; tok/s is the median"
+    return "\n".join(lines + [""] + notes + [spread_note])
