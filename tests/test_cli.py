@@ -1,0 +1,85 @@
+"""The command line end to end, in subprocesses as a user would run it."""
+import json
+import subprocess
+import sys
+
+import pytest
+
+
+def cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "microgpt_bench", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def talos_weights(shared_data):
+    return str(shared_data / "talos" / "weights_only.npy")
+
+
+def test_run_writes_table_and_json(tmp_path, talos_weights):
+    out = tmp_path / "res.json"
+    proc = cli("run", "--backends", "numpy,pure-python", "--weights", talos_weights, "--seconds", "0.1",
+               "--repeats", "2", "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "numpy" in proc.stdout and "TALOS-V2" in proc.stdout and "vs FPGA" in proc.stdout
+    assert "[1/2] numpy" in proc.stderr  # progress display
+    doc = json.loads(out.read_text())
+    assert doc["schema_version"] == 1 and doc["machine"]["cpu"]
+    assert [r["backend"] for r in doc["rows"]] == ["numpy", "pure-python"]
+    assert all(r["status"] == "ok" and len(r["repeats_tok_s"]) == 2 for r in doc["rows"])
+
+
+def test_run_default_json_goes_under_results(tmp_path, talos_weights):
+    proc = cli("run", "--backends", "numpy", "--weights", talos_weights, "--seconds", "0.05", "--repeats", "1",
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert len(list((tmp_path / "results").glob("*.json"))) == 1
+
+
+@pytest.mark.parametrize("args, message", [
+    (["run", "--backends", "numpy,cobol"], "unknown backend 'cobol'; known backends: pure-python"),
+    (["run", "--repeats", "0"], "must be >= 1"),
+    (["run", "--seconds", "-2"], "must be a finite number > 0"),
+    (["run", "--seconds", "nan"], "must be a finite number > 0"),
+    (["run", "--seed", "-1"], "seeds are 32-bit"),
+    (["names", "--count", "x"], "not a whole number"),
+    (["names", "--backend", "nope"], "unknown backend 'nope'"),
+    (["names", "--weights", "/nonexistent.npz"], "no such file"),
+])
+def test_bad_input_is_a_clear_error_with_exit_2(args, message):
+    proc = cli(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_names_prints_the_original_readme_names(talos_weights):
+    proc = cli("names", "--weights", talos_weights, "--count", "3", "--sampler", "python", "--seed", "42")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines() == ["sample  1: kana", "sample  2: keelan", "sample  3: alilan"]
+
+
+def test_names_xorshift_with_backend(talos_weights):
+    a = cli("names", "--weights", talos_weights, "--backend", "pure-python", "--sampler", "xorshift32")
+    b = cli("names", "--weights", talos_weights, "--backend", "numpy", "--sampler", "xorshift32")
+    assert a.returncode == 0 and a.stdout == b.stdout and len(a.stdout.splitlines()) == 20
+
+
+def test_info_lists_backends_and_machine():
+    proc = cli("info", "--json")
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["machine"]["cores"] >= 1
+    names = {b["backend"]: b for b in doc["backends"]}
+    assert names["numpy"]["available"] and names["pure-python"]["available"]
+    for b in doc["backends"]:
+        assert b["available"] or b["reason"]
+    text = cli("info").stdout
+    assert "backends:" in text and "clock" in text
+
+
+def test_weights_show_and_convert(tmp_path, talos_weights):
+    out = tmp_path / "w.npz"
+    assert cli("weights", "convert", talos_weights, str(out)).returncode == 0
+    proc = cli("weights", "show", str(out))
+    assert proc.returncode == 0 and "layer0.mlp_fc1" in proc.stdout and "format_version" in proc.stdout
