@@ -37,6 +37,17 @@ def positive_float(text: str) -> float:
     return value
 
 
+def int_list(text: str) -> list[int]:
+    """'1,2,4' -> [1, 2, 4]; every value a whole number >= 1."""
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"values must be >= 1, got {text!r}")
+    return values
+
+
 def seed_int(text: str) -> int:
     try:
         value = int(text, 0)
@@ -53,7 +64,8 @@ def add_model_args(p: argparse.ArgumentParser, sampler_default: str | None = Non
     p.add_argument("--temperature", type=positive_float, default=0.5)
     p.add_argument("--seed", type=seed_int, default=42)
     if sampler_default:
-        p.add_argument("--sampler", choices=["python", "xorshift32"], default=sampler_default)
+        p.add_argument("--sampler", choices=["python", "xorshift32", "talos"], default=None,
+                       help=f"default: {sampler_default} where the backend has it, else the backend's own")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,6 +85,18 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", help="results file (default: results/<date>-<machine>.json)")
     run.add_argument("--label", help="machine label in reports (default: host name)")
     run.add_argument("--quiet", action="store_true")
+
+    sweep = sub.add_parser("sweep", help="offline throughput against streams and threads")
+    add_model_args(sweep)
+    sweep.add_argument("--backend", default="c-fp32")
+    sweep.add_argument("--streams", type=int_list, default=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024])
+    sweep.add_argument("--threads", type=int_list, default=None, help="e.g. 1,2 (default: 1 and all cores)")
+    sweep.add_argument("--seconds", type=positive_float, default=0.5)
+    sweep.add_argument("--repeats", type=positive_int, default=3)
+    sweep.add_argument("--timeout", type=positive_float, default=300.0)
+    sweep.add_argument("--json", help="results file (default: results/<date>-<machine>-sweep.json)")
+    sweep.add_argument("--label")
+    sweep.add_argument("--quiet", action="store_true")
 
     names = sub.add_parser("names", help="print sampled names")
     add_model_args(names, sampler_default="python")
@@ -136,10 +160,58 @@ def cmd_run(args) -> int:
     return 0 if all(r.get("status") != "failed" for r in results["rows"]) else 1
 
 
-def default_results_path(machine: dict) -> Path:
+def default_results_path(machine: dict, suffix: str = "") -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     label = "".join(c if c.isalnum() or c in "-_" else "_" for c in machine.get("label", "machine"))
-    return Path("results") / f"{stamp}-{label}.json"
+    return Path("results") / f"{stamp}-{label}{suffix}.json"
+
+
+def cmd_sweep(args) -> int:
+    from .harness import RunConfig, run_benchmark
+    from .machine import machine_info
+    from .results import new_results, write_json
+
+    cls = registry.backend_class(args.backend)
+    if "offline" not in cls.scenarios:
+        raise CliError(f"backend {args.backend} has no offline scenario to sweep")
+    say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
+    machine = machine_info(args.label)
+    threads = args.threads or sorted({1, machine["cores"] or 1})
+    results = new_results(machine, {"sweep": args.backend, "streams": args.streams, "threads": threads,
+                                    "seconds": args.seconds, "repeats": args.repeats, "seed": args.seed})
+    points = []
+    for t in threads:
+        for n in args.streams:
+            cfg = RunConfig(backends=[args.backend], weights=args.weights, order=args.order,
+                            temperature=args.temperature, seed=args.seed, seconds=args.seconds,
+                            repeats=args.repeats, scenario="offline", streams=n, threads=t, timeout=args.timeout)
+            row = run_benchmark(cfg, machine)["rows"][0]
+            tok_s = (row.get("tok_s") or {}).get("median")
+            points.append({"streams": n, "threads": t, "status": row["status"], "tok_s": tok_s,
+                           "spread": (row.get("tok_s") or {}).get("spread"),
+                           "cycles_per_token_per_core": row.get("cycles_per_token_per_core"),
+                           "reason": row.get("reason")})
+            say(f"{args.backend} streams={n:<5} threads={t}: " + (f"{tok_s:,.0f} tok/s" if tok_s else
+                                                                  f"{row['status']}: {row.get('reason')}"))
+            if row["status"] == "ok" and (not results["rows"] or tok_s > results["rows"][0]["tok_s"]["median"]):
+                results["rows"] = [row]  # the best point stands as the sweep's row
+    results["sweeps"].append({"backend": args.backend, "points": points})
+    out = Path(args.json) if args.json else default_results_path(machine, "-sweep")
+    write_json(results, out)
+    print(format_sweep(args.backend, points))
+    print(f"\nresults: {out}")
+    return 0 if any(p["status"] == "ok" for p in points) else 1
+
+
+def format_sweep(backend: str, points: list[dict]) -> str:
+    lines = [f"{backend} offline sweep", f"{'threads':>7} {'streams':>7} {'tok/s':>14} {'cycles/tok/core':>16}"]
+    for p in points:
+        if p["tok_s"]:
+            cyc = p.get("cycles_per_token_per_core")
+            lines.append(f"{p['threads']:>7} {p['streams']:>7} {p['tok_s']:>14,.0f} {cyc or 0:>16,.0f}")
+        else:
+            lines.append(f"{p['threads']:>7} {p['streams']:>7} {p['status'].upper():>14} {p.get('reason', '')}")
+    return "\n".join(lines)
 
 
 def cmd_names(args) -> int:
@@ -149,6 +221,8 @@ def cmd_names(args) -> int:
     reason = cls.availability()
     if reason:
         raise CliError(f"backend {args.backend} is unavailable here: {reason}")
+    if args.sampler is None:
+        args.sampler = "python" if "python" in cls.samplers else cls.samplers[0]
     if args.sampler not in cls.samplers:
         raise CliError(f"backend {args.backend} supports samplers {', '.join(cls.samplers)}, not {args.sampler}")
     backend = cls(load_weights(args.weights, args.order), args.temperature)
@@ -229,7 +303,7 @@ def cmd_weights(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "names": cmd_names, "train": cmd_train, "info": cmd_info, "weights": cmd_weights}
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "names": cmd_names, "train": cmd_train, "info": cmd_info, "weights": cmd_weights}
 
 
 def main(argv: list[str] | None = None) -> int:

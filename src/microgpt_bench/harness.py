@@ -132,7 +132,8 @@ def row_status(row: dict) -> str:
     if row.get("status") != "ok":
         return f"{row.get('status', 'failed').upper()}: {row.get('reason', '')}"
     gate = row["gate"]
-    text = f"gate ok (max err {gate['max_abs_error']:.2g}), {row['tok_s']['median']:,.0f} tok/s"
+    how = gate["method"] if gate.get("method") else f"max err {gate['max_abs_error']:.2g}"
+    text = f"gate ok ({how}), {row['tok_s']['median']:,.0f} tok/s"
     if row.get("unstable"):
         text += f"  [unstable: spread {row['tok_s']['spread']:.0%}]"
     return text

