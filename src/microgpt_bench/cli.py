@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import backends as registry
 from .model import N_PARAMS, names_from_tokens
+from .table import format_accuracy
 
 EXIT_USAGE = 2
 
@@ -85,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", help="results file (default: results/<date>-<machine>.json)")
     run.add_argument("--label", help="machine label in reports (default: host name)")
     run.add_argument("--quiet", action="store_true")
+    run.add_argument("--accuracy", action="store_true",
+                     help="also measure each backend's next-token distribution against the float64 model")
 
     sweep = sub.add_parser("sweep", help="offline throughput against streams and threads")
     add_model_args(sweep)
@@ -147,7 +150,8 @@ def cmd_run(args) -> int:
             n for n in names if scenario in registry.backend_class(n).scenarios]
         cfg = RunConfig(backends=chosen, weights=args.weights, order=args.order, temperature=args.temperature,
                         seed=args.seed, seconds=args.seconds, repeats=args.repeats, scenario=scenario,
-                        streams=args.streams, threads=threads, timeout=args.timeout, label=args.label)
+                        streams=args.streams, threads=threads, timeout=args.timeout, label=args.label,
+                        accuracy=args.accuracy)
         part = run_benchmark(cfg, machine, progress=say)
         if results is None:
             results = part
@@ -156,6 +160,8 @@ def cmd_run(args) -> int:
     out = Path(args.json) if args.json else default_results_path(machine)
     write_json(results, out)
     print(format_table(results))
+    if args.accuracy:
+        print("\n" + format_accuracy(results))
     print(f"\nresults: {out}")
     return 0 if all(r.get("status") != "failed" for r in results["rows"]) else 1
 

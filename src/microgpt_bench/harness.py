@@ -43,6 +43,7 @@ class RunConfig:
     threads: int = 1
     timeout: float = 300.0
     max_tokens: int = 2_000_000_000
+    accuracy: bool = False
     label: str | None = None
     extra: dict = field(default_factory=dict)
 
@@ -113,6 +114,11 @@ def run_benchmark(cfg: RunConfig, machine: dict, progress=None) -> dict:
     config = {"backends": cfg.backends, "weights": weights, "order": cfg.order, "temperature": cfg.temperature,
               "seed": cfg.seed, "sampler": "xorshift32", "seconds": cfg.seconds, "repeats": cfg.repeats,
               "timeout": cfg.timeout, "probe": PROBE_NAMES}
+    if cfg.accuracy and cfg.scenario == "single-stream":
+        from .accuracy import STEPS, reference_contexts
+        seqs, logits = reference_contexts(params, cfg.temperature)
+        cfg.extra["accuracy"] = {"sequences": seqs, "logits": [x.tolist() for x in logits]}
+        config["accuracy"] = {"steps": STEPS, "contexts": "float64 reference generation, xorshift32 seed 42"}
     results = new_results(machine, config)
     clock = (machine.get("clock") or {}).get("ghz")
     for i, name in enumerate(cfg.backends, 1):

@@ -44,3 +44,20 @@ def format_table(results: dict, with_machine: bool = False) -> str:
         notes.append(f"cycles/tok from a {clock['ghz']:.2f} GHz clock estimate ({clock.get('method', '')})")
     spread_note = "spread: (max - min) / median over the repeats; tok/s is the median"
     return "\n".join(lines + [""] + notes + [spread_note])
+
+
+def format_accuracy(results: dict) -> str:
+    """Accuracy table: KL(model || backend's sampling distribution), differing-token share."""
+    rows = [r for r in results["rows"] if r.get("accuracy")]
+    if not rows:
+        return "accuracy: no rows measured"
+    width = max(len(row_label(r)) for r in rows + [{"backend": "implementation"}])
+    steps = rows[0]["accuracy"]["steps"]
+    lines = [f"accuracy vs the float64 model over {steps:,} steps (same uniform draw for both)",
+             f"{'implementation':<{width}}  {'mean KL':>10}  {'max KL':>10}  {'tokens differ':>13}  draws from",
+             "-" * (width + 60)]
+    for r in rows:
+        a = r["accuracy"]
+        lines.append(f"{row_label(r):<{width}}  {a['mean_kl']:>10.2e}  {a['max_kl']:>10.2e}  "
+                     f"{a['token_differs_share']:>12.2%}  {a['distribution']}")
+    return "\n".join(lines)

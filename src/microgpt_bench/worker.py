@@ -97,6 +97,11 @@ def run_job(job: dict) -> dict:
     if not gate["passed"]:
         why = gate.get("failure") or f"max logit error {gate['max_abs_error']:.3g} > {gate['tolerance']:g}"
         return {**result, "status": "failed", "reason": f"correctness gate: {why}"}
+    if job.get("accuracy"):
+        from .accuracy import measure_accuracy
+        acc = job["accuracy"]
+        result["accuracy"] = measure_accuracy(backend, acc["sequences"], [np.asarray(x) for x in acc["logits"]],
+                                              job["temperature"])
     result.update(measure(backend, job))
     result["info"] = backend.info()  # after the run: some backends report what ran
     backend.close()

@@ -62,6 +62,12 @@ class Backend:
         """
         return None
 
+    def sampling_distribution(self, logits: np.ndarray) -> np.ndarray:
+        """The distribution this backend's sampler draws from, given one position's logits."""
+        z = np.asarray(logits, np.float64) / self.temperature
+        e = np.exp(z - z.max())
+        return e / e.sum()
+
     # ----------------------------------------------------------- single stream
     def logits(self, tokens: list[int]) -> np.ndarray:
         """Logits, shape (len(tokens), 27), for tokens fed at positions 0.. from an empty cache."""

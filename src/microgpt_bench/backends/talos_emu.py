@@ -186,6 +186,13 @@ class _TalosBackend(Backend):
     def _vector_core(self):
         return talos.TalosCore(self.rom)
 
+    sampling_distribution_name = "TALOS sampler weight table (exact, 24-bit draws, wraps included)"
+
+    def sampling_distribution(self, logits) -> np.ndarray:
+        """What the core's sampler draws from: its interpolated exp table, not softmax."""
+        q12 = np.rint(np.asarray(logits) * 4096).astype(np.int64).tolist()
+        return np.asarray(talos.sampler_distribution(q12, self.temperature), np.float64)
+
     def info(self) -> dict:
         out = {"implementation": self.implementation, "sampler": SAMPLER,
                "temperature_q8_8": self.tq,
