@@ -121,6 +121,7 @@ class NumpyBackend(NumpySimpleBackend):
         self.qbd = np.zeros((N_EMBD, N_HEAD), np.float32)
         self.qbd_idx = (np.arange(N_EMBD), np.arange(N_EMBD) // HEAD_DIM)
         self.head_of = np.arange(N_EMBD) // HEAD_DIM
+        self.exp_safe = scores_cannot_overflow(w["layer0.attn_wq"], w["layer0.attn_wk"])
         self.dims = np.arange(N_EMBD)
 
     def _forward(self, tok, pos, kv, _unused=None):
@@ -183,8 +184,23 @@ class NumpyBackend(NumpySimpleBackend):
 # handled with a mask over the 16 cache slots.
 
 
+# Caches are laid out (stream, head, position, dim) so that scores and mixing are
+# batched matmuls ((16x4)@(4x1) and (1x16)@(16x4) per stream and head): about 4x
+# faster in NumPy than broadcasting multiplies and summing over the small axis.
+MASK = (np.arange(BLOCK_SIZE)[None, :] <= np.arange(BLOCK_SIZE)[:, None]).astype(np.float32)  # row p: slots 0..p
+# Softmax without subtracting the max is the same function and saves NumPy's slow
+# small-axis max; it is only used when no score can overflow exp(), which a bound
+# on the weights proves: |q.k|/2 <= |Wq|_2 |Wk|_2 |x|^2 / 2, with |x|^2 <= 16 after the norms.
+EXP_SAFE = 60.0
+
+
+def scores_cannot_overflow(wq: np.ndarray, wk: np.ndarray) -> bool:
+    bound = np.linalg.norm(wq.astype(np.float64), 2) * np.linalg.norm(wk.astype(np.float64), 2) * N_EMBD
+    return bound / math.sqrt(HEAD_DIM) < EXP_SAFE
+
+
 def _offline_step(be, toks, pos, kcache, vcache):
-    """One forward for B streams: toks, pos (B,) ints; caches (B,16,16). Returns logits (B,27)."""
+    """One forward for B streams: toks, pos (B,) ints; caches (B,H,16,D). Returns logits (B,27)."""
     b = np.arange(len(toks))
     x = be.w["wte"][toks] + be.emb_pos[pos]
     ms = np.einsum("bi,bi->b", x, x) / N_EMBD
@@ -192,22 +208,24 @@ def _offline_step(be, toks, pos, kcache, vcache):
     s2 = (ms * s1 * s1 + RMS_EPS) ** -0.5
     res = x * s1[:, None]
     qkv = (res @ be.wqkv.T) * s2[:, None]
-    kcache[b, pos] = qkv[:, N_EMBD:2 * N_EMBD]
-    vcache[b, pos] = qkv[:, 2 * N_EMBD:]
-    q = qkv[:, :N_EMBD].reshape(-1, 1, N_HEAD, HEAD_DIM)
-    att = (kcache.reshape(-1, BLOCK_SIZE, N_HEAD, HEAD_DIM) * q).sum(-1)  # (B,16,H)
-    att[np.arange(BLOCK_SIZE)[None, :] > pos[:, None]] = -np.inf
-    att = np.exp(att - att.max(axis=1, keepdims=True))
-    att /= att.sum(axis=1, keepdims=True)
-    mixed = (att[..., None] * vcache.reshape(-1, BLOCK_SIZE, N_HEAD, HEAD_DIM)).sum(1)
-    x = mixed.reshape(-1, N_EMBD) @ be.wo.T + res
+    kcache[b, :, pos, :] = qkv[:, N_EMBD:2 * N_EMBD].reshape(-1, N_HEAD, HEAD_DIM)
+    vcache[b, :, pos, :] = qkv[:, 2 * N_EMBD:].reshape(-1, N_HEAD, HEAD_DIM)
+    att = (kcache @ qkv[:, :N_EMBD].reshape(-1, N_HEAD, HEAD_DIM, 1))[..., 0]  # (B,H,16)
+    if not be.exp_safe:
+        att -= att.max(axis=2, keepdims=True)
+    att = np.exp(att, out=att)
+    att *= MASK[pos][:, None, :]
+    att /= att.sum(axis=2, keepdims=True)
+    mixed = (att[:, :, None, :] @ vcache).reshape(-1, N_EMBD)  # (B,H,1,D) -> (B,16)
+    x = mixed @ be.wo.T + res
     x2 = x * ((np.einsum("bi,bi->b", x, x) / N_EMBD + RMS_EPS) ** -0.5)[:, None]
     x += np.maximum(x2 @ be.fc1.T, 0) @ be.fc2.T
     return x @ be.head.T
 
 
 def _offline_caches(n):
-    return (np.zeros((n, BLOCK_SIZE, N_EMBD), np.float32), np.zeros((n, BLOCK_SIZE, N_EMBD), np.float32))
+    shape = (n, N_HEAD, BLOCK_SIZE, HEAD_DIM)
+    return np.zeros(shape, np.float32), np.zeros(shape, np.float32)
 
 
 def offline_generate(be, n_streams, tokens_per_stream, seed):
