@@ -86,6 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--json", help="results file (default: results/<date>-<machine>.json)")
     run.add_argument("--label", help="machine label in reports (default: host name)")
     run.add_argument("--quiet", action="store_true")
+    run.add_argument("--charts", metavar="DIR", help="also draw this run's charts (PNG) into DIR")
     run.add_argument("--accuracy", action="store_true",
                      help="also measure each backend's next-token distribution against the float64 model")
 
@@ -126,6 +127,13 @@ def build_parser() -> argparse.ArgumentParser:
     conv.add_argument("path")
     conv.add_argument("out")
     conv.add_argument("--order", choices=["c", "talos"], default="c")
+    report = sub.add_parser("report", help="charts, report.md and a self-contained report.html from results files")
+    report.add_argument("results", nargs="+", help="results JSON files (several machines or runs merge)")
+    report.add_argument("--out", required=True, help="directory for the charts and pages")
+    report.add_argument("--with-published", action="store_true",
+                        help="add the original write-up's published rows and TALOS-V2, labelled 'published'")
+    report.add_argument("--watts", action="append", metavar="BACKEND=W", default=[],
+                        help="power for a backend's rows where none was measured (beats the assumed default)")
     return ap
 
 
@@ -163,6 +171,10 @@ def cmd_run(args) -> int:
     if args.accuracy:
         print("\n" + format_accuracy(results))
     print(f"\nresults: {out}")
+    if args.charts:
+        from .report import write_charts
+        for name in write_charts(results, args.charts):
+            print(f"chart: {Path(args.charts) / name}")
     return 0 if all(r.get("status") != "failed" for r in results["rows"]) else 1
 
 
@@ -218,6 +230,16 @@ def format_sweep(backend: str, points: list[dict]) -> str:
         else:
             lines.append(f"{p['threads']:>7} {p['streams']:>7} {p['status'].upper():>14} {p.get('reason', '')}")
     return "\n".join(lines)
+
+
+def cmd_report(args) -> int:
+    from .power import parse_watts_list
+    from .report import write_report
+
+    watts = parse_watts_list(args.watts)  # a bad value: PowerError (a ValueError), exit 2
+    for path in write_report(args.results, args.out, args.with_published, watts).values():
+        print(path)
+    return 0
 
 
 def cmd_names(args) -> int:
@@ -309,7 +331,8 @@ def cmd_weights(args) -> int:
     return 0
 
 
-COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "names": cmd_names, "train": cmd_train, "info": cmd_info, "weights": cmd_weights}
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "names": cmd_names, "train": cmd_train, "info": cmd_info, "weights": cmd_weights,
+            "report": cmd_report}
 
 
 def main(argv: list[str] | None = None) -> int:

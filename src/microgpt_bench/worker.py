@@ -17,6 +17,7 @@ import traceback
 import numpy as np
 
 from .backends import Unavailable, backend_class
+from .power import meter_for
 from .weights import load_weights
 
 # max abs logit error allowed vs the float64 reference, by a backend's precision
@@ -70,8 +71,10 @@ def calibrate(backend, job: dict) -> int:
 def measure(backend, job: dict) -> dict:
     tokens = calibrate(backend, job)
     per_repeat = tokens if job["scenario"] != "offline" else tokens // job["streams"] * job["streams"]
+    meter = meter_for(job["backend"], job.get("threads", 1))  # measured power, else the default
+    meter.start()
     rates = [per_repeat / _timed_call(backend, job, per_repeat) for _ in range(job["repeats"])]
-    return {"tokens_per_repeat": per_repeat, "repeats_tok_s": rates}
+    return {"tokens_per_repeat": per_repeat, "repeats_tok_s": rates, "power": meter.stop()}
 
 
 def run_job(job: dict) -> dict:

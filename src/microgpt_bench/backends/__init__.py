@@ -13,11 +13,25 @@ REGISTRY: dict[str, str] = {
     "pure-python": "pure_python:PurePythonBackend",
     "numpy-simple": "numpy_backend:NumpySimpleBackend",
     "numpy": "numpy_backend:NumpyBackend",
+    "c-fp32": "c_native:CFp32Backend",
+    "c-q412": "c_native:CQ412Backend",
     "talos-emu": "talos_emu:TalosEmuBackend",
     "talos-emu-py": "talos_emu:TalosEmuPyBackend",
+    "numba": "fw_numba:NumbaBackend",
+    "torch-eager": "fw_torch:TorchEagerBackend",
+    "torch-compile": "fw_torch:TorchCompileBackend",
+    "torch-cuda": "fw_torch:TorchCudaBackend",
+    "jax-jit": "fw_jax:JaxJitBackend",
+    "mlx-cpu": "fw_mlx:MlxCpuBackend",
+    "mlx-gpu": "fw_mlx:MlxGpuBackend",
+    "cuda-naive": "cuda:CudaNaiveBackend",
+    "cuda-graph": "cuda:CudaGraphBackend",
+    "cuda-persistent": "cuda:CudaPersistentBackend",
+    "cuda-offline": "cuda:CudaOfflineBackend",
 }
 
-DEFAULT_BACKENDS = ["pure-python", "numpy-simple", "numpy"]
+# what `run` measures by default: every row; unavailable ones say why
+DEFAULT_BACKENDS = list(REGISTRY)
 
 
 class UnknownBackend(ValueError):

@@ -1,0 +1,1267 @@
+/* mg_common.h: what mg_fp32.c and mg_q412.c share.
+ *
+ *   - the vector path, chosen at build time (MG_FORCE_* overrides the predefined macros);
+ *   - the model's constants, error codes, xorshift32 and the offline stream seeds;
+ *   - the CANONICAL float arithmetic: one fixed sequence of IEEE operations (add, mul,
+ *     fma, div, sqrt, max/min, compare) for every float step of the forward pass and
+ *     the sampler. The scalar code (mg_*_s and the scalar forward1 of each kernel) *is*
+ *     the definition; every vector path (AVX-512, AVX2, NEON; single stream and
+ *     structure-of-arrays alike) performs exactly the same operations in the same
+ *     association order, only laid out differently across lanes. So all paths give
+ *     bit-identical logits and tokens, and stream i of an offline run equals the
+ *     single-stream run with the same seed, token for token (tests check both).
+ *   - exp2, the attention (ring-slot KV cache) and the sampler, per path;
+ *   - the structure-of-arrays (SoA, "streams in lanes") vector layer for offline runs;
+ *   - a tiny pthread fan-out.
+ *
+ * Canonical order (float32), chosen for a short dependency chain per token:
+ *   tree16(v)  = (((v0+v1)+(v2+v3))+((v4+v5)+(v6+v7))) + (((v8+v9)+(v10+v11))+((v12+v13)+(v14+v15)))
+ *   mv16(w,x)  = (c0+c1)+(c2+c3), c_k = x_k*w_k then fma(x_j, w_j, c_k) for j = k+4, k+8, k+12
+ *   mv16b(w,x) = ((c0+c1)+(c2+c3))+((c4+c5)+(c6+c7)), c_k = fma(x_{k+8}, w_{k+8}, x_k*w_k)
+ *   mv64(w,x)  = tree16(c), c_k = x_k*w_k then fma over j = k+16, k+32, k+48
+ *   rs(a)      = 1 / sqrt(a)
+ *   norms      = s = rs(fma(tree16(x*x), 1/16, 1e-5)); the block's two entry norms
+ *                at once: S = rs(fma(ss, (1+1e-5)/16, 1e-10)) (= s0*s1 exactly, as the
+ *                mean square of x*s0 is ms*s0^2). A norm's scale is applied after the
+ *                matvec that reads it (q = mv16(Wq, x) * S ...; fc2's output * S3,
+ *                relu commuting with S3 > 0), so the norms run beside the matvecs.
+ *   exp2(x)    = 2^n * p(f), n = round(x), f = x - n, p a degree-5 minimax
+ *                polynomial (Estrin), x clamped at -126; softmaxes run in the log2
+ *                domain (log2 e folded into the query scale and into 1/T).
+ *   offsets    = a softmax subtracts o = 0 when all its live inputs lie in [-126, 64]
+ *                (nothing can overflow or lose precision), else o = their max; the
+ *                vector paths take the o = 0 branch speculatively.
+ *   KV cache   = a ring of 16 slots indexed by the generation step (slot = step & 15);
+ *                slot t holds position pos - ((step - t) & 15) and is live when that
+ *                age <= pos. Attention sums run over the 16 slots in order, dead = 0.
+ *   attention  = score = fma(q1,k1,q0*k0) + fma(q3,k3,q2*k2); L_j = (e_j+e_{4+j}) +
+ *                (e_{8+j}+e_{12+j}); L = (L0+L1)+(L2+L3); A_j = fma(e_{4+j},v_{4+j},
+ *                e_j*v_j) + fma(e_{12+j},v_{12+j},e_{8+j}*v_{8+j}); out = ((A0+A1)+(A2+A3)) * (1/L)
+ *   sampler    = z = logit * log2(e)/T; e = exp2(z - o); total = tree16(e_i + e_{16+i});
+ *                inclusive Hillis-Steele scan over 32 lanes (27 + 5 zero pads), strides
+ *                1, 2, 4, 8, 16; the token is the first v < 26 with thr < c[v], else 26;
+ *                thr = r * total (xorshift32: r = (x >> 8) / 2^24) or
+ *                (float)(u * (double)total) (python sampler: u = random.random()).
+ * The per-token forward pass of each kernel is spelt out at the top of its file.
+ */
+#ifndef MG_COMMON_H
+#define MG_COMMON_H
+
+#include <math.h>
+#include <pthread.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ------------------------------------------------------------ the vector path */
+
+#if defined(MG_FORCE_SCALAR)
+#define MG_SCALAR 1
+#elif defined(MG_FORCE_AVX512)
+#if !(defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__))
+#error "MG_FORCE_AVX512: this compiler/target has no AVX-512 F+BW+DQ+VL (try -march=native on an AVX-512 CPU)"
+#endif
+#define MG_AVX512 1
+#elif defined(MG_FORCE_AVX2)
+#if !(defined(__AVX2__) && defined(__FMA__))
+#error "MG_FORCE_AVX2: this compiler/target has no AVX2+FMA"
+#endif
+#define MG_AVX2 1
+#elif defined(MG_FORCE_NEON)
+#if !(defined(__ARM_NEON) && defined(__aarch64__))
+#error "MG_FORCE_NEON: this compiler/target is not AArch64 with NEON"
+#endif
+#define MG_NEON 1
+#elif defined(__AVX512F__) && defined(__AVX512BW__) && defined(__AVX512DQ__) && defined(__AVX512VL__)
+#define MG_AVX512 1
+#elif defined(__AVX2__) && defined(__FMA__)
+#define MG_AVX2 1
+#elif defined(__ARM_NEON) && defined(__aarch64__)
+#define MG_NEON 1
+#else
+#define MG_SCALAR 1
+#endif
+
+#if defined(MG_AVX512) || defined(MG_AVX2)
+#include <immintrin.h>
+#endif
+#if defined(MG_NEON)
+#include <arm_neon.h>
+#endif
+
+#if defined(MG_AVX512)
+#define MG_SIMD_NAME "avx512"
+#elif defined(MG_AVX2)
+#define MG_SIMD_NAME "avx2"
+#elif defined(MG_NEON)
+#define MG_SIMD_NAME "neon"
+#else
+#define MG_SIMD_NAME "scalar"
+#endif
+
+#if defined(__GNUC__) || defined(__clang__)
+#define MG_ALIGN __attribute__((aligned(64)))
+#define MG_INLINE static inline __attribute__((always_inline))
+#define MG_EXPORT __attribute__((visibility("default")))
+#define MG_UNROLL _Pragma("GCC unroll 64")
+#else
+#define MG_ALIGN
+#define MG_INLINE static inline
+#define MG_EXPORT
+#define MG_UNROLL
+#endif
+
+/* ------------------------------------------------------------- the model shape */
+
+#define MG_ABI 1
+#define MG_VOCAB 27
+#define MG_BOS 26
+#define MG_E 16      /* n_embd */
+#define MG_HID 64    /* MLP hidden */
+#define MG_CTX 16    /* block size */
+#define MG_NPARAM 4192
+/* offsets in the C flat order: wte, wpe, wq, wk, wv, wo, fc1, fc2, lm_head */
+#define OFF_WTE 0
+#define OFF_WPE 432
+#define OFF_WQ 688
+#define OFF_WK 944
+#define OFF_WV 1200
+#define OFF_WO 1456
+#define OFF_FC1 1712
+#define OFF_FC2 2736
+#define OFF_LM 3760
+
+#define MG_EPS 1e-5f
+
+/* error codes (negative) */
+#define MG_ERR_NULL (-1)     /* a NULL pointer where one is needed */
+#define MG_ERR_ARG (-2)      /* a count or size out of range */
+#define MG_ERR_TOKEN (-3)    /* a token id outside 0..26 */
+#define MG_ERR_SEED (-4)     /* xorshift32 seed 0 */
+#define MG_ERR_NOMEM (-5)
+#define MG_ERR_THREAD (-6)
+#define MG_ERR_UNIFORM (-7)  /* a python-sampler draw outside [0, 1) */
+
+/* ---------------------------------------------------------------- randomness */
+
+MG_INLINE uint32_t mg_xorshift32(uint32_t x)
+{
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return x;
+}
+
+/* samplers.stream_seed: murmur3 fmix32 of base + golden * i; 0 maps to 1 */
+MG_INLINE uint32_t mg_stream_seed(uint32_t base, uint32_t i)
+{
+    uint32_t h = base + 0x9E3779B9u * i;
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return h ? h : 1u;
+}
+
+MG_INLINE float mg_r24(uint32_t x) { return (float)(x >> 8) * (1.0f / 16777216.0f); }
+
+MG_INLINE void *mg_alloc(size_t bytes)
+{
+    size_t n = (bytes + 63) & ~(size_t)63;
+    void *p = aligned_alloc(64, n ? n : 64);
+    if (p) memset(p, 0, n ? n : 64);
+    return p;
+}
+
+/* ------------------------------------------------------ canonical scalar float */
+
+#define MG_EXP_MAGIC 12582912.0f   /* 1.5 * 2^23: adding it rounds to an integer */
+#define MG_EXP_LO (-126.0f)
+#define MG_LOG2E 1.44269504088896341f
+/* 2^f ~ 1 + f (P1 + f (P2 + ...)), |f| <= 1/2: a degree-5 minimax fit (relative error 1.1e-7) */
+#define MG_P1 0.693147063f
+#define MG_P2 0.240222424f
+#define MG_P3 0.0555065572f
+#define MG_P4 0.00967150647f
+#define MG_P5 0.00132874330f
+/* softmax offsets: exp2(x - o) with o = 0 when every live x lies in [MG_FAST_LO, MG_FAST_HI]
+ * (nothing can overflow or lose precision), else o = max x: the max is off the
+ * critical path in the common case */
+#define MG_FAST_LO (-126.0f)
+#define MG_FAST_HI 64.0f
+/* the norms: s0 = 1/sqrt(ss/16 + eps); both entry norms at once: S = s0 * s1 =
+ * 1/sqrt(ss (1 + eps)/16 + eps^2), exactly, since mean(x1^2) = ms s0^2 */
+#define MG_N1 0.0625f
+#define MG_N2 0.0625006250f        /* (1 + 1e-5) / 16 */
+#define MG_EPS2 1e-10f
+#define MG_CQ 0.721347520f         /* 0.5 * log2(e): 1/sqrt(head_dim), in the log2 domain */
+
+MG_INLINE float mg_f_from_bits(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
+MG_INLINE uint32_t mg_bits_from_f(float f) { uint32_t b; memcpy(&b, &f, 4); return b; }
+
+/* 2^x for x <= 64 (relative error ~1.5e-7; x < -126 behaves as -126) */
+MG_INLINE float mg_exp2_s(float x)
+{
+    x = x > MG_EXP_LO ? x : MG_EXP_LO;
+    float t = x + MG_EXP_MAGIC;
+    float n = t - MG_EXP_MAGIC;
+    float f = x - n;
+    float f2 = f * f;
+    float p01 = fmaf(f, MG_P1, 1.0f);
+    float p23 = fmaf(f, MG_P3, MG_P2);
+    float p45 = fmaf(f, MG_P5, MG_P4);
+    float f4 = f2 * f2;
+    float q0 = fmaf(p23, f2, p01);
+    float p = fmaf(p45, f4, q0);
+    return p * mg_f_from_bits((mg_bits_from_f(t) + 127u) << 23);  /* * 2^n */
+}
+
+/* the softmax offset of a set of values with max mx and min mn */
+MG_INLINE float mg_offset_s(float mx, float mn) { return (mn >= MG_FAST_LO && mx <= MG_FAST_HI) ? 0.0f : mx; }
+
+MG_INLINE float mg_rs_s(float a) { return 1.0f / sqrtf(a); }
+
+MG_INLINE float mg_tree16_s(const float *v)
+{
+    return (((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))) +
+           (((v[8] + v[9]) + (v[10] + v[11])) + ((v[12] + v[13]) + (v[14] + v[15])));
+}
+
+/* mv16: 4 chains of 4 (j = k, k+4, k+8, k+12), then (c0+c1)+(c2+c3) */
+MG_INLINE float mg_mv16_s(const float *w, const float *x)
+{
+    float c0 = x[0] * w[0], c1 = x[1] * w[1], c2 = x[2] * w[2], c3 = x[3] * w[3];
+    for (int j = 4; j < 16; j += 4) {
+        c0 = fmaf(x[j], w[j], c0);
+        c1 = fmaf(x[j + 1], w[j + 1], c1);
+        c2 = fmaf(x[j + 2], w[j + 2], c2);
+        c3 = fmaf(x[j + 3], w[j + 3], c3);
+    }
+    return (c0 + c1) + (c2 + c3);
+}
+
+/* mv16b: 8 chains of 2 (j = k, k+8), then ((c0+c1)+(c2+c3))+((c4+c5)+(c6+c7)) */
+MG_INLINE float mg_mv16b_s(const float *w, const float *x)
+{
+    float c[8];
+    for (int k = 0; k < 8; k++) c[k] = fmaf(x[k + 8], w[k + 8], x[k] * w[k]);
+    return ((c[0] + c[1]) + (c[2] + c[3])) + ((c[4] + c[5]) + (c[6] + c[7]));
+}
+
+/* mv64: 16 chains of 4 (j = k, k+16, k+32, k+48), then tree16 */
+MG_INLINE float mg_mv64_s(const float *w, const float *x)
+{
+    float c[16];
+    for (int k = 0; k < 16; k++) {
+        c[k] = x[k] * w[k];
+        c[k] = fmaf(x[k + 16], w[k + 16], c[k]);
+        c[k] = fmaf(x[k + 32], w[k + 32], c[k]);
+        c[k] = fmaf(x[k + 48], w[k + 48], c[k]);
+    }
+    return mg_tree16_s(c);
+}
+
+/* slot s is valid at (step, pos) when its age (step - s) & 15 is <= pos */
+MG_INLINE unsigned mg_valid_slots(int step, int pos)
+{
+    unsigned m = (1u << (pos + 1)) - 1u;          /* pos + 1 slots ... */
+    unsigned start = (unsigned)(step - pos) & 15u; /* ... ending at slot step & 15 */
+    return ((m << start) | (m >> (16u - start))) & 0xFFFFu;
+}
+
+/* Attention, canonical, in the log2 domain: qs = q * 0.5 * log2(e) (already scaled),
+ * K and V [slot][16]; out = softmax-weighted sum of V per head. */
+MG_INLINE void mg_attention_s(const float *qs, const float *K, const float *V, unsigned valid, float *out)
+{
+    for (int h = 0; h < 4; h++) {
+        float s[16], e[16], mx = -INFINITY, mn = INFINITY;
+        const float *q = qs + 4 * h;
+        for (int t = 0; t < 16; t++) {
+            const float *k = K + t * 16 + 4 * h;
+            float a = fmaf(q[1], k[1], q[0] * k[0]);
+            float b = fmaf(q[3], k[3], q[2] * k[2]);
+            s[t] = a + b;
+            if ((valid >> t) & 1u) {
+                mx = s[t] > mx ? s[t] : mx;
+                mn = s[t] < mn ? s[t] : mn;
+            }
+        }
+        const float o = mg_offset_s(mx, mn);
+        for (int t = 0; t < 16; t++) e[t] = ((valid >> t) & 1u) ? mg_exp2_s(s[t] - o) : 0.0f;
+        float l[4];
+        for (int j = 0; j < 4; j++) l[j] = (e[j] + e[4 + j]) + (e[8 + j] + e[12 + j]);
+        float rl = 1.0f / ((l[0] + l[1]) + (l[2] + l[3]));
+        for (int d = 0; d < 4; d++) {
+            const float *v = V + 4 * h + d;
+            float a[4];
+            for (int j = 0; j < 4; j++)
+                a[j] = fmaf(e[4 + j], v[(4 + j) * 16], e[j] * v[j * 16]) +
+                       fmaf(e[12 + j], v[(12 + j) * 16], e[8 + j] * v[(8 + j) * 16]);
+            out[4 * h + d] = ((a[0] + a[1]) + (a[2] + a[3])) * rl;
+        }
+    }
+}
+
+/* Sampler, canonical. z: the 27 logits * log2(e)/T. python: thr from u, else from r. */
+MG_INLINE int mg_sample_s(const float *z, int python, float r, double u)
+{
+    float mx = z[0], mn = z[0], c[32], t[16];
+    for (int v = 1; v < MG_VOCAB; v++) {
+        mx = z[v] > mx ? z[v] : mx;
+        mn = z[v] < mn ? z[v] : mn;
+    }
+    const float o = mg_offset_s(mx, mn);
+    for (int v = 0; v < MG_VOCAB; v++) c[v] = mg_exp2_s(z[v] - o);
+    for (int v = MG_VOCAB; v < 32; v++) c[v] = 0.0f;
+    for (int i = 0; i < 16; i++) t[i] = i + 16 < MG_VOCAB ? c[i] + c[i + 16] : c[i];
+    float total = mg_tree16_s(t);
+    for (int s = 1; s < 32; s <<= 1)
+        for (int i = 31; i >= s; i--) c[i] = c[i] + c[i - s];
+    float thr = python ? (float)(u * (double)total) : r * total;
+    for (int v = 0; v < MG_VOCAB - 1; v++)
+        if (thr < c[v]) return v;
+    return MG_VOCAB - 1;
+}
+
+/* ------------------------------------------------ single-stream vector helpers */
+
+#if defined(MG_AVX512)
+/* the canonical exp2 on 16 lanes; _nc: without the clamp (every live lane >= -126) */
+MG_INLINE __m512 mg_exp2_16nc(__m512 x)
+{
+    __m512 t = _mm512_add_ps(x, _mm512_set1_ps(MG_EXP_MAGIC));
+    __m512 f = _mm512_sub_ps(x, _mm512_sub_ps(t, _mm512_set1_ps(MG_EXP_MAGIC)));
+    __m512 f2 = _mm512_mul_ps(f, f);
+    __m512 p01 = _mm512_fmadd_ps(f, _mm512_set1_ps(MG_P1), _mm512_set1_ps(1.0f));
+    __m512 p23 = _mm512_fmadd_ps(f, _mm512_set1_ps(MG_P3), _mm512_set1_ps(MG_P2));
+    __m512 p45 = _mm512_fmadd_ps(f, _mm512_set1_ps(MG_P5), _mm512_set1_ps(MG_P4));
+    __m512 f4 = _mm512_mul_ps(f2, f2);
+    __m512 q0 = _mm512_fmadd_ps(p23, f2, p01);
+    __m512 p = _mm512_fmadd_ps(p45, f4, q0);
+    __m512i sb = _mm512_slli_epi32(_mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(127)), 23);
+    return _mm512_mul_ps(p, _mm512_castsi512_ps(sb));
+}
+MG_INLINE __m512 mg_exp2_16(__m512 x) { return mg_exp2_16nc(_mm512_max_ps(x, _mm512_set1_ps(MG_EXP_LO))); }
+/* lanes of m (under mask k) outside the fast range */
+MG_INLINE __mmask16 mg_slow16(__mmask16 k, __m512 v)
+{
+    return _mm512_mask_cmp_ps_mask(k, v, _mm512_set1_ps(MG_FAST_LO), _CMP_LT_OQ) |
+           _mm512_mask_cmp_ps_mask(k, v, _mm512_set1_ps(MG_FAST_HI), _CMP_GT_OQ);
+}
+MG_INLINE __m512 mg_hmin16(__m512 v)
+{
+    v = _mm512_min_ps(v, _mm512_permute_ps(v, 0xB1));
+    v = _mm512_min_ps(v, _mm512_permute_ps(v, 0x4E));
+    v = _mm512_min_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
+    return _mm512_min_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
+}
+#define MG_SWAP1 0xB1 /* (1,0,3,2) */
+#define MG_SWAP2 0x4E /* (2,3,0,1) */
+/* butterfly all-reduce sum: every lane gets tree16 */
+MG_INLINE __m512 mg_hsum16(__m512 v)
+{
+    v = _mm512_add_ps(v, _mm512_permute_ps(v, MG_SWAP1));
+    v = _mm512_add_ps(v, _mm512_permute_ps(v, MG_SWAP2));
+    v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
+    return _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
+}
+MG_INLINE __m512 mg_hmax16(__m512 v)
+{
+    v = _mm512_max_ps(v, _mm512_permute_ps(v, MG_SWAP1));
+    v = _mm512_max_ps(v, _mm512_permute_ps(v, MG_SWAP2));
+    v = _mm512_max_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
+    return _mm512_max_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
+}
+/* tree16 of 16 broadcast vectors (all lanes of b[j] hold x_j) */
+MG_INLINE __m512 mg_tree16_16(const __m512 *b)
+{
+#define A_(i, j) _mm512_add_ps(i, j)
+    return A_(A_(A_(A_(b[0], b[1]), A_(b[2], b[3])), A_(A_(b[4], b[5]), A_(b[6], b[7]))),
+              A_(A_(A_(b[8], b[9]), A_(b[10], b[11])), A_(A_(b[12], b[13]), A_(b[14], b[15]))));
+#undef A_
+}
+MG_INLINE __m512 mg_rs16(__m512 a) { return _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_sqrt_ps(a)); }
+
+/* Attention, single stream, compact layout: KT[b][d] lane h*4+j = K[slot 4b+j][4h+d];
+ * V natural [slot][16]. The new key/value go to `slot`. */
+MG_INLINE __m512 mg_attention16(__m512 qs, __m512 k, __m512 v, float *KT, float *V, int slot, unsigned valid)
+{
+    const __m512 q0 = _mm512_permute_ps(qs, 0x00), q1 = _mm512_permute_ps(qs, 0x55);
+    const __m512 q2 = _mm512_permute_ps(qs, 0xAA), q3 = _mm512_permute_ps(qs, 0xFF);
+    const int cb = slot >> 2;
+    const __mmask16 wm = (__mmask16)(0x1111u << (slot & 3));
+    _mm512_store_ps(V + slot * 16, v);
+    __m512 s[4];
+    __mmask16 vm[4];
+    for (int b = 0; b < 4; b++) {
+        float *kt = KT + b * 64;
+        __m512 k0 = _mm512_load_ps(kt), k1 = _mm512_load_ps(kt + 16);
+        __m512 k2 = _mm512_load_ps(kt + 32), k3 = _mm512_load_ps(kt + 48);
+        if (b == cb) {
+            k0 = _mm512_mask_blend_ps(wm, k0, _mm512_permute_ps(k, 0x00));
+            k1 = _mm512_mask_blend_ps(wm, k1, _mm512_permute_ps(k, 0x55));
+            k2 = _mm512_mask_blend_ps(wm, k2, _mm512_permute_ps(k, 0xAA));
+            k3 = _mm512_mask_blend_ps(wm, k3, _mm512_permute_ps(k, 0xFF));
+            _mm512_store_ps(kt, k0);
+            _mm512_store_ps(kt + 16, k1);
+            _mm512_store_ps(kt + 32, k2);
+            _mm512_store_ps(kt + 48, k3);
+        }
+        s[b] = _mm512_add_ps(_mm512_fmadd_ps(q1, k1, _mm512_mul_ps(q0, k0)),
+                             _mm512_fmadd_ps(q3, k3, _mm512_mul_ps(q2, k2)));
+        vm[b] = (__mmask16)(((valid >> (4 * b)) & 0xFu) * 0x1111u);
+    }
+    __m512 e0, e1, e2, e3;
+    if (__builtin_expect(!(mg_slow16(vm[0], s[0]) | mg_slow16(vm[1], s[1]) | mg_slow16(vm[2], s[2]) |
+                           mg_slow16(vm[3], s[3])), 1)) {
+        e0 = _mm512_maskz_mov_ps(vm[0], mg_exp2_16nc(s[0]));
+        e1 = _mm512_maskz_mov_ps(vm[1], mg_exp2_16nc(s[1]));
+        e2 = _mm512_maskz_mov_ps(vm[2], mg_exp2_16nc(s[2]));
+        e3 = _mm512_maskz_mov_ps(vm[3], mg_exp2_16nc(s[3]));
+    } else { /* per head: offset 0 if all its live scores are in range, else its max */
+        const __m512 ninf = _mm512_set1_ps(-INFINITY), pinf = _mm512_set1_ps(INFINITY);
+        __m512 m = _mm512_max_ps(_mm512_max_ps(_mm512_mask_blend_ps(vm[0], ninf, s[0]), _mm512_mask_blend_ps(vm[1], ninf, s[1])),
+                                 _mm512_max_ps(_mm512_mask_blend_ps(vm[2], ninf, s[2]), _mm512_mask_blend_ps(vm[3], ninf, s[3])));
+        __m512 n = _mm512_min_ps(_mm512_min_ps(_mm512_mask_blend_ps(vm[0], pinf, s[0]), _mm512_mask_blend_ps(vm[1], pinf, s[1])),
+                                 _mm512_min_ps(_mm512_mask_blend_ps(vm[2], pinf, s[2]), _mm512_mask_blend_ps(vm[3], pinf, s[3])));
+        m = _mm512_max_ps(m, _mm512_permute_ps(m, MG_SWAP1));
+        m = _mm512_max_ps(m, _mm512_permute_ps(m, MG_SWAP2));
+        n = _mm512_min_ps(n, _mm512_permute_ps(n, MG_SWAP1));
+        n = _mm512_min_ps(n, _mm512_permute_ps(n, MG_SWAP2));
+        __mmask16 fast = _mm512_cmp_ps_mask(n, _mm512_set1_ps(MG_FAST_LO), _CMP_GE_OQ) &
+                         _mm512_cmp_ps_mask(m, _mm512_set1_ps(MG_FAST_HI), _CMP_LE_OQ);
+        m = _mm512_maskz_mov_ps((__mmask16)~fast, m);
+        e0 = _mm512_maskz_mov_ps(vm[0], mg_exp2_16(_mm512_sub_ps(s[0], m)));
+        e1 = _mm512_maskz_mov_ps(vm[1], mg_exp2_16(_mm512_sub_ps(s[1], m)));
+        e2 = _mm512_maskz_mov_ps(vm[2], mg_exp2_16(_mm512_sub_ps(s[2], m)));
+        e3 = _mm512_maskz_mov_ps(vm[3], mg_exp2_16(_mm512_sub_ps(s[3], m)));
+    }
+    __m512 l = _mm512_add_ps(_mm512_add_ps(e0, e1), _mm512_add_ps(e2, e3));
+    l = _mm512_add_ps(l, _mm512_permute_ps(l, MG_SWAP1));
+    l = _mm512_add_ps(l, _mm512_permute_ps(l, MG_SWAP2));
+    __m512 rl = _mm512_div_ps(_mm512_set1_ps(1.0f), l);
+#define MG_PJ(e, j) _mm512_permute_ps(e, (j) * 0x55)
+#define MG_AJ(j)                                                                                              \
+    _mm512_add_ps(_mm512_fmadd_ps(MG_PJ(e1, j), _mm512_load_ps(V + (4 + j) * 16),                             \
+                                  _mm512_mul_ps(MG_PJ(e0, j), _mm512_load_ps(V + (j) * 16))),                 \
+                  _mm512_fmadd_ps(MG_PJ(e3, j), _mm512_load_ps(V + (12 + j) * 16),                            \
+                                  _mm512_mul_ps(MG_PJ(e2, j), _mm512_load_ps(V + (8 + j) * 16))))
+    __m512 a0 = MG_AJ(0), a1 = MG_AJ(1), a2 = MG_AJ(2), a3 = MG_AJ(3);
+#undef MG_AJ
+#undef MG_PJ
+    return _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)), rl);
+}
+
+/* the sampler on z (lo: ids 0..15, hi: 16..26, lanes 11..15 ignored) */
+MG_INLINE int mg_sample16(__m512 zlo, __m512 zhi, int python, float r, double u)
+{
+    const __mmask16 hv = 0x07FF;
+    __m512 lo, hi;
+    if (__builtin_expect(!(mg_slow16(0xFFFF, zlo) | mg_slow16(hv, zhi)), 1)) {
+        lo = mg_exp2_16nc(zlo);
+        hi = _mm512_maskz_mov_ps(hv, mg_exp2_16nc(zhi));
+    } else {
+        __m512 m = mg_hmax16(_mm512_max_ps(zlo, _mm512_mask_blend_ps(hv, _mm512_set1_ps(-INFINITY), zhi)));
+        __m512 n = mg_hmin16(_mm512_min_ps(zlo, _mm512_mask_blend_ps(hv, _mm512_set1_ps(INFINITY), zhi)));
+        __mmask16 fast = _mm512_cmp_ps_mask(n, _mm512_set1_ps(MG_FAST_LO), _CMP_GE_OQ) &
+                         _mm512_cmp_ps_mask(m, _mm512_set1_ps(MG_FAST_HI), _CMP_LE_OQ);
+        m = _mm512_maskz_mov_ps((__mmask16)~fast, m);
+        lo = mg_exp2_16(_mm512_sub_ps(zlo, m));
+        hi = _mm512_maskz_mov_ps(hv, mg_exp2_16(_mm512_sub_ps(zhi, m)));
+    }
+    __m512 total = mg_hsum16(_mm512_add_ps(lo, hi));
+    const __m512i zero = _mm512_setzero_si512();
+#define MG_SCAN_STEP(S)                                                                                   \
+    do {                                                                                                  \
+        __m512 shi = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(hi), _mm512_castps_si512(lo), 16 - (S))); \
+        __m512 slo = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(lo), zero, 16 - (S)));  \
+        hi = _mm512_add_ps(hi, shi);                                                                      \
+        lo = _mm512_add_ps(lo, slo);                                                                      \
+    } while (0)
+    MG_SCAN_STEP(1);
+    MG_SCAN_STEP(2);
+    MG_SCAN_STEP(4);
+    MG_SCAN_STEP(8);
+#undef MG_SCAN_STEP
+    hi = _mm512_add_ps(hi, lo);
+    __m512 thr;
+    if (python)
+        thr = _mm512_set1_ps((float)(u * (double)_mm512_cvtss_f32(total)));
+    else
+        thr = _mm512_mul_ps(_mm512_set1_ps(r), total);
+    uint32_t ml = _mm512_cmp_ps_mask(thr, lo, _CMP_LT_OQ);
+    uint32_t mh = _mm512_cmp_ps_mask(thr, hi, _CMP_LT_OQ) & 0x3FFu;
+    return (int)__builtin_ctz(ml | (mh << 16) | (1u << 26));
+}
+#endif /* MG_AVX512 */
+
+#if defined(MG_AVX2)
+/* 16 lanes as two ymm (lanes 0..7, 8..15); every operation is the lane-wise image of
+ * the AVX-512 one, so the results are bit-identical */
+typedef struct { __m256 lo, hi; } v16;
+MG_INLINE v16 v16_load(const float *p) { v16 r = {_mm256_load_ps(p), _mm256_load_ps(p + 8)}; return r; }
+MG_INLINE void v16_store(float *p, v16 a) { _mm256_store_ps(p, a.lo); _mm256_store_ps(p + 8, a.hi); }
+MG_INLINE v16 v16_set1(float f) { v16 r = {_mm256_set1_ps(f), _mm256_set1_ps(f)}; return r; }
+#define V16_OP2(name, op) MG_INLINE v16 name(v16 a, v16 b) { v16 r = {op(a.lo, b.lo), op(a.hi, b.hi)}; return r; }
+V16_OP2(v16_add, _mm256_add_ps)
+V16_OP2(v16_sub, _mm256_sub_ps)
+V16_OP2(v16_mul, _mm256_mul_ps)
+V16_OP2(v16_max, _mm256_max_ps)
+V16_OP2(v16_min, _mm256_min_ps)
+V16_OP2(v16_and, _mm256_and_ps)
+MG_INLINE v16 v16_fma(v16 a, v16 b, v16 c) { v16 r = {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)}; return r; }
+#define v16_perm(a, imm) ((v16){_mm256_permute_ps((a).lo, imm), _mm256_permute_ps((a).hi, imm)})
+MG_INLINE v16 v16_blendv(v16 a, v16 b, v16 m) { v16 r = {_mm256_blendv_ps(a.lo, b.lo, m.lo), _mm256_blendv_ps(a.hi, b.hi, m.hi)}; return r; }
+
+MG_INLINE __m256 mg_exp2_8nc(__m256 x)
+{
+    __m256 t = _mm256_add_ps(x, _mm256_set1_ps(MG_EXP_MAGIC));
+    __m256 f = _mm256_sub_ps(x, _mm256_sub_ps(t, _mm256_set1_ps(MG_EXP_MAGIC)));
+    __m256 f2 = _mm256_mul_ps(f, f);
+    __m256 p01 = _mm256_fmadd_ps(f, _mm256_set1_ps(MG_P1), _mm256_set1_ps(1.0f));
+    __m256 p23 = _mm256_fmadd_ps(f, _mm256_set1_ps(MG_P3), _mm256_set1_ps(MG_P2));
+    __m256 p45 = _mm256_fmadd_ps(f, _mm256_set1_ps(MG_P5), _mm256_set1_ps(MG_P4));
+    __m256 f4 = _mm256_mul_ps(f2, f2);
+    __m256 q0 = _mm256_fmadd_ps(p23, f2, p01);
+    __m256 p = _mm256_fmadd_ps(p45, f4, q0);
+    __m256i sb = _mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(sb));
+}
+MG_INLINE __m256 mg_exp2_8(__m256 x) { return mg_exp2_8nc(_mm256_max_ps(x, _mm256_set1_ps(MG_EXP_LO))); }
+MG_INLINE v16 v16_exp2nc(v16 x) { v16 r = {mg_exp2_8nc(x.lo), mg_exp2_8nc(x.hi)}; return r; }
+MG_INLINE v16 v16_exp2(v16 x) { v16 r = {mg_exp2_8(x.lo), mg_exp2_8(x.hi)}; return r; }
+/* all-lanes masks: any lane of v (under mask k) outside the fast range */
+MG_INLINE int mg_slow8(__m256 k, __m256 v)
+{
+    __m256 bad = _mm256_or_ps(_mm256_cmp_ps(v, _mm256_set1_ps(MG_FAST_LO), _CMP_LT_OQ),
+                              _mm256_cmp_ps(v, _mm256_set1_ps(MG_FAST_HI), _CMP_GT_OQ));
+    return _mm256_movemask_ps(_mm256_and_ps(k, bad));
+}
+/* butterfly all-reduce over 16 lanes: every lane gets tree16 */
+MG_INLINE __m256 mg_hsum8x2(v16 v)
+{
+    v = v16_add(v, v16_perm(v, 0xB1));
+    v = v16_add(v, v16_perm(v, 0x4E));
+    __m256 lo = _mm256_add_ps(v.lo, _mm256_permute2f128_ps(v.lo, v.lo, 1));
+    __m256 hi = _mm256_add_ps(v.hi, _mm256_permute2f128_ps(v.hi, v.hi, 1));
+    return _mm256_add_ps(lo, hi);
+}
+MG_INLINE __m256 mg_hmax8x2(v16 v)
+{
+    v = v16_max(v, v16_perm(v, 0xB1));
+    v = v16_max(v, v16_perm(v, 0x4E));
+    __m256 lo = _mm256_max_ps(v.lo, _mm256_permute2f128_ps(v.lo, v.lo, 1));
+    __m256 hi = _mm256_max_ps(v.hi, _mm256_permute2f128_ps(v.hi, v.hi, 1));
+    return _mm256_max_ps(lo, hi);
+}
+MG_INLINE __m256 mg_hmin8x2(v16 v)
+{
+    v = v16_min(v, v16_perm(v, 0xB1));
+    v = v16_min(v, v16_perm(v, 0x4E));
+    __m256 lo = _mm256_min_ps(v.lo, _mm256_permute2f128_ps(v.lo, v.lo, 1));
+    __m256 hi = _mm256_min_ps(v.hi, _mm256_permute2f128_ps(v.hi, v.hi, 1));
+    return _mm256_min_ps(lo, hi);
+}
+MG_INLINE __m256 mg_rs8(__m256 a) { return _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_sqrt_ps(a)); }
+/* lane mask (all ones) for lanes whose (lane & 3) bit is set in nib */
+MG_INLINE __m256 mg_nibmask8(unsigned nib)
+{
+    const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 1, 2, 4, 8);
+    __m256i t = _mm256_and_si256(_mm256_set1_epi32((int)nib), bits);
+    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(t, bits));
+}
+
+/* Attention, single stream, compact layout (see mg_attention16) on two ymm */
+MG_INLINE v16 mg_attention8x2(v16 qs, v16 k, v16 v, float *KT, float *V, int slot, unsigned valid)
+{
+    const v16 q0 = v16_perm(qs, 0x00), q1 = v16_perm(qs, 0x55), q2 = v16_perm(qs, 0xAA), q3 = v16_perm(qs, 0xFF);
+    const int cb = slot >> 2;
+    const __m256 wm8 = mg_nibmask8(1u << (slot & 3));
+    const v16 wm = {wm8, wm8};
+    v16_store(V + slot * 16, v);
+    v16 s[4], vm[4];
+    for (int b = 0; b < 4; b++) {
+        float *kt = KT + b * 64;
+        v16 k0 = v16_load(kt), k1 = v16_load(kt + 16), k2 = v16_load(kt + 32), k3 = v16_load(kt + 48);
+        if (b == cb) {
+            k0 = v16_blendv(k0, v16_perm(k, 0x00), wm);
+            k1 = v16_blendv(k1, v16_perm(k, 0x55), wm);
+            k2 = v16_blendv(k2, v16_perm(k, 0xAA), wm);
+            k3 = v16_blendv(k3, v16_perm(k, 0xFF), wm);
+            v16_store(kt, k0);
+            v16_store(kt + 16, k1);
+            v16_store(kt + 32, k2);
+            v16_store(kt + 48, k3);
+        }
+        s[b] = v16_add(v16_fma(q1, k1, v16_mul(q0, k0)), v16_fma(q3, k3, v16_mul(q2, k2)));
+        __m256 m8 = mg_nibmask8((valid >> (4 * b)) & 0xFu);
+        vm[b] = (v16){m8, m8};
+    }
+    v16 e[4];
+    int slow = 0;
+    for (int b = 0; b < 4; b++) slow |= mg_slow8(vm[b].lo, s[b].lo) | mg_slow8(vm[b].hi, s[b].hi);
+    if (__builtin_expect(!slow, 1)) {
+        for (int b = 0; b < 4; b++) e[b] = v16_and(vm[b], v16_exp2nc(s[b]));
+    } else {
+        const v16 ninf = v16_set1(-INFINITY), pinf = v16_set1(INFINITY);
+        v16 m = v16_max(v16_max(v16_blendv(ninf, s[0], vm[0]), v16_blendv(ninf, s[1], vm[1])),
+                        v16_max(v16_blendv(ninf, s[2], vm[2]), v16_blendv(ninf, s[3], vm[3])));
+        v16 n = v16_min(v16_min(v16_blendv(pinf, s[0], vm[0]), v16_blendv(pinf, s[1], vm[1])),
+                        v16_min(v16_blendv(pinf, s[2], vm[2]), v16_blendv(pinf, s[3], vm[3])));
+        m = v16_max(m, v16_perm(m, 0xB1));
+        m = v16_max(m, v16_perm(m, 0x4E));
+        n = v16_min(n, v16_perm(n, 0xB1));
+        n = v16_min(n, v16_perm(n, 0x4E));
+        v16 fast = v16_and((v16){_mm256_cmp_ps(n.lo, _mm256_set1_ps(MG_FAST_LO), _CMP_GE_OQ), _mm256_cmp_ps(n.hi, _mm256_set1_ps(MG_FAST_LO), _CMP_GE_OQ)},
+                           (v16){_mm256_cmp_ps(m.lo, _mm256_set1_ps(MG_FAST_HI), _CMP_LE_OQ), _mm256_cmp_ps(m.hi, _mm256_set1_ps(MG_FAST_HI), _CMP_LE_OQ)});
+        m = v16_blendv(m, v16_set1(0.0f), fast);
+        for (int b = 0; b < 4; b++) e[b] = v16_and(vm[b], v16_exp2(v16_sub(s[b], m)));
+    }
+    v16 l = v16_add(v16_add(e[0], e[1]), v16_add(e[2], e[3]));
+    l = v16_add(l, v16_perm(l, 0xB1));
+    l = v16_add(l, v16_perm(l, 0x4E));
+    v16 rl = {_mm256_div_ps(_mm256_set1_ps(1.0f), l.lo), _mm256_div_ps(_mm256_set1_ps(1.0f), l.hi)};
+    v16 a[4];
+#define MG_PJ8(x, j) v16_perm(x, (j) * 0x55)
+    for (int j = 0; j < 4; j++) {
+        v16 p = v16_fma(MG_PJ8(e[1], j), v16_load(V + (4 + j) * 16), v16_mul(MG_PJ8(e[0], j), v16_load(V + j * 16)));
+        v16 r = v16_fma(MG_PJ8(e[3], j), v16_load(V + (12 + j) * 16), v16_mul(MG_PJ8(e[2], j), v16_load(V + (8 + j) * 16)));
+        a[j] = v16_add(p, r);
+    }
+#undef MG_PJ8
+    return v16_mul(v16_add(v16_add(a[0], a[1]), v16_add(a[2], a[3])), rl);
+}
+
+/* shift a 32-lane vector (4 ymm) up by s lanes (s = 1, 2, 4), zeros in */
+MG_INLINE __m256 mg_shift8(__m256 prev, __m256 cur, int s)
+{
+    __m256 t = _mm256_permute2f128_ps(prev, cur, 0x21); /* prev.hi, cur.lo */
+    if (s == 4) return t;
+    if (s == 2) return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(cur), _mm256_castps_si256(t), 8));
+    return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(cur), _mm256_castps_si256(t), 12));
+}
+
+/* the sampler on z[4] (ids 0..7, 8..15, 16..23, 24..31; lanes >= 27 ignored) */
+MG_INLINE int mg_sample8x4(const __m256 *z, int python, float r, double u)
+{
+    const __m256 hv = _mm256_castsi256_ps(_mm256_setr_epi32(-1, -1, -1, 0, 0, 0, 0, 0)); /* ids 24..26 */
+    const __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    __m256 e[4];
+    if (__builtin_expect(!(mg_slow8(all, z[0]) | mg_slow8(all, z[1]) | mg_slow8(all, z[2]) | mg_slow8(hv, z[3])), 1)) {
+        for (int i = 0; i < 3; i++) e[i] = mg_exp2_8nc(z[i]);
+        e[3] = _mm256_and_ps(hv, mg_exp2_8nc(z[3]));
+    } else {
+        v16 a = {z[0], z[1]}, b = {z[2], _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), z[3], hv)};
+        v16 c = {z[2], _mm256_blendv_ps(_mm256_set1_ps(INFINITY), z[3], hv)};
+        __m256 m = mg_hmax8x2(v16_max(a, b)), n = mg_hmin8x2(v16_min(a, c));
+        __m256 fast = _mm256_and_ps(_mm256_cmp_ps(n, _mm256_set1_ps(MG_FAST_LO), _CMP_GE_OQ),
+                                    _mm256_cmp_ps(m, _mm256_set1_ps(MG_FAST_HI), _CMP_LE_OQ));
+        m = _mm256_blendv_ps(m, _mm256_setzero_ps(), fast);
+        for (int i = 0; i < 3; i++) e[i] = mg_exp2_8(_mm256_sub_ps(z[i], m));
+        e[3] = _mm256_and_ps(hv, mg_exp2_8(_mm256_sub_ps(z[3], m)));
+    }
+    __m256 total = mg_hsum8x2((v16){_mm256_add_ps(e[0], e[2]), _mm256_add_ps(e[1], e[3])});
+    const __m256 zero = _mm256_setzero_ps();
+    for (int s = 1; s < 8; s <<= 1) {
+        __m256 s3 = mg_shift8(e[2], e[3], s), s2 = mg_shift8(e[1], e[2], s);
+        __m256 s1 = mg_shift8(e[0], e[1], s), s0 = mg_shift8(zero, e[0], s);
+        e[3] = _mm256_add_ps(e[3], s3);
+        e[2] = _mm256_add_ps(e[2], s2);
+        e[1] = _mm256_add_ps(e[1], s1);
+        e[0] = _mm256_add_ps(e[0], s0);
+    }
+    e[3] = _mm256_add_ps(e[3], e[2]); /* s = 8 */
+    e[2] = _mm256_add_ps(e[2], e[1]);
+    e[1] = _mm256_add_ps(e[1], e[0]);
+    e[3] = _mm256_add_ps(e[3], e[1]); /* s = 16 */
+    e[2] = _mm256_add_ps(e[2], e[0]);
+    __m256 thr = python ? _mm256_set1_ps((float)(u * (double)_mm256_cvtss_f32(total))) : _mm256_mul_ps(_mm256_set1_ps(r), total);
+    uint32_t bits = 0;
+    for (int i = 0; i < 4; i++) bits |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(thr, e[i], _CMP_LT_OQ)) << (8 * i);
+    return (int)__builtin_ctz((bits & 0x3FFFFFFu) | (1u << 26));
+}
+#endif /* MG_AVX2 */
+
+#if defined(MG_NEON)
+/* 16 lanes as four float32x4_t: register h holds lanes 4h..4h+3 (one attention head) */
+typedef struct { float32x4_t v[4]; } n16;
+MG_INLINE n16 n16_load(const float *p) { n16 r = {{vld1q_f32(p), vld1q_f32(p + 4), vld1q_f32(p + 8), vld1q_f32(p + 12)}}; return r; }
+MG_INLINE void n16_store(float *p, n16 a) { for (int h = 0; h < 4; h++) vst1q_f32(p + 4 * h, a.v[h]); }
+MG_INLINE float32x4_t mg_exp2_4nc(float32x4_t x)
+{
+    float32x4_t t = vaddq_f32(x, vdupq_n_f32(MG_EXP_MAGIC));
+    float32x4_t f = vsubq_f32(x, vsubq_f32(t, vdupq_n_f32(MG_EXP_MAGIC)));
+    float32x4_t f2 = vmulq_f32(f, f);
+    float32x4_t p01 = vfmaq_f32(vdupq_n_f32(1.0f), f, vdupq_n_f32(MG_P1));
+    float32x4_t p23 = vfmaq_f32(vdupq_n_f32(MG_P2), f, vdupq_n_f32(MG_P3));
+    float32x4_t p45 = vfmaq_f32(vdupq_n_f32(MG_P4), f, vdupq_n_f32(MG_P5));
+    float32x4_t f4 = vmulq_f32(f2, f2);
+    float32x4_t q0 = vfmaq_f32(p01, p23, f2);
+    float32x4_t p = vfmaq_f32(q0, p45, f4);
+    int32x4_t sb = vshlq_n_s32(vaddq_s32(vreinterpretq_s32_f32(t), vdupq_n_s32(127)), 23);
+    return vmulq_f32(p, vreinterpretq_f32_s32(sb));
+}
+MG_INLINE float32x4_t mg_exp2_4(float32x4_t x) { return mg_exp2_4nc(vmaxq_f32(x, vdupq_n_f32(MG_EXP_LO))); }
+/* nonzero if a lane of v under mask k is outside the fast range */
+MG_INLINE uint32_t mg_slow4(uint32x4_t k, float32x4_t v)
+{
+    uint32x4_t bad = vorrq_u32(vcltq_f32(v, vdupq_n_f32(MG_FAST_LO)), vcgtq_f32(v, vdupq_n_f32(MG_FAST_HI)));
+    return vmaxvq_u32(vandq_u32(k, bad));
+}
+/* tree16 of the 16 lanes of a (all lanes of the result) */
+MG_INLINE float32x4_t mg_hsum4x4(n16 a)
+{
+    float32x4_t q = vpaddq_f32(vpaddq_f32(a.v[0], a.v[1]), vpaddq_f32(a.v[2], a.v[3]));
+    q = vpaddq_f32(q, q);
+    return vdupq_laneq_f32(vpaddq_f32(q, q), 0);
+}
+/* (x0+x1)+(x2+x3) in every lane */
+MG_INLINE float32x4_t mg_gsum4(float32x4_t x)
+{
+    float32x4_t q = vpaddq_f32(x, x);
+    return vdupq_laneq_f32(vpaddq_f32(q, q), 0);
+}
+MG_INLINE float32x4_t mg_rs4(float32x4_t a) { return vdivq_f32(vdupq_n_f32(1.0f), vsqrtq_f32(a)); }
+MG_INLINE uint32x4_t mg_nibmask4(unsigned nib)
+{
+    const uint32_t bits[4] = {1, 2, 4, 8};
+    return vtstq_u32(vdupq_n_u32(nib), vld1q_u32(bits));
+}
+MG_INLINE float32x4_t mg_lane4(float32x4_t v, int j)
+{
+    switch (j & 3) {
+    case 0: return vdupq_laneq_f32(v, 0);
+    case 1: return vdupq_laneq_f32(v, 1);
+    case 2: return vdupq_laneq_f32(v, 2);
+    default: return vdupq_laneq_f32(v, 3);
+    }
+}
+
+/* Attention, single stream, compact layout (see mg_attention16): KT[b][d] register h
+ * lane j = K[slot 4b+j][4h+d]; V natural [slot][16] */
+MG_INLINE n16 mg_attention4x4(n16 qs, n16 k, n16 v, float *KT, float *V, int slot, unsigned valid)
+{
+    const int cb = slot >> 2;
+    const uint32x4_t wm = mg_nibmask4(1u << (slot & 3));
+    n16_store(V + slot * 16, v);
+    n16 out;
+    uint32x4_t vm[4];
+    for (int b = 0; b < 4; b++) vm[b] = mg_nibmask4((valid >> (4 * b)) & 0xFu);
+    float32x4_t s[4][4]; /* [b][h] */
+    for (int b = 0; b < 4; b++) {
+        float *kt = KT + b * 64;
+        for (int h = 0; h < 4; h++) {
+            float32x4_t kk[4];
+            for (int d = 0; d < 4; d++) kk[d] = vld1q_f32(kt + 16 * d + 4 * h);
+            if (b == cb) {
+                for (int d = 0; d < 4; d++) {
+                    kk[d] = vbslq_f32(wm, mg_lane4(k.v[h], d), kk[d]);
+                    vst1q_f32(kt + 16 * d + 4 * h, kk[d]);
+                }
+            }
+            float32x4_t a = vfmaq_f32(vmulq_f32(mg_lane4(qs.v[h], 0), kk[0]), mg_lane4(qs.v[h], 1), kk[1]);
+            float32x4_t c = vfmaq_f32(vmulq_f32(mg_lane4(qs.v[h], 2), kk[2]), mg_lane4(qs.v[h], 3), kk[3]);
+            s[b][h] = vaddq_f32(a, c);
+        }
+    }
+    uint32_t slow = 0;
+    for (int b = 0; b < 4; b++)
+        for (int h = 0; h < 4; h++) slow |= mg_slow4(vm[b], s[b][h]);
+    for (int h = 0; h < 4; h++) {
+        float32x4_t e[4], o = vdupq_n_f32(0.0f);
+        if (__builtin_expect(slow != 0, 0)) {
+            float mx = -INFINITY, mn = INFINITY;
+            for (int b = 0; b < 4; b++) {
+                mx = fmaxf(mx, vmaxvq_f32(vbslq_f32(vm[b], s[b][h], vdupq_n_f32(-INFINITY))));
+                mn = fminf(mn, vminvq_f32(vbslq_f32(vm[b], s[b][h], vdupq_n_f32(INFINITY))));
+            }
+            o = vdupq_n_f32(mg_offset_s(mx, mn));
+            for (int b = 0; b < 4; b++)
+                e[b] = vreinterpretq_f32_u32(vandq_u32(vm[b], vreinterpretq_u32_f32(mg_exp2_4(vsubq_f32(s[b][h], o)))));
+        } else {
+            for (int b = 0; b < 4; b++)
+                e[b] = vreinterpretq_f32_u32(vandq_u32(vm[b], vreinterpretq_u32_f32(mg_exp2_4nc(s[b][h]))));
+        }
+        float32x4_t l = mg_gsum4(vaddq_f32(vaddq_f32(e[0], e[1]), vaddq_f32(e[2], e[3])));
+        float32x4_t rl = vdivq_f32(vdupq_n_f32(1.0f), l);
+        float32x4_t a[4];
+        for (int j = 0; j < 4; j++) {
+            float32x4_t p = vfmaq_f32(vmulq_f32(mg_lane4(e[0], j), vld1q_f32(V + j * 16 + 4 * h)),
+                                      mg_lane4(e[1], j), vld1q_f32(V + (4 + j) * 16 + 4 * h));
+            float32x4_t r = vfmaq_f32(vmulq_f32(mg_lane4(e[2], j), vld1q_f32(V + (8 + j) * 16 + 4 * h)),
+                                      mg_lane4(e[3], j), vld1q_f32(V + (12 + j) * 16 + 4 * h));
+            a[j] = vaddq_f32(p, r);
+        }
+        out.v[h] = vmulq_f32(vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3])), rl);
+    }
+    return out;
+}
+
+/* the sampler on z[8] (ids 4i..4i+3; lanes >= 27 ignored) */
+MG_INLINE int mg_sample4x8(const float32x4_t *z, int python, float r, double u)
+{
+    const uint32_t h6[4] = {~0u, ~0u, ~0u, 0u};
+    const uint32x4_t all = vdupq_n_u32(~0u), m6 = vld1q_u32(h6), none = vdupq_n_u32(0);
+    float32x4_t e[8];
+    uint32_t slow = 0;
+    for (int i = 0; i < 8; i++) slow |= mg_slow4(i < 6 ? all : i == 6 ? m6 : none, z[i]);
+    if (__builtin_expect(!slow, 1)) {
+        for (int i = 0; i < 8; i++) e[i] = mg_exp2_4nc(z[i]);
+    } else {
+        float mx = -INFINITY, mn = INFINITY;
+        for (int i = 0; i < 7; i++) {
+            uint32x4_t k = i < 6 ? all : m6;
+            mx = fmaxf(mx, vmaxvq_f32(vbslq_f32(k, z[i], vdupq_n_f32(-INFINITY))));
+            mn = fminf(mn, vminvq_f32(vbslq_f32(k, z[i], vdupq_n_f32(INFINITY))));
+        }
+        float32x4_t o = vdupq_n_f32(mg_offset_s(mx, mn));
+        for (int i = 0; i < 8; i++) e[i] = mg_exp2_4(vsubq_f32(z[i], o));
+    }
+    e[6] = vreinterpretq_f32_u32(vandq_u32(m6, vreinterpretq_u32_f32(e[6])));
+    e[7] = vdupq_n_f32(0.0f);
+    n16 t = {{vaddq_f32(e[0], e[4]), vaddq_f32(e[1], e[5]), vaddq_f32(e[2], e[6]), vaddq_f32(e[3], e[7])}};
+    float total = vgetq_lane_f32(mg_hsum4x4(t), 0);
+    const float32x4_t zero = vdupq_n_f32(0.0f);
+    for (int s = 1; s < 4; s <<= 1) {
+        float32x4_t sh[8];
+        for (int i = 0; i < 8; i++) {
+            float32x4_t prev = i ? e[i - 1] : zero;
+            sh[i] = s == 1 ? vextq_f32(prev, e[i], 3) : vextq_f32(prev, e[i], 2);
+        }
+        for (int i = 0; i < 8; i++) e[i] = vaddq_f32(e[i], sh[i]);
+    }
+    for (int i = 7; i >= 1; i--) e[i] = vaddq_f32(e[i], e[i - 1]); /* s = 4 */
+    for (int i = 7; i >= 2; i--) e[i] = vaddq_f32(e[i], e[i - 2]); /* s = 8 */
+    for (int i = 7; i >= 4; i--) e[i] = vaddq_f32(e[i], e[i - 4]); /* s = 16 */
+    float thr = python ? (float)(u * (double)total) : r * total;
+    const uint32_t bitv[4] = {1, 2, 4, 8};
+    const uint32x4_t bv = vld1q_u32(bitv);
+    uint32_t bits = 0;
+    for (int i = 0; i < 7; i++) bits |= vaddvq_u32(vandq_u32(vcltq_f32(vdupq_n_f32(thr), e[i]), bv)) << (4 * i);
+    return (int)__builtin_ctz((bits & 0x3FFFFFFu) | (1u << 26));
+}
+#endif /* MG_NEON */
+
+/* ------------------------------------------- structure of arrays (offline) layer
+ * One vector holds the same quantity for VW independent streams. The operations are
+ * lane-wise images of the canonical scalar ones, so every lane computes exactly what
+ * the single-stream code computes for its stream. */
+
+#if defined(MG_AVX512)
+#define MG_SOA 1
+#define VW 16
+typedef __m512 VF;
+typedef __m512i VI;
+typedef __mmask16 VM;
+#define vf_load(p) _mm512_load_ps(p)
+#define vf_store(p, v) _mm512_store_ps(p, v)
+#define vf_set1(f) _mm512_set1_ps(f)
+#define vf_zero() _mm512_setzero_ps()
+#define vf_bc(p) _mm512_set1_ps(*(p))
+#define vf_add(a, b) _mm512_add_ps(a, b)
+#define vf_sub(a, b) _mm512_sub_ps(a, b)
+#define vf_mul(a, b) _mm512_mul_ps(a, b)
+#define vf_fma(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define vf_max(a, b) _mm512_max_ps(a, b)
+#define vf_min(a, b) _mm512_min_ps(a, b)
+#define vf_ge(a, b) _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ)
+#define vf_le(a, b) _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ)
+#define vm_and(a, b) ((VM)((a) & (b)))
+#define vf_div(a, b) _mm512_div_ps(a, b)
+#define vf_sqrt(a) _mm512_sqrt_ps(a)
+#define vf_sel(m, t, f) _mm512_mask_blend_ps(m, f, t)
+#define vf_maskz(m, v) _mm512_maskz_mov_ps(m, v)
+#define vf_lt(a, b) _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)
+#define vf_as_vi(v) _mm512_castps_si512(v)
+#define vi_as_vf(v) _mm512_castsi512_ps(v)
+#define vi_set1(i) _mm512_set1_epi32(i)
+#define vi_load(p) _mm512_loadu_si512((const void *)(p))
+#define vi_store(p, v) _mm512_storeu_si512((void *)(p), v)
+#define vi_add(a, b) _mm512_add_epi32(a, b)
+#define vi_xor(a, b) _mm512_xor_si512(a, b)
+#define vi_slli(a, n) _mm512_slli_epi32(a, n)
+#define vi_srli(a, n) _mm512_srli_epi32(a, n)
+#define vi_eq(a, b) _mm512_cmpeq_epi32_mask(a, b)
+#define vi_ge(a, b) _mm512_cmpge_epi32_mask(a, b)
+#define vi_sel(m, t, f) _mm512_mask_blend_epi32(m, f, t)
+#define vi_to_f(a) _mm512_cvtepi32_ps(a)
+#define vm_or(a, b) ((VM)((a) | (b)))
+#define vf_gather(base, idx) _mm512_i32gather_ps(idx, base, 4)
+/* integer layer for the Q4.12 kernel: lanes hold int32, or two int16 (a pair) */
+#define MG_SOA_Q 1
+#define vi_gather(base, idx) _mm512_i32gather_epi32(idx, (const void *)(base), 4)
+#define vi_bc32(p) _mm512_set1_epi32(*(const int32_t *)(p))
+#if defined(__AVX512VNNI__)
+#define vi_dpwssd(acc, a, b) _mm512_dpwssd_epi32(acc, a, b)
+#else
+#define vi_dpwssd(acc, a, b) _mm512_add_epi32(acc, _mm512_madd_epi16(a, b))
+#endif
+#define vi_srai(a, n) _mm512_srai_epi32(a, n)
+#define vi_min(a, b) _mm512_min_epi32(a, b)
+#define vi_max(a, b) _mm512_max_epi32(a, b)
+#define vi_adds16(a, b) _mm512_adds_epi16(a, b)
+#define vi_max16(a, b) _mm512_max_epi16(a, b)
+#define vi_zero() _mm512_setzero_si512()
+#define vi_pack2(lo, hi) _mm512_mask_blend_epi16(0xAAAAAAAAu, lo, _mm512_slli_epi32(hi, 16))
+#define vi_lo16(a) _mm512_srai_epi32(_mm512_slli_epi32(a, 16), 16)
+#define vi_hi16(a) _mm512_srai_epi32(a, 16)
+#define vf_to_i(a) _mm512_cvtps_epi32(a)
+#elif defined(MG_AVX2)
+#define MG_SOA 1
+#define VW 8
+typedef __m256 VF;
+typedef __m256i VI;
+typedef __m256 VM;
+#define vf_load(p) _mm256_load_ps(p)
+#define vf_store(p, v) _mm256_store_ps(p, v)
+#define vf_set1(f) _mm256_set1_ps(f)
+#define vf_zero() _mm256_setzero_ps()
+#define vf_bc(p) _mm256_broadcast_ss(p)
+#define vf_add(a, b) _mm256_add_ps(a, b)
+#define vf_sub(a, b) _mm256_sub_ps(a, b)
+#define vf_mul(a, b) _mm256_mul_ps(a, b)
+#define vf_fma(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define vf_max(a, b) _mm256_max_ps(a, b)
+#define vf_min(a, b) _mm256_min_ps(a, b)
+#define vf_ge(a, b) _mm256_cmp_ps(a, b, _CMP_GE_OQ)
+#define vf_le(a, b) _mm256_cmp_ps(a, b, _CMP_LE_OQ)
+#define vm_and(a, b) _mm256_and_ps(a, b)
+#define vf_div(a, b) _mm256_div_ps(a, b)
+#define vf_sqrt(a) _mm256_sqrt_ps(a)
+#define vf_sel(m, t, f) _mm256_blendv_ps(f, t, m)
+#define vf_maskz(m, v) _mm256_and_ps(m, v)
+#define vf_lt(a, b) _mm256_cmp_ps(a, b, _CMP_LT_OQ)
+#define vf_as_vi(v) _mm256_castps_si256(v)
+#define vi_as_vf(v) _mm256_castsi256_ps(v)
+#define vi_set1(i) _mm256_set1_epi32(i)
+#define vi_load(p) _mm256_loadu_si256((const __m256i *)(p))
+#define vi_store(p, v) _mm256_storeu_si256((__m256i *)(p), v)
+#define vi_add(a, b) _mm256_add_epi32(a, b)
+#define vi_xor(a, b) _mm256_xor_si256(a, b)
+#define vi_slli(a, n) _mm256_slli_epi32(a, n)
+#define vi_srli(a, n) _mm256_srli_epi32(a, n)
+#define vi_eq(a, b) _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b))
+#define vi_ge(a, b) _mm256_castsi256_ps(_mm256_xor_si256(_mm256_cmpgt_epi32(b, a), _mm256_set1_epi32(-1)))
+#define vi_sel(m, t, f) _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(f), _mm256_castsi256_ps(t), m))
+#define vi_to_f(a) _mm256_cvtepi32_ps(a)
+#define vm_or(a, b) _mm256_or_ps(a, b)
+#define vf_gather(base, idx) _mm256_i32gather_ps(base, idx, 4)
+#define MG_SOA_Q 1
+#define vi_gather(base, idx) _mm256_i32gather_epi32((const int *)(base), idx, 4)
+#define vi_bc32(p) _mm256_set1_epi32(*(const int32_t *)(p))
+#if defined(__AVXVNNI__)
+#define vi_dpwssd(acc, a, b) _mm256_dpwssd_avx_epi32(acc, a, b)
+#else
+#define vi_dpwssd(acc, a, b) _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+#endif
+#define vi_srai(a, n) _mm256_srai_epi32(a, n)
+#define vi_min(a, b) _mm256_min_epi32(a, b)
+#define vi_max(a, b) _mm256_max_epi32(a, b)
+#define vi_adds16(a, b) _mm256_adds_epi16(a, b)
+#define vi_max16(a, b) _mm256_max_epi16(a, b)
+#define vi_zero() _mm256_setzero_si256()
+#define vi_pack2(lo, hi) _mm256_blend_epi16(lo, _mm256_slli_epi32(hi, 16), 0xAA)
+#define vi_lo16(a) _mm256_srai_epi32(_mm256_slli_epi32(a, 16), 16)
+#define vi_hi16(a) _mm256_srai_epi32(a, 16)
+#define vf_to_i(a) _mm256_cvtps_epi32(a)
+#elif defined(MG_NEON)
+#define MG_SOA 1
+#define VW 4
+typedef float32x4_t VF;
+typedef int32x4_t VI;
+typedef uint32x4_t VM;
+#define vf_load(p) vld1q_f32(p)
+#define vf_store(p, v) vst1q_f32(p, v)
+#define vf_set1(f) vdupq_n_f32(f)
+#define vf_zero() vdupq_n_f32(0.0f)
+#define vf_bc(p) vld1q_dup_f32(p)
+#define vf_add(a, b) vaddq_f32(a, b)
+#define vf_sub(a, b) vsubq_f32(a, b)
+#define vf_mul(a, b) vmulq_f32(a, b)
+#define vf_fma(a, b, c) vfmaq_f32(c, a, b)
+#define vf_max(a, b) vmaxq_f32(a, b) /* no NaN reaches a max */
+#define vf_min(a, b) vminq_f32(a, b)
+#define vf_ge(a, b) vcgeq_f32(a, b)
+#define vf_le(a, b) vcleq_f32(a, b)
+#define vm_and(a, b) vandq_u32(a, b)
+#define vf_div(a, b) vdivq_f32(a, b)
+#define vf_sqrt(a) vsqrtq_f32(a)
+#define vf_sel(m, t, f) vbslq_f32(m, t, f)
+#define vf_maskz(m, v) vreinterpretq_f32_u32(vandq_u32(m, vreinterpretq_u32_f32(v)))
+#define vf_lt(a, b) vcltq_f32(a, b)
+#define vf_as_vi(v) vreinterpretq_s32_f32(v)
+#define vi_as_vf(v) vreinterpretq_f32_s32(v)
+#define vi_set1(i) vdupq_n_s32(i)
+#define vi_load(p) vld1q_s32((const int32_t *)(p))
+#define vi_store(p, v) vst1q_s32((int32_t *)(p), v)
+#define vi_add(a, b) vaddq_s32(a, b)
+#define vi_xor(a, b) veorq_s32(a, b)
+#define vi_slli(a, n) vshlq_n_s32(a, n)
+#define vi_srli(a, n) vreinterpretq_s32_u32(vshrq_n_u32(vreinterpretq_u32_s32(a), n))
+#define vi_eq(a, b) vceqq_s32(a, b)
+#define vi_ge(a, b) vcgeq_s32(a, b)
+#define vi_sel(m, t, f) vbslq_s32(m, t, f)
+#define vi_to_f(a) vcvtq_f32_s32(a)
+#define vm_or(a, b) vorrq_u32(a, b)
+MG_INLINE VF vf_gather_neon(const float *base, VI idx)
+{
+    int32_t i[4];
+    vst1q_s32(i, idx);
+    float v[4] = {base[i[0]], base[i[1]], base[i[2]], base[i[3]]};
+    return vld1q_f32(v);
+}
+#define vf_gather(base, idx) vf_gather_neon(base, idx)
+#endif
+
+#if defined(MG_AVX512)
+/* x[i] lane s = wte[tok_s][i] + wpe[pos_s][i]: 16 row loads and adds, then a 16 x 16
+ * transpose in registers (far cheaper than 32 gathers) */
+MG_INLINE void mg_embed16(const float *wte, const float *wpe, VI tok, VI pos, VF *x)
+{
+    int32_t t[16], p[16];
+    vi_store(t, tok);
+    vi_store(p, pos);
+    __m512 r[16], u[16];
+    for (int s = 0; s < 16; s++) r[s] = _mm512_add_ps(_mm512_load_ps(wte + t[s] * 16), _mm512_load_ps(wpe + p[s] * 16));
+    for (int i = 0; i < 8; i++) {
+        u[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        u[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        __m512d t0 = _mm512_castps_pd(u[4 * i]), t1 = _mm512_castps_pd(u[4 * i + 1]);
+        __m512d t2 = _mm512_castps_pd(u[4 * i + 2]), t3 = _mm512_castps_pd(u[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
+    }
+    /* r[4i + k] 128-bit lane L = rows 4i..4i+3, element 4L + k */
+    for (int k = 0; k < 4; k++) {
+        __m512 a0 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88), a1 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);
+        __m512 b0 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88), b1 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
+        x[k] = _mm512_shuffle_f32x4(a0, b0, 0x88);
+        x[8 + k] = _mm512_shuffle_f32x4(a0, b0, 0xDD);
+        x[4 + k] = _mm512_shuffle_f32x4(a1, b1, 0x88);
+        x[12 + k] = _mm512_shuffle_f32x4(a1, b1, 0xDD);
+    }
+}
+
+/* the same for Q4.12: xp[m] lane s = the int16 pair m of sat16(wte[tok_s] + wpe[pos_s]) */
+MG_INLINE void mg_embed16q(const int16_t *wte, const int16_t *wpe, VI tok, VI pos, VI *xp)
+{
+    int32_t t[16], p[16];
+    vi_store(t, tok);
+    vi_store(p, pos);
+    __m512i r[8], u[8];
+    for (int k = 0; k < 8; k++) {
+        __m256i lo = _mm256_adds_epi16(_mm256_load_si256((const __m256i *)(wte + t[k] * 16)),
+                                       _mm256_load_si256((const __m256i *)(wpe + p[k] * 16)));
+        __m256i hi = _mm256_adds_epi16(_mm256_load_si256((const __m256i *)(wte + t[k + 8] * 16)),
+                                       _mm256_load_si256((const __m256i *)(wpe + p[k + 8] * 16)));
+        r[k] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
+    }
+    for (int i = 0; i < 4; i++) {
+        u[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
+        u[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        r[4 * i] = _mm512_unpacklo_epi64(u[4 * i], u[4 * i + 2]);
+        r[4 * i + 1] = _mm512_unpackhi_epi64(u[4 * i], u[4 * i + 2]);
+        r[4 * i + 2] = _mm512_unpacklo_epi64(u[4 * i + 1], u[4 * i + 3]);
+        r[4 * i + 3] = _mm512_unpackhi_epi64(u[4 * i + 1], u[4 * i + 3]);
+    }
+    /* r[4i + k] lane L: rows 4i.. (L = 0: dword k; 1: dword 4 + k), rows 4i+8.. (L = 2, 3) */
+    const __m512i lo_idx = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), hi_idx = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
+    for (int k = 0; k < 4; k++) {
+        xp[k] = _mm512_permutex2var_epi64(r[k], lo_idx, r[4 + k]);
+        xp[4 + k] = _mm512_permutex2var_epi64(r[k], hi_idx, r[4 + k]);
+    }
+}
+#endif
+
+#if defined(MG_SOA)
+MG_INLINE VF mg_exp2V(VF x)
+{
+    x = vf_max(x, vf_set1(MG_EXP_LO));
+    VF t = vf_add(x, vf_set1(MG_EXP_MAGIC));
+    VF f = vf_sub(x, vf_sub(t, vf_set1(MG_EXP_MAGIC)));
+    VF f2 = vf_mul(f, f);
+    VF p01 = vf_fma(f, vf_set1(MG_P1), vf_set1(1.0f));
+    VF p23 = vf_fma(f, vf_set1(MG_P3), vf_set1(MG_P2));
+    VF p45 = vf_fma(f, vf_set1(MG_P5), vf_set1(MG_P4));
+    VF f4 = vf_mul(f2, f2);
+    VF q0 = vf_fma(p23, f2, p01);
+    VF p = vf_fma(p45, f4, q0);
+    VI sb = vi_slli(vi_add(vf_as_vi(t), vi_set1(127)), 23);
+    return vf_mul(p, vi_as_vf(sb));
+}
+
+/* the canonical offset, lane-wise */
+MG_INLINE VF mg_offsetV(VF mx, VF mn)
+{
+    return vf_sel(vm_and(vf_ge(mn, vf_set1(MG_FAST_LO)), vf_le(mx, vf_set1(MG_FAST_HI))), vf_zero(), mx);
+}
+
+MG_INLINE VF mg_tree16V(const VF *v)
+{
+    return vf_add(vf_add(vf_add(vf_add(v[0], v[1]), vf_add(v[2], v[3])), vf_add(vf_add(v[4], v[5]), vf_add(v[6], v[7]))),
+                  vf_add(vf_add(vf_add(v[8], v[9]), vf_add(v[10], v[11])), vf_add(vf_add(v[12], v[13]), vf_add(v[14], v[15]))));
+}
+
+MG_INLINE VF mg_rsV(VF a) { return vf_div(vf_set1(1.0f), vf_sqrt(a)); }
+
+/* the canonical matvec rows for VW streams: w is one row, broadcast weight by weight */
+MG_INLINE VF mg_mv16V(const float *w, const VF *x)
+{
+    VF c0 = vf_mul(x[0], vf_bc(w + 0)), c1 = vf_mul(x[1], vf_bc(w + 1));
+    VF c2 = vf_mul(x[2], vf_bc(w + 2)), c3 = vf_mul(x[3], vf_bc(w + 3));
+    MG_UNROLL
+    for (int j = 4; j < 16; j += 4) {
+        c0 = vf_fma(x[j], vf_bc(w + j), c0);
+        c1 = vf_fma(x[j + 1], vf_bc(w + j + 1), c1);
+        c2 = vf_fma(x[j + 2], vf_bc(w + j + 2), c2);
+        c3 = vf_fma(x[j + 3], vf_bc(w + j + 3), c3);
+    }
+    return vf_add(vf_add(c0, c1), vf_add(c2, c3));
+}
+
+MG_INLINE VF mg_mv16bV(const float *w, const VF *x)
+{
+    VF c[8];
+    MG_UNROLL
+    for (int k = 0; k < 8; k++) c[k] = vf_fma(x[k + 8], vf_bc(w + k + 8), vf_mul(x[k], vf_bc(w + k)));
+    return vf_add(vf_add(vf_add(c[0], c[1]), vf_add(c[2], c[3])), vf_add(vf_add(c[4], c[5]), vf_add(c[6], c[7])));
+}
+
+MG_INLINE VF mg_mv64V(const float *w, const VF *x)
+{
+    VF c[16];
+    MG_UNROLL
+    for (int k = 0; k < 16; k++) {
+        c[k] = vf_mul(x[k], vf_bc(w + k));
+        c[k] = vf_fma(x[k + 16], vf_bc(w + k + 16), c[k]);
+        c[k] = vf_fma(x[k + 32], vf_bc(w + k + 32), c[k]);
+        c[k] = vf_fma(x[k + 48], vf_bc(w + k + 48), c[k]);
+    }
+    return mg_tree16V(c);
+}
+
+/* The KV ring of one batch: K[slot][16], V[slot][16], one VF per element. */
+typedef struct {
+    MG_ALIGN VF K[16][16];
+    MG_ALIGN VF V[16][16];
+} mg_ringV;
+
+/* Attention for VW streams (canonical, see mg_attention_s): qs[16] scaled queries,
+ * k/v[16] the new key/value, written to slot step & 15; pos: each stream's position;
+ * maxpos: their maximum. Slots no stream can see are skipped: they would only add
+ * exact zeros. */
+MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, const VF *k, const VF *v, VI pos, int maxpos,
+                             int step, VF *out)
+{
+    const int slot = step & 15;
+    MG_UNROLL
+    for (int c = 0; c < 16; c++) {
+        ring->K[slot][c] = k[c];
+        ring->V[slot][c] = v[c];
+    }
+    int live[16];
+    VM vm[16];
+    for (int t = 0; t < 16; t++) {
+        int age = (step - t) & 15;
+        live[t] = age <= maxpos;
+        if (live[t]) vm[t] = vi_ge(pos, vi_set1(age));
+    }
+    const VF ninf = vf_set1(-INFINITY), pinf = vf_set1(INFINITY), zero = vf_zero();
+    for (int h = 0; h < 4; h++) {
+        VF s[16], e[16], m = ninf, n = pinf;
+        for (int t = 0; t < 16; t++) {
+            if (!live[t]) continue;
+            const VF *kk = ring->K[t] + 4 * h, *q = qs + 4 * h;
+            s[t] = vf_add(vf_fma(q[1], kk[1], vf_mul(q[0], kk[0])), vf_fma(q[3], kk[3], vf_mul(q[2], kk[2])));
+            m = vf_max(m, vf_sel(vm[t], s[t], ninf));
+            n = vf_min(n, vf_sel(vm[t], s[t], pinf));
+        }
+        const VF o = mg_offsetV(m, n);
+        for (int t = 0; t < 16; t++) e[t] = live[t] ? vf_maskz(vm[t], mg_exp2V(vf_sub(s[t], o))) : zero;
+        VF l[4];
+        for (int j = 0; j < 4; j++) l[j] = vf_add(vf_add(e[j], e[4 + j]), vf_add(e[8 + j], e[12 + j]));
+        VF rl = vf_div(vf_set1(1.0f), vf_add(vf_add(l[0], l[1]), vf_add(l[2], l[3])));
+        for (int d = 0; d < 4; d++) {
+            VF a[4];
+            for (int j = 0; j < 4; j++) {
+                VF p[2];
+                for (int half = 0; half < 2; half++) {
+                    const int t1 = 8 * half + j, t2 = t1 + 4;
+                    VF acc = live[t1] ? vf_mul(e[t1], ring->V[t1][4 * h + d]) : zero;
+                    p[half] = live[t2] ? vf_fma(e[t2], ring->V[t2][4 * h + d], acc) : acc;
+                }
+                a[j] = vf_add(p[0], p[1]);
+            }
+            out[4 * h + d] = vf_mul(vf_add(vf_add(a[0], a[1]), vf_add(a[2], a[3])), rl);
+        }
+    }
+}
+
+/* The sampler for VW streams (canonical, see mg_sample_s): z[27] = logits * log2(e)/T,
+ * r: each stream's draw in [0, 1); returns the tokens. */
+MG_INLINE VI mg_sampleV(const VF *z, VF r)
+{
+    VF c[MG_VOCAB], t[16], m = z[0], n = z[0];
+    for (int v = 1; v < MG_VOCAB; v++) {
+        m = vf_max(m, z[v]);
+        n = vf_min(n, z[v]);
+    }
+    const VF o = mg_offsetV(m, n);
+    for (int v = 0; v < MG_VOCAB; v++) c[v] = mg_exp2V(vf_sub(z[v], o));
+    for (int i = 0; i < 16; i++) t[i] = i + 16 < MG_VOCAB ? vf_add(c[i], c[i + 16]) : c[i];
+    VF thr = vf_mul(r, mg_tree16V(t));
+    for (int s = 1; s < 32; s <<= 1)
+        for (int i = MG_VOCAB - 2; i >= s; i--) c[i] = vf_add(c[i], c[i - s]);
+    VI tok = vi_set1(MG_VOCAB - 1);
+    for (int v = MG_VOCAB - 2; v >= 0; v--) tok = vi_sel(vf_lt(thr, c[v]), vi_set1(v), tok);
+    return tok;
+}
+
+MG_INLINE VF mg_r24V(VI x) { return vf_mul(vi_to_f(vi_srli(x, 8)), vf_set1(1.0f / 16777216.0f)); }
+
+MG_INLINE VI mg_xorshiftV(VI x)
+{
+    x = vi_xor(x, vi_slli(x, 13));
+    x = vi_xor(x, vi_srli(x, 17));
+    return vi_xor(x, vi_slli(x, 5));
+}
+#endif /* MG_SOA */
+
+/* ---------------------------------------------------------------- threading */
+
+typedef struct {
+    void *(*fn)(void *);
+    void *arg;
+} mg_job;
+
+/* run fn(args[i]) for i < n on n threads (the calling thread runs the first);
+ * returns 0 or MG_ERR_THREAD */
+static int mg_run_threads(void *(*fn)(void *), void *args, size_t arg_size, int n)
+{
+    if (n <= 1) {
+        fn(args);
+        return 0;
+    }
+    pthread_t tid[64];
+    int started = 0, err = 0;
+    for (int i = 1; i < n && i < 64; i++) {
+        if (pthread_create(&tid[i], NULL, fn, (char *)args + (size_t)i * arg_size) != 0) {
+            err = MG_ERR_THREAD;
+            break;
+        }
+        started = i;
+    }
+    if (!err) fn(args);
+    for (int i = 1; i <= started; i++) pthread_join(tid[i], NULL);
+    return err;
+}
+
+#endif /* MG_COMMON_H */

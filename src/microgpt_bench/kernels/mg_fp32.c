@@ -1,0 +1,645 @@
+/* mg_fp32.c: microGPT in float32, single stream and offline (many streams).
+ *
+ * Per token, in the canonical order of mg_common.h (scalar forward1 below):
+ *   x = wte[tok] + wpe[pos]; ss = tree16(x*x); s0 = rs(fma(ss, 1/16, eps));
+ *   S = rs(fma(ss, (1+eps)/16, eps^2)); x1 = x * s0 (the residual)
+ *   qs = mv16(Wq, x) * (S * 0.5 log2 e); k = mv16(Wk, x) * S; v = mv16(Wv, x) * S
+ *   att = attention(qs, k, v); x3 = mv16b(Wo, att) + x1
+ *   S3 = rs(fma(tree16(x3*x3), 1/16, eps)); h = max(mv16(fc1, x3), 0)
+ *   y = fma(mv64(fc2, h), S3, x3); logits = mv16b(lm_head, y)
+ * Layouts:
+ *   - single stream: weights transposed (a column per input element); an input
+ *     element is broadcast (one vbroadcastss load after one store) and multiplied
+ *     into whole output vectors with the canonical chains: no horizontal reductions in
+ *     the matvecs. The KV cache is the 16-slot ring in a compact layout (4 slots x 4
+ *     heads per vector), attention over 4 fixed blocks, no branches on positions.
+ *   - offline: VW streams per vector (structure of arrays), each weight broadcast
+ *     once per batch, per-stream positions handled with masks; slots no stream of the
+ *     batch can see are skipped.
+ */
+#include "mg_common.h"
+
+typedef struct {
+    float cz;                          /* log2(e) / T */
+    int pad[15];
+    MG_ALIGN float raw[MG_NPARAM];     /* C flat order (rows), for SoA and scalar */
+    MG_ALIGN float wqkvT[16 * 48];     /* [j][o]: o<16 q, <32 k, <48 v */
+    MG_ALIGN float woT[16 * 16];       /* [j][o] */
+    MG_ALIGN float fc1T[16 * 64];      /* [j][o] */
+    MG_ALIGN float fc2T[64 * 16];      /* [j][o] */
+    MG_ALIGN float lmT[16 * 32];       /* [j][v], v >= 27 zero */
+} model_t;
+
+/* the per-stream cache of the single-stream paths: K ring (layout depends on the
+ * path) and V ring [slot][16] */
+typedef struct {
+    MG_ALIGN float K[256];
+    MG_ALIGN float V[256];
+} cache_t;
+
+MG_EXPORT int mg_fp32_abi(void) { return MG_ABI; }
+MG_EXPORT const char *mg_fp32_simd(void) { return MG_SIMD_NAME; }
+
+MG_EXPORT void *mg_fp32_create(const float *w, float temperature)
+{
+    if (!w || !(temperature > 0.0f) || !isfinite(temperature)) return NULL;
+    for (int i = 0; i < MG_NPARAM; i++)
+        if (!isfinite(w[i])) return NULL;
+    model_t *m = mg_alloc(sizeof(model_t));
+    if (!m) return NULL;
+    m->cz = (float)(1.4426950408889634 / (double)temperature);
+    memcpy(m->raw, w, sizeof(m->raw));
+    for (int o = 0; o < 16; o++)
+        for (int j = 0; j < 16; j++) {
+            m->wqkvT[j * 48 + o] = w[OFF_WQ + o * 16 + j];
+            m->wqkvT[j * 48 + 16 + o] = w[OFF_WK + o * 16 + j];
+            m->wqkvT[j * 48 + 32 + o] = w[OFF_WV + o * 16 + j];
+            m->woT[j * 16 + o] = w[OFF_WO + o * 16 + j];
+        }
+    for (int o = 0; o < 64; o++)
+        for (int j = 0; j < 16; j++) m->fc1T[j * 64 + o] = w[OFF_FC1 + o * 16 + j];
+    for (int o = 0; o < 16; o++)
+        for (int j = 0; j < 64; j++) m->fc2T[j * 16 + o] = w[OFF_FC2 + o * 64 + j];
+    for (int v = 0; v < MG_VOCAB; v++)
+        for (int j = 0; j < 16; j++) m->lmT[j * 32 + v] = w[OFF_LM + v * 16 + j];
+    return m;
+}
+
+MG_EXPORT void mg_fp32_destroy(void *m) { free(m); }
+
+/* ================================================================ single stream */
+
+#if defined(MG_AVX512)
+/* broadcasts of a vector's elements go through memory: one store, then one
+ * vbroadcastss load per element (load ports, not the FP pipes; no index registers) */
+#define SPILL(buf, v) do { _mm512_store_ps(buf, v); __asm__ volatile("" : : "r"(buf) : "memory"); } while (0)
+#define BM(buf, j) _mm512_set1_ps((buf)[j])
+
+/* one token: logits lo (ids 0..15) and hi (16..26) */
+MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step, __m512 *zlo, __m512 *zhi)
+{
+    const float *w = m->raw;
+    MG_ALIGN float xb[16], hb[64];
+    __m512 x = _mm512_add_ps(_mm512_load_ps(w + OFF_WTE + tok * 16), _mm512_load_ps(w + OFF_WPE + pos * 16));
+    SPILL(xb, x);
+    __m512 ss = mg_hsum16(_mm512_mul_ps(x, x));
+    __m512 x1 = _mm512_mul_ps(x, mg_rs16(_mm512_fmadd_ps(ss, _mm512_set1_ps(MG_N1), _mm512_set1_ps(MG_EPS))));
+    __m512 S = mg_rs16(_mm512_fmadd_ps(ss, _mm512_set1_ps(MG_N2), _mm512_set1_ps(MG_EPS2)));
+
+    /* q, k, v = mv16(W, x) * S: the matvecs run while the norm is computed */
+    const float *W = m->wqkvT;
+    __m512 q[4], k[4], v[4];
+    for (int j = 0; j < 4; j++) {
+        __m512 b = BM(xb, j);
+        q[j] = _mm512_mul_ps(b, _mm512_load_ps(W + j * 48));
+        k[j] = _mm512_mul_ps(b, _mm512_load_ps(W + j * 48 + 16));
+        v[j] = _mm512_mul_ps(b, _mm512_load_ps(W + j * 48 + 32));
+    }
+    MG_UNROLL
+    for (int j = 4; j < 16; j++) {
+        __m512 b = BM(xb, j);
+        q[j & 3] = _mm512_fmadd_ps(b, _mm512_load_ps(W + j * 48), q[j & 3]);
+        k[j & 3] = _mm512_fmadd_ps(b, _mm512_load_ps(W + j * 48 + 16), k[j & 3]);
+        v[j & 3] = _mm512_fmadd_ps(b, _mm512_load_ps(W + j * 48 + 32), v[j & 3]);
+    }
+    __m512 qv = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(q[0], q[1]), _mm512_add_ps(q[2], q[3])),
+                              _mm512_mul_ps(S, _mm512_set1_ps(MG_CQ)));
+    __m512 kv = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(k[0], k[1]), _mm512_add_ps(k[2], k[3])), S);
+    __m512 vv = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(v[0], v[1]), _mm512_add_ps(v[2], v[3])), S);
+    __m512 att = mg_attention16(qv, kv, vv, c->K, c->V, step & 15, mg_valid_slots(step, pos));
+    SPILL(xb, att);
+
+    /* wo + residual: 8 chains of 2 */
+    __m512 a[8];
+    MG_UNROLL
+    for (int j = 0; j < 8; j++)
+        a[j] = _mm512_fmadd_ps(BM(xb, j + 8), _mm512_load_ps(m->woT + (j + 8) * 16),
+                               _mm512_mul_ps(BM(xb, j), _mm512_load_ps(m->woT + j * 16)));
+    __m512 x3 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])),
+                                            _mm512_add_ps(_mm512_add_ps(a[4], a[5]), _mm512_add_ps(a[6], a[7]))),
+                              x1);
+    SPILL(xb, x3);
+
+    /* MLP: the norm's scale S3 is applied after fc2 (relu commutes with it) */
+    __m512 S3 = mg_rs16(_mm512_fmadd_ps(mg_hsum16(_mm512_mul_ps(x3, x3)), _mm512_set1_ps(MG_N1), _mm512_set1_ps(MG_EPS)));
+    __m512 f[4][4];
+    for (int j = 0; j < 4; j++) {
+        __m512 b = BM(xb, j);
+        for (int o = 0; o < 4; o++) f[o][j] = _mm512_mul_ps(b, _mm512_load_ps(m->fc1T + j * 64 + o * 16));
+    }
+    MG_UNROLL
+    for (int j = 4; j < 16; j++) {
+        __m512 b = BM(xb, j);
+        for (int o = 0; o < 4; o++)
+            f[o][j & 3] = _mm512_fmadd_ps(b, _mm512_load_ps(m->fc1T + j * 64 + o * 16), f[o][j & 3]);
+    }
+    for (int o = 0; o < 4; o++)
+        _mm512_store_ps(hb + 16 * o, _mm512_max_ps(_mm512_add_ps(_mm512_add_ps(f[o][0], f[o][1]), _mm512_add_ps(f[o][2], f[o][3])),
+                                                    _mm512_setzero_ps()));
+    __asm__ volatile("" : : "r"(hb) : "memory");
+    __m512 g[16];
+    MG_UNROLL
+    for (int j = 0; j < 16; j++) g[j] = _mm512_mul_ps(BM(hb, j), _mm512_load_ps(m->fc2T + j * 16));
+    MG_UNROLL
+    for (int j = 16; j < 64; j++) g[j & 15] = _mm512_fmadd_ps(BM(hb, j), _mm512_load_ps(m->fc2T + j * 16), g[j & 15]);
+    __m512 y = _mm512_fmadd_ps(mg_tree16_16(g), S3, x3);
+    SPILL(xb, y);
+
+    /* lm_head: 2 blocks x 8 chains of 2 */
+    __m512 l0[8], l1[8];
+    MG_UNROLL
+    for (int j = 0; j < 8; j++) {
+        __m512 b0 = BM(xb, j), b8 = BM(xb, j + 8);
+        l0[j] = _mm512_fmadd_ps(b8, _mm512_load_ps(m->lmT + (j + 8) * 32), _mm512_mul_ps(b0, _mm512_load_ps(m->lmT + j * 32)));
+        l1[j] = _mm512_fmadd_ps(b8, _mm512_load_ps(m->lmT + (j + 8) * 32 + 16),
+                                _mm512_mul_ps(b0, _mm512_load_ps(m->lmT + j * 32 + 16)));
+    }
+    *zlo = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(l0[0], l0[1]), _mm512_add_ps(l0[2], l0[3])),
+                         _mm512_add_ps(_mm512_add_ps(l0[4], l0[5]), _mm512_add_ps(l0[6], l0[7])));
+    *zhi = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(l1[0], l1[1]), _mm512_add_ps(l1[2], l1[3])),
+                         _mm512_add_ps(_mm512_add_ps(l1[4], l1[5]), _mm512_add_ps(l1[6], l1[7])));
+}
+
+MG_INLINE void logits1(const model_t *m, cache_t *c, int tok, int pos, int step, float *out)
+{
+    __m512 lo, hi;
+    forward1(m, c, tok, pos, step, &lo, &hi);
+    _mm512_storeu_ps(out, lo);
+    _mm512_mask_storeu_ps(out + 16, 0x07FF, hi);
+}
+
+MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, int python, float r, double u)
+{
+    __m512 lo, hi;
+    forward1(m, c, tok, pos, step, &lo, &hi);
+    const __m512 cz = _mm512_set1_ps(m->cz);
+    return mg_sample16(_mm512_mul_ps(lo, cz), _mm512_mul_ps(hi, cz), python, r, u);
+}
+
+#elif defined(MG_AVX2)
+#define SPILL8(buf, v) do { v16_store(buf, v); __asm__ volatile("" : : "r"(buf) : "memory"); } while (0)
+#define B8(buf, j) _mm256_broadcast_ss((buf) + (j))
+
+/* mv16 (4 chains) of 8 outputs: columns W + j * stride, input broadcasts from xb */
+MG_INLINE __m256 mv16_8(const float *W, int stride, const float *xb)
+{
+    __m256 c[4];
+    for (int j = 0; j < 4; j++) c[j] = _mm256_mul_ps(B8(xb, j), _mm256_load_ps(W + j * stride));
+    MG_UNROLL
+    for (int j = 4; j < 16; j++) c[j & 3] = _mm256_fmadd_ps(B8(xb, j), _mm256_load_ps(W + j * stride), c[j & 3]);
+    return _mm256_add_ps(_mm256_add_ps(c[0], c[1]), _mm256_add_ps(c[2], c[3]));
+}
+/* mv16b (8 chains of 2) of 8 outputs */
+MG_INLINE __m256 mv16b_8(const float *W, int stride, const float *xb)
+{
+    __m256 c[8];
+    MG_UNROLL
+    for (int j = 0; j < 8; j++)
+        c[j] = _mm256_fmadd_ps(B8(xb, j + 8), _mm256_load_ps(W + (j + 8) * stride), _mm256_mul_ps(B8(xb, j), _mm256_load_ps(W + j * stride)));
+    return _mm256_add_ps(_mm256_add_ps(_mm256_add_ps(c[0], c[1]), _mm256_add_ps(c[2], c[3])),
+                         _mm256_add_ps(_mm256_add_ps(c[4], c[5]), _mm256_add_ps(c[6], c[7])));
+}
+
+/* fc2 (mv64: 16 chains of 4) of 8 outputs, then fma(., S3, res) */
+MG_INLINE __m256 fc2_8(const float *F, const float *hb, __m256 S3, __m256 res)
+{
+    __m256 g[16];
+    for (int k = 0; k < 16; k++) {
+        g[k] = _mm256_mul_ps(B8(hb, k), _mm256_load_ps(F + k * 16));
+        g[k] = _mm256_fmadd_ps(B8(hb, k + 16), _mm256_load_ps(F + (k + 16) * 16), g[k]);
+        g[k] = _mm256_fmadd_ps(B8(hb, k + 32), _mm256_load_ps(F + (k + 32) * 16), g[k]);
+        g[k] = _mm256_fmadd_ps(B8(hb, k + 48), _mm256_load_ps(F + (k + 48) * 16), g[k]);
+    }
+#define A_(i, j) _mm256_add_ps(i, j)
+    __m256 t = A_(A_(A_(A_(g[0], g[1]), A_(g[2], g[3])), A_(A_(g[4], g[5]), A_(g[6], g[7]))),
+                  A_(A_(A_(g[8], g[9]), A_(g[10], g[11])), A_(A_(g[12], g[13]), A_(g[14], g[15]))));
+#undef A_
+    return _mm256_fmadd_ps(t, S3, res);
+}
+
+MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step, __m256 *z)
+{
+    const float *w = m->raw;
+    MG_ALIGN float xb[16], hb[64];
+    v16 x = v16_add(v16_load(w + OFF_WTE + tok * 16), v16_load(w + OFF_WPE + pos * 16));
+    SPILL8(xb, x);
+    __m256 ss = mg_hsum8x2(v16_mul(x, x));
+    __m256 s0 = mg_rs8(_mm256_fmadd_ps(ss, _mm256_set1_ps(MG_N1), _mm256_set1_ps(MG_EPS)));
+    __m256 S = mg_rs8(_mm256_fmadd_ps(ss, _mm256_set1_ps(MG_N2), _mm256_set1_ps(MG_EPS2)));
+    v16 x1 = {_mm256_mul_ps(x.lo, s0), _mm256_mul_ps(x.hi, s0)};
+    const float *W = m->wqkvT;
+    __m256 sq = _mm256_mul_ps(S, _mm256_set1_ps(MG_CQ));
+    v16 qv = {_mm256_mul_ps(mv16_8(W, 48, xb), sq), _mm256_mul_ps(mv16_8(W + 8, 48, xb), sq)};
+    v16 kv = {_mm256_mul_ps(mv16_8(W + 16, 48, xb), S), _mm256_mul_ps(mv16_8(W + 24, 48, xb), S)};
+    v16 vv = {_mm256_mul_ps(mv16_8(W + 32, 48, xb), S), _mm256_mul_ps(mv16_8(W + 40, 48, xb), S)};
+    v16 att = mg_attention8x2(qv, kv, vv, c->K, c->V, step & 15, mg_valid_slots(step, pos));
+    SPILL8(xb, att);
+    v16 x3 = {_mm256_add_ps(mv16b_8(m->woT, 16, xb), x1.lo), _mm256_add_ps(mv16b_8(m->woT + 8, 16, xb), x1.hi)};
+    SPILL8(xb, x3);
+    __m256 S3 = mg_rs8(_mm256_fmadd_ps(mg_hsum8x2(v16_mul(x3, x3)), _mm256_set1_ps(MG_N1), _mm256_set1_ps(MG_EPS)));
+    for (int o = 0; o < 8; o++) _mm256_store_ps(hb + 8 * o, _mm256_max_ps(mv16_8(m->fc1T + 8 * o, 64, xb), _mm256_setzero_ps()));
+    __asm__ volatile("" : : "r"(hb) : "memory");
+    v16 y = {fc2_8(m->fc2T, hb, S3, x3.lo), fc2_8(m->fc2T + 8, hb, S3, x3.hi)};
+    SPILL8(xb, y);
+    for (int o = 0; o < 4; o++) z[o] = mv16b_8(m->lmT + 8 * o, 32, xb);
+}
+
+MG_INLINE void logits1(const model_t *m, cache_t *c, int tok, int pos, int step, float *out)
+{
+    MG_ALIGN float l[32];
+    __m256 z[4];
+    forward1(m, c, tok, pos, step, z);
+    for (int o = 0; o < 4; o++) _mm256_store_ps(l + 8 * o, z[o]);
+    memcpy(out, l, MG_VOCAB * sizeof(float));
+}
+
+MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, int python, float r, double u)
+{
+    __m256 z[4];
+    forward1(m, c, tok, pos, step, z);
+    const __m256 cz = _mm256_set1_ps(m->cz);
+    for (int o = 0; o < 4; o++) z[o] = _mm256_mul_ps(z[o], cz);
+    return mg_sample8x4(z, python, r, u);
+}
+
+#elif defined(MG_NEON)
+/* mv16 (4 chains) of the 4 outputs at column offset o of a transposed matrix (stride) */
+MG_INLINE float32x4_t mv16_4(const float *W, int stride, const float *xb)
+{
+    float32x4_t c[4];
+    for (int k = 0; k < 4; k++) c[k] = vmulq_n_f32(vld1q_f32(W + k * stride), xb[k]);
+    for (int j = 4; j < 16; j++) c[j & 3] = vfmaq_n_f32(c[j & 3], vld1q_f32(W + j * stride), xb[j]);
+    return vaddq_f32(vaddq_f32(c[0], c[1]), vaddq_f32(c[2], c[3]));
+}
+MG_INLINE float32x4_t mv16b_4(const float *W, int stride, const float *xb)
+{
+    float32x4_t c[8];
+    for (int k = 0; k < 8; k++)
+        c[k] = vfmaq_n_f32(vmulq_n_f32(vld1q_f32(W + k * stride), xb[k]), vld1q_f32(W + (k + 8) * stride), xb[k + 8]);
+    return vaddq_f32(vaddq_f32(vaddq_f32(c[0], c[1]), vaddq_f32(c[2], c[3])), vaddq_f32(vaddq_f32(c[4], c[5]), vaddq_f32(c[6], c[7])));
+}
+
+MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step, float32x4_t *z)
+{
+    const float *w = m->raw;
+    MG_ALIGN float xb[16], hb[64];
+    n16 x, sq, x1, qs, kv, vv, x3;
+    for (int h = 0; h < 4; h++) {
+        x.v[h] = vaddq_f32(vld1q_f32(w + OFF_WTE + tok * 16 + 4 * h), vld1q_f32(w + OFF_WPE + pos * 16 + 4 * h));
+        sq.v[h] = vmulq_f32(x.v[h], x.v[h]);
+    }
+    n16_store(xb, x);
+    float32x4_t ss = mg_hsum4x4(sq);
+    float32x4_t s0 = mg_rs4(vfmaq_f32(vdupq_n_f32(MG_EPS), ss, vdupq_n_f32(MG_N1)));
+    float32x4_t S = mg_rs4(vfmaq_f32(vdupq_n_f32(MG_EPS2), ss, vdupq_n_f32(MG_N2)));
+    float32x4_t Sq = vmulq_f32(S, vdupq_n_f32(MG_CQ));
+    for (int h = 0; h < 4; h++) {
+        x1.v[h] = vmulq_f32(x.v[h], s0);
+        qs.v[h] = vmulq_f32(mv16_4(m->wqkvT + 4 * h, 48, xb), Sq);
+        kv.v[h] = vmulq_f32(mv16_4(m->wqkvT + 16 + 4 * h, 48, xb), S);
+        vv.v[h] = vmulq_f32(mv16_4(m->wqkvT + 32 + 4 * h, 48, xb), S);
+    }
+    n16 att = mg_attention4x4(qs, kv, vv, c->K, c->V, step & 15, mg_valid_slots(step, pos));
+    n16_store(xb, att);
+    for (int h = 0; h < 4; h++) {
+        x3.v[h] = vaddq_f32(mv16b_4(m->woT + 4 * h, 16, xb), x1.v[h]);
+        sq.v[h] = vmulq_f32(x3.v[h], x3.v[h]);
+    }
+    n16_store(xb, x3);
+    float32x4_t S3 = mg_rs4(vfmaq_f32(vdupq_n_f32(MG_EPS), mg_hsum4x4(sq), vdupq_n_f32(MG_N1)));
+    for (int o = 0; o < 16; o++) vst1q_f32(hb + 4 * o, vmaxq_f32(mv16_4(m->fc1T + 4 * o, 64, xb), vdupq_n_f32(0.0f)));
+    n16 y;
+    for (int h = 0; h < 4; h++) {
+        const float *F = m->fc2T + 4 * h;
+        n16 g[4];
+        for (int k = 0; k < 16; k++) {
+            float32x4_t a = vmulq_n_f32(vld1q_f32(F + k * 16), hb[k]);
+            a = vfmaq_n_f32(a, vld1q_f32(F + (k + 16) * 16), hb[k + 16]);
+            a = vfmaq_n_f32(a, vld1q_f32(F + (k + 32) * 16), hb[k + 32]);
+            g[k >> 2].v[k & 3] = vfmaq_n_f32(a, vld1q_f32(F + (k + 48) * 16), hb[k + 48]);
+        }
+        /* tree16 over the 16 chains, lane-wise */
+        float32x4_t t[16];
+        for (int k = 0; k < 16; k++) t[k] = g[k >> 2].v[k & 3];
+        for (int w2 = 1; w2 < 16; w2 <<= 1)
+            for (int k = 0; k < 16; k += 2 * w2) t[k] = vaddq_f32(t[k], t[k + w2]);
+        y.v[h] = vfmaq_f32(x3.v[h], t[0], S3);
+    }
+    n16_store(xb, y);
+    for (int o = 0; o < 8; o++) z[o] = mv16b_4(m->lmT + 4 * o, 32, xb);
+}
+
+MG_INLINE void logits1(const model_t *m, cache_t *c, int tok, int pos, int step, float *out)
+{
+    MG_ALIGN float l[32];
+    float32x4_t z[8];
+    forward1(m, c, tok, pos, step, z);
+    for (int o = 0; o < 8; o++) vst1q_f32(l + 4 * o, z[o]);
+    memcpy(out, l, MG_VOCAB * sizeof(float));
+}
+
+MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, int python, float r, double u)
+{
+    float32x4_t z[8];
+    forward1(m, c, tok, pos, step, z);
+    for (int o = 0; o < 8; o++) z[o] = vmulq_n_f32(z[o], m->cz);
+    return mg_sample4x8(z, python, r, u);
+}
+
+#else /* scalar: the reference for the canonical order */
+
+static void forward1(const model_t *m, cache_t *c, int tok, int pos, int step, float *logits)
+{
+    const float *w = m->raw;
+    float x[16], sq[16], x1[16], qs[16], att[16], x3[16], hid[64], y[16];
+    for (int i = 0; i < 16; i++) {
+        x[i] = w[OFF_WTE + tok * 16 + i] + w[OFF_WPE + pos * 16 + i];
+        sq[i] = x[i] * x[i];
+    }
+    float ss = mg_tree16_s(sq);
+    float s0 = mg_rs_s(fmaf(ss, MG_N1, MG_EPS));
+    float S = mg_rs_s(fmaf(ss, MG_N2, MG_EPS2));
+    float Sq = S * MG_CQ;
+    for (int i = 0; i < 16; i++) x1[i] = x[i] * s0;
+    const int slot = step & 15;
+    for (int o = 0; o < 16; o++) {
+        qs[o] = mg_mv16_s(w + OFF_WQ + o * 16, x) * Sq;
+        c->K[slot * 16 + o] = mg_mv16_s(w + OFF_WK + o * 16, x) * S;
+        c->V[slot * 16 + o] = mg_mv16_s(w + OFF_WV + o * 16, x) * S;
+    }
+    mg_attention_s(qs, c->K, c->V, mg_valid_slots(step, pos), att);
+    for (int o = 0; o < 16; o++) {
+        x3[o] = mg_mv16b_s(w + OFF_WO + o * 16, att) + x1[o];
+        sq[o] = x3[o] * x3[o];
+    }
+    float S3 = mg_rs_s(fmaf(mg_tree16_s(sq), MG_N1, MG_EPS));
+    for (int o = 0; o < 64; o++) {
+        float h = mg_mv16_s(w + OFF_FC1 + o * 16, x3);
+        hid[o] = h > 0.0f ? h : 0.0f;
+    }
+    for (int o = 0; o < 16; o++) y[o] = fmaf(mg_mv64_s(w + OFF_FC2 + o * 64, hid), S3, x3[o]);
+    for (int v = 0; v < MG_VOCAB; v++) logits[v] = mg_mv16b_s(w + OFF_LM + v * 16, y);
+}
+
+MG_INLINE void logits1(const model_t *m, cache_t *c, int tok, int pos, int step, float *out)
+{
+    forward1(m, c, tok, pos, step, out);
+}
+
+MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, int python, float r, double u)
+{
+    float z[MG_VOCAB];
+    forward1(m, c, tok, pos, step, z);
+    for (int v = 0; v < MG_VOCAB; v++) z[v] *= m->cz;
+    return mg_sample_s(z, python, r, u);
+}
+#endif
+
+/* ------------------------------------------------------------ the entry points */
+
+MG_EXPORT int mg_fp32_logits(void *handle, const int32_t *tokens, int n, float *out)
+{
+    const model_t *m = handle;
+    if (!m || !tokens || !out) return MG_ERR_NULL;
+    if (n < 1 || n > MG_CTX) return MG_ERR_ARG;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= MG_VOCAB) return MG_ERR_TOKEN;
+    cache_t c;
+    memset(&c, 0, sizeof c);
+    for (int p = 0; p < n; p++) logits1(m, &c, tokens[p], p, p, out + p * MG_VOCAB);
+    return 0;
+}
+
+/* the generation loop, one stream; python != 0: draw i is uniforms[i] */
+MG_INLINE int64_t gen1(const model_t *m, int64_t n, uint32_t x, const double *uniforms, int32_t *out, int python)
+{
+    cache_t c;
+    memset(&c, 0, sizeof c);
+    int tok = MG_BOS, pos = 0;
+    int64_t sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float r = 0.0f;
+        double u = 0.0;
+        if (python) {
+            u = uniforms[i];
+        } else {
+            x = mg_xorshift32(x);
+            r = mg_r24(x);
+        }
+        int nt = step1(m, &c, tok, pos, (int)(i & 15), python, r, u);
+        if (out) out[i] = nt;
+        sum += nt;
+        pos++;
+        int reset = (nt == MG_BOS) | (pos == MG_CTX);
+        pos = reset ? 0 : pos;
+        tok = reset ? MG_BOS : nt;
+    }
+    return sum;
+}
+
+static int64_t gen1_xs(const model_t *m, int64_t n, uint32_t seed, int32_t *out) { return gen1(m, n, seed, NULL, out, 0); }
+static int64_t gen1_py(const model_t *m, int64_t n, const double *u, int32_t *out) { return gen1(m, n, 0, u, out, 1); }
+
+MG_EXPORT int64_t mg_fp32_generate(void *handle, int64_t n_tokens, uint32_t seed, const double *uniforms, int32_t *out)
+{
+    const model_t *m = handle;
+    if (!m) return MG_ERR_NULL;
+    if (n_tokens < 1) return MG_ERR_ARG;
+    if (uniforms) {
+        for (int64_t i = 0; i < n_tokens; i++)
+            if (!(uniforms[i] >= 0.0 && uniforms[i] < 1.0)) return MG_ERR_UNIFORM;
+        return gen1_py(m, n_tokens, uniforms, out);
+    }
+    if (seed == 0) return MG_ERR_SEED;
+    return gen1_xs(m, n_tokens, seed, out);
+}
+
+/* ====================================================================== offline */
+
+#if defined(MG_SOA) && !defined(MG_NO_SOA)
+typedef struct {
+    mg_ringV ring;
+    MG_ALIGN VF buf[3][64];
+} soa_t;
+
+/* one token for VW streams: tok/pos per lane, the same step for all */
+static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, int step, VF *logits)
+{
+    const float *w = m->raw;
+    VF x[16], x1[16], sq[16];
+    VI ti = vi_add(vi_slli(tok, 4), vi_set1(OFF_WTE)), pi = vi_add(vi_slli(pos, 4), vi_set1(OFF_WPE));
+#if defined(MG_AVX512)
+    (void)ti, (void)pi;
+    mg_embed16(w + OFF_WTE, w + OFF_WPE, tok, pos, x);
+#else
+    MG_UNROLL
+    for (int i = 0; i < 16; i++) x[i] = vf_add(vf_gather(w, vi_add(ti, vi_set1(i))), vf_gather(w, vi_add(pi, vi_set1(i))));
+#endif
+    MG_UNROLL
+    for (int i = 0; i < 16; i++) sq[i] = vf_mul(x[i], x[i]);
+    VF ss = mg_tree16V(sq);
+    VF s0 = mg_rsV(vf_fma(ss, vf_set1(MG_N1), vf_set1(MG_EPS)));
+    VF S = mg_rsV(vf_fma(ss, vf_set1(MG_N2), vf_set1(MG_EPS2)));
+    VF Sq = vf_mul(S, vf_set1(MG_CQ));
+    MG_UNROLL
+    for (int i = 0; i < 16; i++) x1[i] = vf_mul(x[i], s0);
+    VF *qs = st->buf[0], *k = st->buf[0] + 16, *v = st->buf[0] + 32, *att = st->buf[0] + 48;
+    for (int o = 0; o < 16; o++) {
+        qs[o] = vf_mul(mg_mv16V(w + OFF_WQ + o * 16, x), Sq);
+        k[o] = vf_mul(mg_mv16V(w + OFF_WK + o * 16, x), S);
+        v[o] = vf_mul(mg_mv16V(w + OFF_WV + o * 16, x), S);
+    }
+    mg_attentionV(&st->ring, qs, k, v, pos, maxpos, step, att);
+    VF x3[16];
+    MG_UNROLL
+    for (int o = 0; o < 16; o++) {
+        x3[o] = vf_add(mg_mv16bV(w + OFF_WO + o * 16, att), x1[o]);
+        sq[o] = vf_mul(x3[o], x3[o]);
+    }
+    VF S3 = mg_rsV(vf_fma(mg_tree16V(sq), vf_set1(MG_N1), vf_set1(MG_EPS)));
+    VF *hid = st->buf[1];
+    for (int o = 0; o < 64; o++) hid[o] = vf_max(mg_mv16V(w + OFF_FC1 + o * 16, x3), vf_zero());
+    VF y[16];
+    for (int o = 0; o < 16; o++) y[o] = vf_fma(mg_mv64V(w + OFF_FC2 + o * 64, hid), S3, x3[o]);
+    for (int v2 = 0; v2 < MG_VOCAB; v2++) logits[v2] = mg_mv16bV(w + OFF_LM + v2 * 16, y);
+}
+
+MG_INLINE int lanes_max(VI v)
+{
+    int32_t a[VW];
+    vi_store(a, v);
+    int mx = a[0];
+    for (int i = 1; i < VW; i++) mx = a[i] > mx ? a[i] : mx;
+    return mx;
+}
+#endif
+
+typedef struct {
+    const model_t *m;
+    int32_t first, count;     /* streams [first, first + count) */
+    int64_t tps;
+    uint32_t base_seed;
+    int32_t *out;             /* all streams' tokens or NULL */
+    int64_t sum;
+    int err;
+} off_job;
+
+static void *offline_worker(void *arg)
+{
+    off_job *jb = arg;
+    const model_t *m = jb->m;
+    jb->sum = 0;
+#if defined(MG_SOA) && !defined(MG_NO_SOA)
+    soa_t *st = mg_alloc(sizeof(soa_t));
+    if (!st) {
+        jb->err = MG_ERR_NOMEM;
+        return NULL;
+    }
+    for (int32_t b0 = 0; b0 < jb->count; b0 += VW) {
+        const int nl = jb->count - b0 < VW ? jb->count - b0 : VW;
+        memset(&st->ring, 0, sizeof st->ring);
+        int32_t seeds[VW];
+        for (int l = 0; l < VW; l++) seeds[l] = (int32_t)(l < nl ? mg_stream_seed(jb->base_seed, (uint32_t)(jb->first + b0 + l)) : 1u);
+        VI rng = vi_load(seeds), tok = vi_set1(MG_BOS), pos = vi_set1(0);
+        VI acc = vi_set1(0);
+        int64_t sum = 0;
+        int maxpos = 0;
+        VF logits[MG_VOCAB];
+        for (int64_t i = 0; i < jb->tps; i++) {
+            forwardV(m, st, tok, pos, maxpos, (int)(i & 15), logits);
+            for (int v = 0; v < MG_VOCAB; v++) logits[v] = vf_mul(logits[v], vf_set1(m->cz));
+            rng = mg_xorshiftV(rng);
+            VI nt = mg_sampleV(logits, mg_r24V(rng));
+            acc = vi_add(acc, nt);
+            if (jb->out) {
+                int32_t t[VW];
+                vi_store(t, nt);
+                for (int l = 0; l < nl; l++) jb->out[(int64_t)(jb->first + b0 + l) * jb->tps + i] = t[l];
+            }
+            pos = vi_add(pos, vi_set1(1));
+            VM reset = vm_or(vi_eq(nt, vi_set1(MG_BOS)), vi_eq(pos, vi_set1(MG_CTX)));
+            pos = vi_sel(reset, vi_set1(0), pos);
+            tok = vi_sel(reset, vi_set1(MG_BOS), nt);
+            maxpos = lanes_max(pos);
+            if ((i & 0xFFFF) == 0xFFFF || i == jb->tps - 1) {
+                int32_t a[VW];
+                vi_store(a, acc);
+                for (int l = 0; l < nl; l++) sum += a[l];
+                acc = vi_set1(0);
+            }
+        }
+        jb->sum += sum;
+    }
+    free(st);
+#else
+    for (int32_t s = 0; s < jb->count; s++) {
+        uint32_t seed = mg_stream_seed(jb->base_seed, (uint32_t)(jb->first + s));
+        jb->sum += gen1_xs(m, jb->tps, seed, jb->out ? jb->out + (int64_t)(jb->first + s) * jb->tps : NULL);
+    }
+#endif
+    return NULL;
+}
+
+MG_EXPORT int64_t mg_fp32_generate_offline(void *handle, int32_t n_streams, int64_t tps, uint32_t base_seed,
+                                           int32_t n_threads, int32_t *out)
+{
+    const model_t *m = handle;
+    if (!m) return MG_ERR_NULL;
+    if (n_streams < 1 || tps < 1 || n_threads < 1 || n_threads > 64) return MG_ERR_ARG;
+    int nt = n_threads < n_streams ? n_threads : n_streams;
+    off_job jobs[64];
+    for (int t = 0; t < nt; t++) {
+        int32_t a = (int32_t)((int64_t)n_streams * t / nt), b = (int32_t)((int64_t)n_streams * (t + 1) / nt);
+        jobs[t] = (off_job){m, a, b - a, tps, base_seed, out, 0, 0};
+    }
+    int err = mg_run_threads(offline_worker, jobs, sizeof(off_job), nt);
+    if (err) return err;
+    int64_t sum = 0;
+    for (int t = 0; t < nt; t++) {
+        if (jobs[t].err) return jobs[t].err;
+        sum += jobs[t].sum;
+    }
+    return sum;
+}
+
+MG_EXPORT int mg_fp32_logits_offline(void *handle, int32_t n_streams, const int32_t *tokens, const int32_t *lengths,
+                                     float *out)
+{
+    const model_t *m = handle;
+    if (!m || !tokens || !lengths || !out) return MG_ERR_NULL;
+    if (n_streams < 1) return MG_ERR_ARG;
+    for (int32_t s = 0; s < n_streams; s++) {
+        if (lengths[s] < 1 || lengths[s] > MG_CTX) return MG_ERR_ARG;
+        for (int p = 0; p < lengths[s]; p++)
+            if (tokens[s * 16 + p] < 0 || tokens[s * 16 + p] >= MG_VOCAB) return MG_ERR_TOKEN;
+    }
+#if defined(MG_SOA) && !defined(MG_NO_SOA)
+    soa_t *st = mg_alloc(sizeof(soa_t));
+    if (!st) return MG_ERR_NOMEM;
+    for (int32_t b0 = 0; b0 < n_streams; b0 += VW) {
+        const int nl = n_streams - b0 < VW ? n_streams - b0 : VW;
+        memset(&st->ring, 0, sizeof st->ring);
+        int maxlen = 0;
+        for (int l = 0; l < nl; l++) maxlen = lengths[b0 + l] > maxlen ? lengths[b0 + l] : maxlen;
+        for (int p = 0; p < maxlen; p++) {
+            int32_t tk[VW];
+            for (int l = 0; l < VW; l++) tk[l] = (l < nl && p < lengths[b0 + l]) ? tokens[(b0 + l) * 16 + p] : MG_BOS;
+            VF logits[MG_VOCAB];
+            forwardV(m, st, vi_load(tk), vi_set1(p), p, p, logits);
+            for (int v = 0; v < MG_VOCAB; v++) {
+                MG_ALIGN float lane[VW];
+                vf_store(lane, logits[v]);
+                for (int l = 0; l < nl; l++)
+                    if (p < lengths[b0 + l]) out[((int64_t)(b0 + l) * 16 + p) * MG_VOCAB + v] = lane[l];
+            }
+        }
+    }
+    free(st);
+#else
+    for (int32_t s = 0; s < n_streams; s++) {
+        int rc = mg_fp32_logits(handle, tokens + s * 16, lengths[s], out + (int64_t)s * 16 * MG_VOCAB);
+        if (rc) return rc;
+    }
+#endif
+    return 0;
+}

@@ -1,0 +1,734 @@
+/* mg_q412.c: microGPT in TALOS-V2's Q4.12 fixed point, single stream and offline.
+ *
+ * Weights and activations are int16 Q4.12 (value * 4096): weights rint(w * 4096)
+ * clipped to int16. Every matvec multiplies int16 by int16 and accumulates in int32
+ * (wrapping, so any summation order gives the same result), then shifts right by 12
+ * (arithmetic: floor) and saturates to int16. Residual adds saturate. The norms,
+ * the attention softmax and the sampler are float32, in the canonical order of
+ * mg_common.h; they read and write int16 activations:
+ *   norm(x)   = sat16(rint(x * s)), s = 1/sqrt(fma(sum x^2 (tree16), 2^-28, 1e-5))
+ *   attention = the float attention on q, k, v converted from int16 (scores scaled
+ *               by log2(e) * 2^-25); its output is rounded back to int16 (Q12)
+ *   logits    = the lm_head output at full precision: (sum) >> 12 without the int16
+ *               saturation (it is the model's output, not an activation between layers,
+ *               and it reaches past +-8 on real weights); z = l * log2(e) / (T * 4096)
+ * Per token:
+ *   x = sat16(wte[tok] + wpe[pos]); n0 = norm(x); n1 = norm(n0)
+ *   q, k, v = mv(n1); att = attention(q, k, v); x3 = sat16(mv(Wo, att) + n0)
+ *   n2 = norm(x3); h = max(mv(fc1, n2), 0); y = sat16(mv(fc2, h) + x3); l = mv(lm, y)
+ * with mv(W, x)_o = sat16((sum_j W[o][j] x[j]) >> 12); l = (sum_j lm[v][j] y[j]) >> 12.
+ * Vector paths: AVX-512 (vpdpwssd with AVX512-VNNI, else vpmaddwd), AVX2 (AVX-VNNI
+ * vpdpwssd, else vpmaddwd), NEON (vmlal_s16), scalar; all bit-identical.
+ */
+#include "mg_common.h"
+
+#define MG_Q28 3.7252902984e-09f       /* 2^-28: mean of 16 squares of Q12 values */
+#define MG_CQQ 4.29948877e-08f         /* log2(e) * 2^-25: Q12 * Q12, / sqrt(head_dim) */
+
+typedef struct {
+    float cz;                           /* log2(e) / (T * 4096) */
+    int pad[15];
+    MG_ALIGN int16_t raw[MG_NPARAM];    /* C flat order (rows); a row pair j, j+1 is one int32 */
+    /* single stream: pair-transposed matrices, P[m][r] = (W[r][2m], W[r][2m+1]) */
+    MG_ALIGN int16_t qkvP[8 * 48 * 2];
+    MG_ALIGN int16_t woP[8 * 16 * 2];
+    MG_ALIGN int16_t fc1P[8 * 64 * 2];
+    MG_ALIGN int16_t fc2P[32 * 16 * 2];
+    MG_ALIGN int16_t lmP[8 * 32 * 2];   /* rows >= 27 zero */
+} model_t;
+
+typedef struct {
+    MG_ALIGN float K[256];
+    MG_ALIGN float V[256];
+} cache_t;
+
+MG_EXPORT int mg_q412_abi(void) { return MG_ABI; }
+MG_EXPORT const char *mg_q412_simd(void) { return MG_SIMD_NAME; }
+
+static int16_t quant(float w)
+{
+    float r = rintf(w * 4096.0f);
+    return (int16_t)(r < -32768.0f ? -32768.0f : r > 32767.0f ? 32767.0f : r);
+}
+
+static void pairs(int16_t *dst, const int16_t *w, int rows, int cols, int rows_out)
+{
+    for (int m = 0; m < cols / 2; m++)
+        for (int r = 0; r < rows; r++) {
+            dst[(m * rows_out + r) * 2] = w[r * cols + 2 * m];
+            dst[(m * rows_out + r) * 2 + 1] = w[r * cols + 2 * m + 1];
+        }
+}
+
+MG_EXPORT void *mg_q412_create(const float *w, float temperature)
+{
+    if (!w || !(temperature > 0.0f) || !isfinite(temperature)) return NULL;
+    for (int i = 0; i < MG_NPARAM; i++)
+        if (!isfinite(w[i])) return NULL;
+    model_t *m = mg_alloc(sizeof(model_t));
+    if (!m) return NULL;
+    m->cz = (float)(1.4426950408889634 / (double)temperature / 4096.0);
+    for (int i = 0; i < MG_NPARAM; i++) m->raw[i] = quant(w[i]);
+    int16_t tmp[48 * 16];
+    memcpy(tmp, m->raw + OFF_WQ, sizeof tmp); /* wq, wk, wv are consecutive: one 48 x 16 matrix */
+    pairs(m->qkvP, tmp, 48, 16, 48);
+    pairs(m->woP, m->raw + OFF_WO, 16, 16, 16);
+    pairs(m->fc1P, m->raw + OFF_FC1, 64, 16, 64);
+    pairs(m->fc2P, m->raw + OFF_FC2, 16, 64, 16);
+    pairs(m->lmP, m->raw + OFF_LM, 27, 16, 32);
+    return m;
+}
+
+MG_EXPORT void mg_q412_destroy(void *m) { free(m); }
+
+MG_INLINE int32_t sat16(int32_t v) { return v < -32768 ? -32768 : v > 32767 ? 32767 : v; }
+
+/* ================================================================ single stream */
+
+#if defined(MG_AVX512)
+#if defined(__AVX512VNNI__)
+#define DP(acc, a, b) _mm512_dpwssd_epi32(acc, a, b)
+#else
+#define DP(acc, a, b) _mm512_add_epi32(acc, _mm512_madd_epi16(a, b))
+#endif
+#define LD(p) _mm512_load_si512((const void *)(p))
+#define BD(buf, m) _mm512_set1_epi32(((const int32_t *)(buf))[m])
+#define SPILL16(buf, v) do { _mm256_store_si256((__m256i *)(buf), v); __asm__ volatile("" : : "r"(buf) : "memory"); } while (0)
+
+/* norm: x (float, integer-valued) -> round(x * s) as float */
+MG_INLINE __m512 qnorm(__m512 xf)
+{
+    __m512 s = mg_rs16(_mm512_fmadd_ps(mg_hsum16(_mm512_mul_ps(xf, xf)), _mm512_set1_ps(MG_Q28), _mm512_set1_ps(MG_EPS)));
+    return _mm512_roundscale_ps(_mm512_mul_ps(xf, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+}
+MG_INLINE __m256i to16(__m512 f) { return _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(f)); }
+MG_INLINE __m512i rq32(__m512i acc) /* sat16(acc >> 12), as int32 */
+{
+    return _mm512_max_epi32(_mm512_min_epi32(_mm512_srai_epi32(acc, 12), _mm512_set1_epi32(32767)), _mm512_set1_epi32(-32768));
+}
+MG_INLINE __m256i rq16(__m512i acc) { return _mm512_cvtsepi32_epi16(_mm512_srai_epi32(acc, 12)); }
+
+MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step, __m512 *zlo, __m512 *zhi)
+{
+    MG_ALIGN int16_t xb[64];
+    const int16_t *w = m->raw;
+    __m256i x = _mm256_adds_epi16(_mm256_load_si256((const __m256i *)(w + OFF_WTE + tok * 16)),
+                                  _mm256_load_si256((const __m256i *)(w + OFF_WPE + pos * 16)));
+    __m512 n0f = qnorm(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(x)));
+    __m256i n0 = to16(n0f);
+    __m512 s1 = mg_rs16(_mm512_fmadd_ps(mg_hsum16(_mm512_mul_ps(n0f, n0f)), _mm512_set1_ps(MG_Q28), _mm512_set1_ps(MG_EPS)));
+    SPILL16(xb, to16(_mm512_mul_ps(n0f, s1)));
+
+    /* q, k, v: 8 pair-columns, 4 chains of 2 (integer sums: any order is exact) */
+    const int16_t *P = m->qkvP;
+    __m512i q[4], k[4], v[4];
+    MG_UNROLL
+    for (int j = 0; j < 4; j++) {
+        __m512i b0 = BD(xb, j), b1 = BD(xb, j + 4);
+        q[j] = DP(_mm512_setzero_si512(), LD(P + j * 96), b0);
+        k[j] = DP(_mm512_setzero_si512(), LD(P + j * 96 + 32), b0);
+        v[j] = DP(_mm512_setzero_si512(), LD(P + j * 96 + 64), b0);
+        q[j] = DP(q[j], LD(P + (j + 4) * 96), b1);
+        k[j] = DP(k[j], LD(P + (j + 4) * 96 + 32), b1);
+        v[j] = DP(v[j], LD(P + (j + 4) * 96 + 64), b1);
+    }
+    __m512i q0 = _mm512_add_epi32(q[0], q[1]), q1 = _mm512_add_epi32(q[2], q[3]);
+    __m512i k0 = _mm512_add_epi32(k[0], k[1]), k1 = _mm512_add_epi32(k[2], k[3]);
+    __m512i v0 = _mm512_add_epi32(v[0], v[1]), v1 = _mm512_add_epi32(v[2], v[3]);
+    __m512 qs = _mm512_mul_ps(_mm512_cvtepi32_ps(rq32(_mm512_add_epi32(q0, q1))), _mm512_set1_ps(MG_CQQ));
+    __m512 kf = _mm512_cvtepi32_ps(rq32(_mm512_add_epi32(k0, k1)));
+    __m512 vf = _mm512_cvtepi32_ps(rq32(_mm512_add_epi32(v0, v1)));
+    __m512 att = mg_attention16(qs, kf, vf, c->K, c->V, step & 15, mg_valid_slots(step, pos));
+    SPILL16(xb, _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(att)));
+
+    /* wo + residual */
+    __m512i a[4];
+    MG_UNROLL
+    for (int j = 0; j < 4; j++) a[j] = DP(DP(_mm512_setzero_si512(), LD(m->woP + j * 32), BD(xb, j)), LD(m->woP + (j + 4) * 32), BD(xb, j + 4));
+    __m256i x3 = _mm256_adds_epi16(rq16(_mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]))), n0);
+    SPILL16(xb, to16(qnorm(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(x3)))));
+
+    /* fc1 (64 outputs: 4 blocks) + relu */
+    __m512i f[4][2];
+    for (int o = 0; o < 4; o++) f[o][0] = f[o][1] = _mm512_setzero_si512();
+    MG_UNROLL
+    for (int j = 0; j < 8; j++) {
+        __m512i b = BD(xb, j);
+        for (int o = 0; o < 4; o++) f[o][j & 1] = DP(f[o][j & 1], LD(m->fc1P + j * 128 + o * 32), b);
+    }
+    const __m256i z16 = _mm256_setzero_si256();
+    for (int o = 0; o < 4; o++)
+        _mm256_store_si256((__m256i *)(xb + 16 * o), _mm256_max_epi16(rq16(_mm512_add_epi32(f[o][0], f[o][1])), z16));
+    __asm__ volatile("" : : "r"(xb) : "memory");
+
+    /* fc2: 32 pair-columns, 8 chains */
+    __m512i g[8];
+    for (int k = 0; k < 8; k++) g[k] = _mm512_setzero_si512();
+    MG_UNROLL
+    for (int j = 0; j < 32; j++) g[j & 7] = DP(g[j & 7], LD(m->fc2P + j * 32), BD(xb, j));
+    __m512i gs = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(g[0], g[1]), _mm512_add_epi32(g[2], g[3])),
+                                  _mm512_add_epi32(_mm512_add_epi32(g[4], g[5]), _mm512_add_epi32(g[6], g[7])));
+    SPILL16(xb, _mm256_adds_epi16(rq16(gs), x3));
+
+    /* lm_head: 2 blocks, 4 chains of 2 */
+    __m512i l0[4], l1[4];
+    MG_UNROLL
+    for (int j = 0; j < 4; j++) {
+        __m512i b0 = BD(xb, j), b1 = BD(xb, j + 4);
+        l0[j] = DP(DP(_mm512_setzero_si512(), LD(m->lmP + j * 64), b0), LD(m->lmP + (j + 4) * 64), b1);
+        l1[j] = DP(DP(_mm512_setzero_si512(), LD(m->lmP + j * 64 + 32), b0), LD(m->lmP + (j + 4) * 64 + 32), b1);
+    }
+    *zlo = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_add_epi32(_mm512_add_epi32(l0[0], l0[1]), _mm512_add_epi32(l0[2], l0[3])), 12));
+    *zhi = _mm512_cvtepi32_ps(_mm512_srai_epi32(_mm512_add_epi32(_mm512_add_epi32(l1[0], l1[1]), _mm512_add_epi32(l1[2], l1[3])), 12));
+}
+
+MG_INLINE void logits1(const model_t *m, cache_t *c, int tok, int pos, int step, float *out)
+{
+    __m512 lo, hi;
+    forward1(m, c, tok, pos, step, &lo, &hi);
+    const __m512 s = _mm512_set1_ps(1.0f / 4096.0f);
+    _mm512_storeu_ps(out, _mm512_mul_ps(lo, s));
+    _mm512_mask_storeu_ps(out + 16, 0x07FF, _mm512_mul_ps(hi, s));
+}
+
+MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, int python, float r, double u)
+{
+    __m512 lo, hi;
+    forward1(m, c, tok, pos, step, &lo, &hi);
+    const __m512 cz = _mm512_set1_ps(m->cz);
+    return mg_sample16(_mm512_mul_ps(lo, cz), _mm512_mul_ps(hi, cz), python, r, u);
+}
+
+#elif defined(MG_AVX2)
+#if defined(__AVXVNNI__)
+#define DP8(acc, a, b) _mm256_dpwssd_avx_epi32(acc, a, b)
+#else
+#define DP8(acc, a, b) _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+#endif
+#define LD8(p) _mm256_load_si256((const __m256i *)(p))
+#define BD8(buf, m) _mm256_set1_epi32(((const int32_t *)(buf))[m])
+#define SPILL16(buf, v) do { _mm256_store_si256((__m256i *)(buf), v); __asm__ volatile("" : : "r"(buf) : "memory"); } while (0)
+
+/* 8 outputs r0..r0+7 of a pair-transposed matrix with R rows, 8 pair-columns */
+MG_INLINE __m256i mvq8(const int16_t *P, int R, int r0, const int16_t *xb)
+{
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0;
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm += 2) {
+        a0 = DP8(a0, LD8(P + (mm * R + r0) * 2), BD8(xb, mm));
+        a1 = DP8(a1, LD8(P + ((mm + 1) * R + r0) * 2), BD8(xb, mm + 1));
+    }
+    return _mm256_add_epi32(a0, a1);
+}
+MG_INLINE __m256i rq32_8(__m256i acc)
+{
+    return _mm256_max_epi32(_mm256_min_epi32(_mm256_srai_epi32(acc, 12), _mm256_set1_epi32(32767)), _mm256_set1_epi32(-32768));
+}
+/* two int32 vectors -> 16 saturated int16 in order */
+MG_INLINE __m256i pack16(__m256i lo, __m256i hi) { return _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8); }
+MG_INLINE v16 tof16(__m256i x)
+{
+    v16 r = {_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(x))),
+             _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(x, 1)))};
+    return r;
+}
+MG_INLINE __m256i to16(v16 f) { return pack16(_mm256_cvtps_epi32(f.lo), _mm256_cvtps_epi32(f.hi)); }
+MG_INLINE v16 qnorm(v16 xf)
+{
+    __m256 s = mg_rs8(_mm256_fmadd_ps(mg_hsum8x2(v16_mul(xf, xf)), _mm256_set1_ps(MG_Q28), _mm256_set1_ps(MG_EPS)));
+    const int rm = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
+    v16 r = {_mm256_round_ps(_mm256_mul_ps(xf.lo, s), rm), _mm256_round_ps(_mm256_mul_ps(xf.hi, s), rm)};
+    return r;
+}
+
+MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step, __m256 *z)
+{
+    MG_ALIGN int16_t xb[64];
+    const int16_t *w = m->raw;
+    __m256i x = _mm256_adds_epi16(LD8(w + OFF_WTE + tok * 16), LD8(w + OFF_WPE + pos * 16));
+    v16 n0f = qnorm(tof16(x));
+    __m256i n0 = to16(n0f);
+    __m256 s1 = mg_rs8(_mm256_fmadd_ps(mg_hsum8x2(v16_mul(n0f, n0f)), _mm256_set1_ps(MG_Q28), _mm256_set1_ps(MG_EPS)));
+    SPILL16(xb, to16((v16){_mm256_mul_ps(n0f.lo, s1), _mm256_mul_ps(n0f.hi, s1)}));
+    const __m256 cq = _mm256_set1_ps(MG_CQQ);
+    v16 qs = {_mm256_mul_ps(_mm256_cvtepi32_ps(rq32_8(mvq8(m->qkvP, 48, 0, xb))), cq),
+              _mm256_mul_ps(_mm256_cvtepi32_ps(rq32_8(mvq8(m->qkvP, 48, 8, xb))), cq)};
+    v16 kf = {_mm256_cvtepi32_ps(rq32_8(mvq8(m->qkvP, 48, 16, xb))), _mm256_cvtepi32_ps(rq32_8(mvq8(m->qkvP, 48, 24, xb)))};
+    v16 vf = {_mm256_cvtepi32_ps(rq32_8(mvq8(m->qkvP, 48, 32, xb))), _mm256_cvtepi32_ps(rq32_8(mvq8(m->qkvP, 48, 40, xb)))};
+    v16 att = mg_attention8x2(qs, kf, vf, c->K, c->V, step & 15, mg_valid_slots(step, pos));
+    SPILL16(xb, to16(att));
+    __m256i x3 = _mm256_adds_epi16(pack16(rq32_8(mvq8(m->woP, 16, 0, xb)), rq32_8(mvq8(m->woP, 16, 8, xb))), n0);
+    SPILL16(xb, to16(qnorm(tof16(x3))));
+    MG_ALIGN int16_t hb[64];
+    for (int o = 0; o < 4; o++)
+        _mm256_store_si256((__m256i *)(hb + 16 * o),
+                           _mm256_max_epi16(pack16(rq32_8(mvq8(m->fc1P, 64, 16 * o, xb)), rq32_8(mvq8(m->fc1P, 64, 16 * o + 8, xb))),
+                                            _mm256_setzero_si256()));
+    __asm__ volatile("" : : "r"(hb) : "memory");
+    __m256i yh[2];
+    for (int half = 0; half < 2; half++) {
+        __m256i g[8];
+        for (int k = 0; k < 8; k++) g[k] = _mm256_setzero_si256();
+        MG_UNROLL
+        for (int j = 0; j < 32; j++) g[j & 7] = DP8(g[j & 7], LD8(m->fc2P + (j * 16 + 8 * half) * 2), BD8(hb, j));
+        yh[half] = rq32_8(_mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(g[0], g[1]), _mm256_add_epi32(g[2], g[3])),
+                                           _mm256_add_epi32(_mm256_add_epi32(g[4], g[5]), _mm256_add_epi32(g[6], g[7]))));
+    }
+    SPILL16(xb, _mm256_adds_epi16(pack16(yh[0], yh[1]), x3));
+    for (int o = 0; o < 4; o++) z[o] = _mm256_cvtepi32_ps(_mm256_srai_epi32(mvq8(m->lmP, 32, 8 * o, xb), 12));
+}
+
+MG_INLINE void logits1(const model_t *m, cache_t *c, int tok, int pos, int step, float *out)
+{
+    MG_ALIGN float l[32];
+    __m256 z[4];
+    forward1(m, c, tok, pos, step, z);
+    for (int o = 0; o < 4; o++) _mm256_store_ps(l + 8 * o, _mm256_mul_ps(z[o], _mm256_set1_ps(1.0f / 4096.0f)));
+    memcpy(out, l, MG_VOCAB * sizeof(float));
+}
+
+MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, int python, float r, double u)
+{
+    __m256 z[4];
+    forward1(m, c, tok, pos, step, z);
+    const __m256 cz = _mm256_set1_ps(m->cz);
+    for (int o = 0; o < 4; o++) z[o] = _mm256_mul_ps(z[o], cz);
+    return mg_sample8x4(z, python, r, u);
+}
+
+#elif defined(MG_NEON)
+/* 4 outputs r0..r0+3 of a pair-transposed matrix with R rows over np pair-columns */
+MG_INLINE int32x4_t mvq4(const int16_t *P, int R, int r0, const int16_t *xb, int np)
+{
+    int32x4_t a0 = vdupq_n_s32(0), a1 = a0;
+    for (int mm = 0; mm < np; mm++) {
+        int16x4x2_t wp = vld2_s16(P + (mm * R + r0) * 2);
+        a0 = vmlal_n_s16(a0, wp.val[0], xb[2 * mm]);
+        a1 = vmlal_n_s16(a1, wp.val[1], xb[2 * mm + 1]);
+    }
+    return vaddq_s32(a0, a1);
+}
+MG_INLINE int16x4_t rq4(int32x4_t acc) { return vqmovn_s32(vshrq_n_s32(acc, 12)); }
+MG_INLINE float32x4_t rqf4(int32x4_t acc) { return vcvtq_f32_s32(vmovl_s16(rq4(acc))); }
+/* norm of 16 int16 (x) -> rounded floats */
+MG_INLINE n16 qnorm4(const int16_t *x)
+{
+    n16 xf, sq;
+    for (int h = 0; h < 4; h++) {
+        xf.v[h] = vcvtq_f32_s32(vmovl_s16(vld1_s16(x + 4 * h)));
+        sq.v[h] = vmulq_f32(xf.v[h], xf.v[h]);
+    }
+    float32x4_t s = mg_rs4(vfmaq_f32(vdupq_n_f32(MG_EPS), mg_hsum4x4(sq), vdupq_n_f32(MG_Q28)));
+    for (int h = 0; h < 4; h++) xf.v[h] = vrndnq_f32(vmulq_f32(xf.v[h], s));
+    return xf;
+}
+MG_INLINE void store16(int16_t *dst, n16 f)
+{
+    for (int h = 0; h < 4; h++) vst1_s16(dst + 4 * h, vqmovn_s32(vcvtnq_s32_f32(f.v[h])));
+}
+
+MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step, float32x4_t *z)
+{
+    const int16_t *w = m->raw;
+    MG_ALIGN int16_t x[16], n0[16], xb[16], x3[16], hb[64];
+    for (int i = 0; i < 16; i += 8)
+        vst1q_s16(x + i, vqaddq_s16(vld1q_s16(w + OFF_WTE + tok * 16 + i), vld1q_s16(w + OFF_WPE + pos * 16 + i)));
+    n16 n0f = qnorm4(x);
+    store16(n0, n0f);
+    store16(xb, qnorm4(n0));
+    n16 qs, kf, vf;
+    for (int h = 0; h < 4; h++) {
+        qs.v[h] = vmulq_f32(rqf4(mvq4(m->qkvP, 48, 4 * h, xb, 8)), vdupq_n_f32(MG_CQQ));
+        kf.v[h] = rqf4(mvq4(m->qkvP, 48, 16 + 4 * h, xb, 8));
+        vf.v[h] = rqf4(mvq4(m->qkvP, 48, 32 + 4 * h, xb, 8));
+    }
+    store16(xb, mg_attention4x4(qs, kf, vf, c->K, c->V, step & 15, mg_valid_slots(step, pos)));
+    for (int h = 0; h < 4; h++) vst1_s16(x3 + 4 * h, vqadd_s16(rq4(mvq4(m->woP, 16, 4 * h, xb, 8)), vld1_s16(n0 + 4 * h)));
+    store16(xb, qnorm4(x3));
+    for (int o = 0; o < 16; o++) vst1_s16(hb + 4 * o, vmax_s16(rq4(mvq4(m->fc1P, 64, 4 * o, xb, 8)), vdup_n_s16(0)));
+    for (int h = 0; h < 4; h++) vst1_s16(xb + 4 * h, vqadd_s16(rq4(mvq4(m->fc2P, 16, 4 * h, hb, 32)), vld1_s16(x3 + 4 * h)));
+    for (int o = 0; o < 8; o++) z[o] = vcvtq_f32_s32(vshrq_n_s32(mvq4(m->lmP, 32, 4 * o, xb, 8), 12));
+}
+
+MG_INLINE void logits1(const model_t *m, cache_t *c, int tok, int pos, int step, float *out)
+{
+    MG_ALIGN float l[32];
+    float32x4_t z[8];
+    forward1(m, c, tok, pos, step, z);
+    for (int o = 0; o < 8; o++) vst1q_f32(l + 4 * o, vmulq_n_f32(z[o], 1.0f / 4096.0f));
+    memcpy(out, l, MG_VOCAB * sizeof(float));
+}
+
+MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, int python, float r, double u)
+{
+    float32x4_t z[8];
+    forward1(m, c, tok, pos, step, z);
+    for (int o = 0; o < 8; o++) z[o] = vmulq_n_f32(z[o], m->cz);
+    return mg_sample4x8(z, python, r, u);
+}
+
+#else /* scalar: the reference for the canonical order */
+
+MG_INLINE int32_t rq(uint32_t acc) { return sat16((int32_t)acc >> 12); }
+
+MG_INLINE uint32_t dotq(const int16_t *w, const int16_t *x, int n)
+{
+    uint32_t a = 0;
+    for (int j = 0; j < n; j++) a += (uint32_t)((int32_t)w[j] * (int32_t)x[j]);
+    return a;
+}
+
+/* out = sat16(rint(x * s)) */
+static void qnorm_s(const int16_t *x, int16_t *out)
+{
+    float xf[16], sq[16];
+    for (int i = 0; i < 16; i++) {
+        xf[i] = (float)x[i];
+        sq[i] = xf[i] * xf[i];
+    }
+    float s = mg_rs_s(fmaf(mg_tree16_s(sq), MG_Q28, MG_EPS));
+    for (int i = 0; i < 16; i++) out[i] = (int16_t)sat16((int32_t)rintf(xf[i] * s));
+}
+
+static void forward1(const model_t *m, cache_t *c, int tok, int pos, int step, int32_t *logits)
+{
+    const int16_t *w = m->raw;
+    int16_t x[16], n0[16], n1[16], xa[16], x3[16], n2[16], hid[64], y[16];
+    float qs[16], att[16];
+    for (int i = 0; i < 16; i++) x[i] = (int16_t)sat16(w[OFF_WTE + tok * 16 + i] + w[OFF_WPE + pos * 16 + i]);
+    qnorm_s(x, n0);
+    qnorm_s(n0, n1);
+    const int slot = step & 15;
+    for (int o = 0; o < 16; o++) {
+        qs[o] = (float)rq(dotq(w + OFF_WQ + o * 16, n1, 16)) * MG_CQQ;
+        c->K[slot * 16 + o] = (float)rq(dotq(w + OFF_WK + o * 16, n1, 16));
+        c->V[slot * 16 + o] = (float)rq(dotq(w + OFF_WV + o * 16, n1, 16));
+    }
+    mg_attention_s(qs, c->K, c->V, mg_valid_slots(step, pos), att);
+    for (int o = 0; o < 16; o++) xa[o] = (int16_t)sat16((int32_t)rintf(att[o]));
+    for (int o = 0; o < 16; o++) x3[o] = (int16_t)sat16(rq(dotq(w + OFF_WO + o * 16, xa, 16)) + n0[o]);
+    qnorm_s(x3, n2);
+    for (int o = 0; o < 64; o++) {
+        int32_t h = rq(dotq(w + OFF_FC1 + o * 16, n2, 16));
+        hid[o] = (int16_t)(h > 0 ? h : 0);
+    }
+    for (int o = 0; o < 16; o++) y[o] = (int16_t)sat16(rq(dotq(w + OFF_FC2 + o * 64, hid, 64)) + x3[o]);
+    for (int v = 0; v < MG_VOCAB; v++) logits[v] = (int32_t)dotq(w + OFF_LM + v * 16, y, 16) >> 12;
+}
+
+MG_INLINE void logits1(const model_t *m, cache_t *c, int tok, int pos, int step, float *out)
+{
+    int32_t l[MG_VOCAB];
+    forward1(m, c, tok, pos, step, l);
+    for (int v = 0; v < MG_VOCAB; v++) out[v] = (float)l[v] * (1.0f / 4096.0f);
+}
+
+MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, int python, float r, double u)
+{
+    int32_t l[MG_VOCAB];
+    float z[MG_VOCAB];
+    forward1(m, c, tok, pos, step, l);
+    for (int v = 0; v < MG_VOCAB; v++) z[v] = (float)l[v] * m->cz;
+    return mg_sample_s(z, python, r, u);
+}
+#endif
+
+/* ------------------------------------------------------------ the entry points */
+
+MG_EXPORT int mg_q412_logits(void *handle, const int32_t *tokens, int n, float *out)
+{
+    const model_t *m = handle;
+    if (!m || !tokens || !out) return MG_ERR_NULL;
+    if (n < 1 || n > MG_CTX) return MG_ERR_ARG;
+    for (int i = 0; i < n; i++)
+        if (tokens[i] < 0 || tokens[i] >= MG_VOCAB) return MG_ERR_TOKEN;
+    cache_t c;
+    memset(&c, 0, sizeof c);
+    for (int p = 0; p < n; p++) logits1(m, &c, tokens[p], p, p, out + p * MG_VOCAB);
+    return 0;
+}
+
+MG_INLINE int64_t gen1(const model_t *m, int64_t n, uint32_t x, const double *uniforms, int32_t *out, int python)
+{
+    cache_t c;
+    memset(&c, 0, sizeof c);
+    int tok = MG_BOS, pos = 0;
+    int64_t sum = 0;
+    for (int64_t i = 0; i < n; i++) {
+        float r = 0.0f;
+        double u = 0.0;
+        if (python) {
+            u = uniforms[i];
+        } else {
+            x = mg_xorshift32(x);
+            r = mg_r24(x);
+        }
+        int nt = step1(m, &c, tok, pos, (int)(i & 15), python, r, u);
+        if (out) out[i] = nt;
+        sum += nt;
+        pos++;
+        int reset = (nt == MG_BOS) | (pos == MG_CTX);
+        pos = reset ? 0 : pos;
+        tok = reset ? MG_BOS : nt;
+    }
+    return sum;
+}
+
+static int64_t gen1_xs(const model_t *m, int64_t n, uint32_t seed, int32_t *out) { return gen1(m, n, seed, NULL, out, 0); }
+static int64_t gen1_py(const model_t *m, int64_t n, const double *u, int32_t *out) { return gen1(m, n, 0, u, out, 1); }
+
+MG_EXPORT int64_t mg_q412_generate(void *handle, int64_t n_tokens, uint32_t seed, const double *uniforms, int32_t *out)
+{
+    const model_t *m = handle;
+    if (!m) return MG_ERR_NULL;
+    if (n_tokens < 1) return MG_ERR_ARG;
+    if (uniforms) {
+        for (int64_t i = 0; i < n_tokens; i++)
+            if (!(uniforms[i] >= 0.0 && uniforms[i] < 1.0)) return MG_ERR_UNIFORM;
+        return gen1_py(m, n_tokens, uniforms, out);
+    }
+    if (seed == 0) return MG_ERR_SEED;
+    return gen1_xs(m, n_tokens, seed, out);
+}
+
+/* ====================================================================== offline */
+
+#if defined(MG_SOA_Q) && !defined(MG_NO_SOA)
+typedef struct {
+    mg_ringV ring;
+    MG_ALIGN VF fb[48];    /* qs, k, v */
+    MG_ALIGN VF att[16];
+    MG_ALIGN VI hp[32];    /* hidden, as pairs */
+} soa_t;
+
+MG_INLINE VI sat16V(VI a) { return vi_max(vi_min(a, vi_set1(32767)), vi_set1(-32768)); }
+MG_INLINE VI rqV(VI acc) { return sat16V(vi_srai(acc, 12)); }
+
+/* norm of 8 pairs -> 8 pairs */
+MG_INLINE void qnormV(const VI *xp, VI *out)
+{
+    VF xf[16], sq[16];
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++) {
+        xf[2 * mm] = vi_to_f(vi_lo16(xp[mm]));
+        xf[2 * mm + 1] = vi_to_f(vi_hi16(xp[mm]));
+    }
+    MG_UNROLL
+    for (int i = 0; i < 16; i++) sq[i] = vf_mul(xf[i], xf[i]);
+    VF s = mg_rsV(vf_fma(mg_tree16V(sq), vf_set1(MG_Q28), vf_set1(MG_EPS)));
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++) {
+        out[mm] = vi_pack2(sat16V(vf_to_i(vf_mul(xf[2 * mm], s))), sat16V(vf_to_i(vf_mul(xf[2 * mm + 1], s))));
+    }
+}
+
+/* sum_m x[m] . w pair m (w: a row of int16, read as int32 pairs) */
+MG_INLINE VI dot8(const int16_t *w, const VI *xp)
+{
+    VI a0 = vi_dpwssd(vi_zero(), xp[0], vi_bc32(w)), a1 = vi_dpwssd(vi_zero(), xp[1], vi_bc32(w + 2));
+    a0 = vi_dpwssd(a0, xp[2], vi_bc32(w + 4));
+    a1 = vi_dpwssd(a1, xp[3], vi_bc32(w + 6));
+    a0 = vi_dpwssd(a0, xp[4], vi_bc32(w + 8));
+    a1 = vi_dpwssd(a1, xp[5], vi_bc32(w + 10));
+    a0 = vi_dpwssd(a0, xp[6], vi_bc32(w + 12));
+    a1 = vi_dpwssd(a1, xp[7], vi_bc32(w + 14));
+    return vi_add(a0, a1);
+}
+
+static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, int step, VF *z)
+{
+    const int16_t *w = m->raw;
+    VI xp[8], n0[8], n1[8], ap[8], x3[8], n2[8], yp[8];
+#if defined(MG_AVX512)
+    mg_embed16q(w + OFF_WTE, w + OFF_WPE, tok, pos, xp);
+#else
+    VI ti = vi_slli(tok, 3), pi = vi_slli(pos, 3);
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++)
+        xp[mm] = vi_adds16(vi_gather(w + OFF_WTE, vi_add(ti, vi_set1(mm))), vi_gather(w + OFF_WPE, vi_add(pi, vi_set1(mm))));
+#endif
+    qnormV(xp, n0);
+    qnormV(n0, n1);
+    VF *qs = st->fb, *k = st->fb + 16, *v = st->fb + 32;
+    for (int o = 0; o < 16; o++) {
+        qs[o] = vf_mul(vi_to_f(rqV(dot8(w + OFF_WQ + o * 16, n1))), vf_set1(MG_CQQ));
+        k[o] = vi_to_f(rqV(dot8(w + OFF_WK + o * 16, n1)));
+        v[o] = vi_to_f(rqV(dot8(w + OFF_WV + o * 16, n1)));
+    }
+    mg_attentionV(&st->ring, qs, k, v, pos, maxpos, step, st->att);
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++) {
+        ap[mm] = vi_pack2(sat16V(vf_to_i(st->att[2 * mm])), sat16V(vf_to_i(st->att[2 * mm + 1])));
+    }
+    for (int mm = 0; mm < 8; mm++)
+        x3[mm] = vi_adds16(vi_pack2(rqV(dot8(w + OFF_WO + 32 * mm, ap)), rqV(dot8(w + OFF_WO + 32 * mm + 16, ap))), n0[mm]);
+    qnormV(x3, n2);
+    for (int mm = 0; mm < 32; mm++)
+        st->hp[mm] = vi_max16(vi_pack2(rqV(dot8(w + OFF_FC1 + 32 * mm, n2)), rqV(dot8(w + OFF_FC1 + 32 * mm + 16, n2))),
+                              vi_zero());
+    for (int mm = 0; mm < 8; mm++) {
+        VI r[2];
+        for (int h = 0; h < 2; h++) {
+            const int16_t *row = w + OFF_FC2 + (2 * mm + h) * 64;
+            VI a0 = vi_zero(), a1 = vi_zero(), a2 = vi_zero(), a3 = vi_zero();
+            MG_UNROLL
+            for (int j = 0; j < 32; j += 4) {
+                a0 = vi_dpwssd(a0, st->hp[j], vi_bc32(row + 2 * j));
+                a1 = vi_dpwssd(a1, st->hp[j + 1], vi_bc32(row + 2 * j + 2));
+                a2 = vi_dpwssd(a2, st->hp[j + 2], vi_bc32(row + 2 * j + 4));
+                a3 = vi_dpwssd(a3, st->hp[j + 3], vi_bc32(row + 2 * j + 6));
+            }
+            r[h] = rqV(vi_add(vi_add(a0, a1), vi_add(a2, a3)));
+        }
+        yp[mm] = vi_adds16(vi_pack2(r[0], r[1]), x3[mm]);
+    }
+    const VF cz = vf_set1(m->cz);
+    for (int v2 = 0; v2 < MG_VOCAB; v2++) z[v2] = vf_mul(vi_to_f(vi_srai(dot8(w + OFF_LM + v2 * 16, yp), 12)), cz);
+}
+
+MG_INLINE int lanes_max(VI v)
+{
+    int32_t a[VW];
+    vi_store(a, v);
+    int mx = a[0];
+    for (int i = 1; i < VW; i++) mx = a[i] > mx ? a[i] : mx;
+    return mx;
+}
+#endif
+
+typedef struct {
+    const model_t *m;
+    int32_t first, count;
+    int64_t tps;
+    uint32_t base_seed;
+    int32_t *out;
+    int64_t sum;
+    int err;
+} off_job;
+
+static void *offline_worker(void *arg)
+{
+    off_job *jb = arg;
+    const model_t *m = jb->m;
+    jb->sum = 0;
+#if defined(MG_SOA_Q) && !defined(MG_NO_SOA)
+    soa_t *st = mg_alloc(sizeof(soa_t));
+    if (!st) {
+        jb->err = MG_ERR_NOMEM;
+        return NULL;
+    }
+    for (int32_t b0 = 0; b0 < jb->count; b0 += VW) {
+        const int nl = jb->count - b0 < VW ? jb->count - b0 : VW;
+        memset(&st->ring, 0, sizeof st->ring);
+        int32_t seeds[VW];
+        for (int l = 0; l < VW; l++) seeds[l] = (int32_t)(l < nl ? mg_stream_seed(jb->base_seed, (uint32_t)(jb->first + b0 + l)) : 1u);
+        VI rng = vi_load(seeds), tok = vi_set1(MG_BOS), pos = vi_set1(0), acc = vi_set1(0);
+        int64_t sum = 0;
+        int maxpos = 0;
+        VF z[MG_VOCAB];
+        for (int64_t i = 0; i < jb->tps; i++) {
+            forwardV(m, st, tok, pos, maxpos, (int)(i & 15), z);
+            rng = mg_xorshiftV(rng);
+            VI nt = mg_sampleV(z, mg_r24V(rng));
+            acc = vi_add(acc, nt);
+            if (jb->out) {
+                int32_t t[VW];
+                vi_store(t, nt);
+                for (int l = 0; l < nl; l++) jb->out[(int64_t)(jb->first + b0 + l) * jb->tps + i] = t[l];
+            }
+            pos = vi_add(pos, vi_set1(1));
+            VM reset = vm_or(vi_eq(nt, vi_set1(MG_BOS)), vi_eq(pos, vi_set1(MG_CTX)));
+            pos = vi_sel(reset, vi_set1(0), pos);
+            tok = vi_sel(reset, vi_set1(MG_BOS), nt);
+            maxpos = lanes_max(pos);
+            if ((i & 0xFFFF) == 0xFFFF || i == jb->tps - 1) {
+                int32_t a[VW];
+                vi_store(a, acc);
+                for (int l = 0; l < nl; l++) sum += a[l];
+                acc = vi_set1(0);
+            }
+        }
+        jb->sum += sum;
+    }
+    free(st);
+#else
+    for (int32_t s = 0; s < jb->count; s++) {
+        uint32_t seed = mg_stream_seed(jb->base_seed, (uint32_t)(jb->first + s));
+        jb->sum += gen1_xs(m, jb->tps, seed, jb->out ? jb->out + (int64_t)(jb->first + s) * jb->tps : NULL);
+    }
+#endif
+    return NULL;
+}
+
+MG_EXPORT int64_t mg_q412_generate_offline(void *handle, int32_t n_streams, int64_t tps, uint32_t base_seed,
+                                           int32_t n_threads, int32_t *out)
+{
+    const model_t *m = handle;
+    if (!m) return MG_ERR_NULL;
+    if (n_streams < 1 || tps < 1 || n_threads < 1 || n_threads > 64) return MG_ERR_ARG;
+    int nt = n_threads < n_streams ? n_threads : n_streams;
+    off_job jobs[64];
+    for (int t = 0; t < nt; t++) {
+        int32_t a = (int32_t)((int64_t)n_streams * t / nt), b = (int32_t)((int64_t)n_streams * (t + 1) / nt);
+        jobs[t] = (off_job){m, a, b - a, tps, base_seed, out, 0, 0};
+    }
+    int err = mg_run_threads(offline_worker, jobs, sizeof(off_job), nt);
+    if (err) return err;
+    int64_t sum = 0;
+    for (int t = 0; t < nt; t++) {
+        if (jobs[t].err) return jobs[t].err;
+        sum += jobs[t].sum;
+    }
+    return sum;
+}
+
+MG_EXPORT int mg_q412_logits_offline(void *handle, int32_t n_streams, const int32_t *tokens, const int32_t *lengths,
+                                     float *out)
+{
+    const model_t *m = handle;
+    if (!m || !tokens || !lengths || !out) return MG_ERR_NULL;
+    if (n_streams < 1) return MG_ERR_ARG;
+    for (int32_t s = 0; s < n_streams; s++) {
+        if (lengths[s] < 1 || lengths[s] > MG_CTX) return MG_ERR_ARG;
+        for (int p = 0; p < lengths[s]; p++)
+            if (tokens[s * 16 + p] < 0 || tokens[s * 16 + p] >= MG_VOCAB) return MG_ERR_TOKEN;
+    }
+#if defined(MG_SOA_Q) && !defined(MG_NO_SOA)
+    soa_t *st = mg_alloc(sizeof(soa_t));
+    if (!st) return MG_ERR_NOMEM;
+    /* z = l * cz; with cz replaced by 1/4096 the lanes hold the logits */
+    model_t *mm = mg_alloc(sizeof(model_t));
+    if (!mm) {
+        free(st);
+        return MG_ERR_NOMEM;
+    }
+    memcpy(mm, m, sizeof(model_t));
+    mm->cz = 1.0f / 4096.0f;
+    for (int32_t b0 = 0; b0 < n_streams; b0 += VW) {
+        const int nl = n_streams - b0 < VW ? n_streams - b0 : VW;
+        memset(&st->ring, 0, sizeof st->ring);
+        int maxlen = 0;
+        for (int l = 0; l < nl; l++) maxlen = lengths[b0 + l] > maxlen ? lengths[b0 + l] : maxlen;
+        for (int p = 0; p < maxlen; p++) {
+            int32_t tk[VW];
+            for (int l = 0; l < VW; l++) tk[l] = (l < nl && p < lengths[b0 + l]) ? tokens[(b0 + l) * 16 + p] : MG_BOS;
+            VF z[MG_VOCAB];
+            forwardV(mm, st, vi_load(tk), vi_set1(p), p, p, z);
+            for (int v = 0; v < MG_VOCAB; v++) {
+                MG_ALIGN float lane[VW];
+                vf_store(lane, z[v]);
+                for (int l = 0; l < nl; l++)
+                    if (p < lengths[b0 + l]) out[((int64_t)(b0 + l) * 16 + p) * MG_VOCAB + v] = lane[l];
+            }
+        }
+    }
+    free(mm);
+    free(st);
+#else
+    for (int32_t s = 0; s < n_streams; s++) {
+        int rc = mg_q412_logits(handle, tokens + s * 16, lengths[s], out + (int64_t)s * 16 * MG_VOCAB);
+        if (rc) return rc;
+    }
+#endif
+    return 0;
+}
