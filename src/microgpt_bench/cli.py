@@ -154,8 +154,10 @@ def cmd_run(args) -> int:
     threads = args.threads or machine["cores"] or 1
     results = None
     for scenario in scenarios:
-        chosen = names if scenario == "single-stream" else [
-            n for n in names if scenario in registry.backend_class(n).scenarios]
+        # with both scenarios, each backend runs in the ones it has; with one, a backend
+        # lacking it gets an "unavailable" row saying so
+        chosen = [n for n in names if scenario in registry.backend_class(n).scenarios] if (
+            args.scenario == "both") else names
         cfg = RunConfig(backends=chosen, weights=args.weights, order=args.order, temperature=args.temperature,
                         seed=args.seed, seconds=args.seconds, repeats=args.repeats, scenario=scenario,
                         streams=args.streams, threads=threads, timeout=args.timeout, label=args.label,
