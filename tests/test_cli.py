@@ -83,3 +83,29 @@ def test_weights_show_and_convert(tmp_path, talos_weights):
     assert cli("weights", "convert", talos_weights, str(out)).returncode == 0
     proc = cli("weights", "show", str(out))
     assert proc.returncode == 0 and "layer0.mlp_fc1" in proc.stdout and "format_version" in proc.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sweep", "--streams", "0,4"], "values must be >= 1"),
+    (["sweep", "--streams", "-2"], "values must be >= 1"),
+    (["sweep", "--threads", "1,x"], "not a comma-separated list"),
+    (["sweep", "--backend", "pure-python"], "has no offline scenario"),
+    (["sweep", "--backend", "numpy", "--threads", "100000", "--streams", "4"], "--threads must be in"),
+    (["run", "--scenario", "offline", "--backends", "numpy", "--threads", "100000"], "--threads must be in"),
+    (["run", "--scenario", "offline", "--streams", "0"], "must be >= 1"),
+])
+def test_offline_arguments_are_checked(args, message):
+    proc = cli(*args)
+    assert proc.returncode == 2, proc.stdout
+    assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_sweep_writes_points(tmp_path, talos_weights):
+    out = tmp_path / "sweep.json"
+    proc = cli("sweep", "--backend", "numpy", "--streams", "1,3", "--threads", "1", "--seconds", "0.05",
+               "--repeats", "1", "--weights", talos_weights, "--json", str(out))
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(out.read_text())
+    points = doc["sweeps"][0]["points"]
+    assert [(p["streams"], p["threads"], p["status"]) for p in points] == [(1, 1, "ok"), (3, 1, "ok")]
+    assert all(p["tok_s"] > 0 for p in points) and doc["rows"][0]["scenario"] == "offline"
