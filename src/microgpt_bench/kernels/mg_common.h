@@ -1264,4 +1264,63 @@ static int mg_run_threads(void *(*fn)(void *), void *args, size_t arg_size, int 
     return err;
 }
 
+
+/* The single-stream entry points and generation loop, shared by mg_fp32.c and
+ * mg_q412.c: the including file defines model_t, cache_t, logits1() and step1()
+ * (its arithmetic); the loop, the reset rule and the argument checks live here once.
+ * python != 0: draw i is uniforms[i]. */
+#define MG_SINGLE_STREAM_ENTRY_POINTS(PREFIX) \
+MG_EXPORT int PREFIX##_logits(void *handle, const int32_t *tokens, int n, float *out) \
+{ \
+    const model_t *m = handle; \
+    if (!m || !tokens || !out) return MG_ERR_NULL; \
+    if (n < 1 || n > MG_CTX) return MG_ERR_ARG; \
+    for (int i = 0; i < n; i++) \
+        if (tokens[i] < 0 || tokens[i] >= MG_VOCAB) return MG_ERR_TOKEN; \
+    cache_t c; \
+    memset(&c, 0, sizeof c); \
+    for (int p = 0; p < n; p++) logits1(m, &c, tokens[p], p, p, out + p * MG_VOCAB); \
+    return 0; \
+} \
+MG_INLINE int64_t gen1(const model_t *m, int64_t n, uint32_t x, const double *uniforms, int32_t *out, int python) \
+{ \
+    cache_t c; \
+    memset(&c, 0, sizeof c); \
+    int tok = MG_BOS, pos = 0; \
+    int64_t sum = 0; \
+    for (int64_t i = 0; i < n; i++) { \
+        float r = 0.0f; \
+        double u = 0.0; \
+        if (python) { \
+            u = uniforms[i]; \
+        } else { \
+            x = mg_xorshift32(x); \
+            r = mg_r24(x); \
+        } \
+        int nt = step1(m, &c, tok, pos, (int)(i & 15), python, r, u); \
+        if (out) out[i] = nt; \
+        sum += nt; \
+        pos++; \
+        int reset = (nt == MG_BOS) | (pos == MG_CTX); \
+        pos = reset ? 0 : pos; \
+        tok = reset ? MG_BOS : nt; \
+    } \
+    return sum; \
+} \
+static int64_t gen1_xs(const model_t *m, int64_t n, uint32_t seed, int32_t *out) { return gen1(m, n, seed, NULL, out, 0); } \
+static int64_t gen1_py(const model_t *m, int64_t n, const double *u, int32_t *out) { return gen1(m, n, 0, u, out, 1); } \
+MG_EXPORT int64_t PREFIX##_generate(void *handle, int64_t n_tokens, uint32_t seed, const double *uniforms, int32_t *out) \
+{ \
+    const model_t *m = handle; \
+    if (!m) return MG_ERR_NULL; \
+    if (n_tokens < 1) return MG_ERR_ARG; \
+    if (uniforms) { \
+        for (int64_t i = 0; i < n_tokens; i++) \
+            if (!(uniforms[i] >= 0.0 && uniforms[i] < 1.0)) return MG_ERR_UNIFORM; \
+        return gen1_py(m, n_tokens, uniforms, out); \
+    } \
+    if (seed == 0) return MG_ERR_SEED; \
+    return gen1_xs(m, n_tokens, seed, out); \
+}
+
 #endif /* MG_COMMON_H */
