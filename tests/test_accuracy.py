@@ -44,3 +44,14 @@ def test_kl_of_identical_distributions_is_zero_and_positive_otherwise():
     p = np.array([0.5, 0.5, 0.0])
     assert kl_floored(p, p) == 0.0
     assert kl_floored(p, np.array([0.9, 0.1, 0.0])) > 0.3
+
+
+def test_report_shows_the_accuracy_table(tmp_path):
+    from pathlib import Path
+
+    from microgpt_bench.report import write_report
+    measured = Path(__file__).resolve().parents[1] / "docs" / "measured" / "dev-epyc-2core.json"
+    write_report([measured], tmp_path)
+    text = (tmp_path / "report.md").read_text()
+    section = text[text.index("## Accuracy"):]
+    assert "TALOS sampler weight table" in section and "c-q412" in section

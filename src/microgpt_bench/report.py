@@ -581,6 +581,19 @@ def build_document(docs: list[dict], entries: list[dict], paths: list[str], publ
     d.table(["row", "precision", "check", "max abs logit error", "tolerance", "positions", "gate"], gate_rows,
             numeric={3, 4, 5}, css="rows")
 
+    # ---- accuracy (run --accuracy)
+    acc_rows = [[e["label"], _fmt(a.get("mean_kl"), ".2e"), _fmt(a.get("max_kl"), ".2e"),
+                 _fmt(100 * a["token_differs_share"], ".2f") + "%" if a.get("token_differs_share") is not None
+                 else "", a.get("distribution", "")]
+                for e in entries if e["source"] == "measured" and isinstance(a := e["row"].get("accuracy"), dict)]
+    if acc_rows:
+        d.h(2, "Accuracy")
+        d.p("Over a fixed 2,000-step float64 reference generation: the KL divergence from the model's "
+            "softmax(logits/T) to the distribution each backend's sampler draws from, and the share of steps "
+            "where the same uniform draw picks a different token.")
+        d.table(["row", "mean KL", "max KL", "tokens differ", "draws from"], acc_rows, numeric={1, 2, 3},
+                css="rows")
+
     # ---- machines
     d.h(2, "Machines")
     for path, doc in zip(paths, docs):
