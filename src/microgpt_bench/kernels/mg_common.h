@@ -1323,4 +1323,56 @@ MG_EXPORT int64_t PREFIX##_generate(void *handle, int64_t n_tokens, uint32_t see
     return gen1_xs(m, n_tokens, seed, out); \
 }
 
+
+/* The offline entry points' shared parts. The including file defines model_t
+ * and, between MG_OFFLINE_JOB and MG_OFFLINE_GENERATE(PREFIX), offline_worker(),
+ * which runs streams [first, first + count) of one job with its own arithmetic. */
+#define MG_OFFLINE_JOB \
+typedef struct { \
+    const model_t *m; \
+    int32_t first, count; /* streams [first, first + count) */ \
+    int64_t tps; \
+    uint32_t base_seed; \
+    int32_t *out; /* all streams' tokens or NULL */ \
+    int64_t sum; \
+    int err; \
+} off_job;
+
+/* split the streams evenly over the threads, run offline_worker on each share, sum the checksums */
+#define MG_OFFLINE_GENERATE(PREFIX) \
+MG_EXPORT int64_t PREFIX##_generate_offline(void *handle, int32_t n_streams, int64_t tps, uint32_t base_seed, \
+                                           int32_t n_threads, int32_t *out) \
+{ \
+    const model_t *m = handle; \
+    if (!m) return MG_ERR_NULL; \
+    if (n_streams < 1 || tps < 1 || n_threads < 1 || n_threads > 64) return MG_ERR_ARG; \
+    int nt = n_threads < n_streams ? n_threads : n_streams; \
+    off_job jobs[64]; \
+    for (int t = 0; t < nt; t++) { \
+        int32_t a = (int32_t)((int64_t)n_streams * t / nt), b = (int32_t)((int64_t)n_streams * (t + 1) / nt); \
+        jobs[t] = (off_job){m, a, b - a, tps, base_seed, out, 0, 0}; \
+    } \
+    int err = mg_run_threads(offline_worker, jobs, sizeof(off_job), nt); \
+    if (err) return err; \
+    int64_t sum = 0; \
+    for (int t = 0; t < nt; t++) { \
+        if (jobs[t].err) return jobs[t].err; \
+        sum += jobs[t].sum; \
+    } \
+    return sum; \
+}
+
+/* argument checks of the *_logits_offline entry points: 0 or an MG_ERR_* code */
+static int mg_check_offline_probe(int32_t n_streams, const int32_t *tokens, const int32_t *lengths, const float *out)
+{
+    if (!tokens || !lengths || !out) return MG_ERR_NULL;
+    if (n_streams < 1) return MG_ERR_ARG;
+    for (int32_t s = 0; s < n_streams; s++) {
+        if (lengths[s] < 1 || lengths[s] > MG_CTX) return MG_ERR_ARG;
+        for (int p = 0; p < lengths[s]; p++)
+            if (tokens[s * 16 + p] < 0 || tokens[s * 16 + p] >= MG_VOCAB) return MG_ERR_TOKEN;
+    }
+    return 0;
+}
+
 #endif /* MG_COMMON_H */

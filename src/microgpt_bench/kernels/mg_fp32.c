@@ -459,15 +459,7 @@ MG_INLINE int lanes_max(VI v)
 }
 #endif
 
-typedef struct {
-    const model_t *m;
-    int32_t first, count;     /* streams [first, first + count) */
-    int64_t tps;
-    uint32_t base_seed;
-    int32_t *out;             /* all streams' tokens or NULL */
-    int64_t sum;
-    int err;
-} off_job;
+MG_OFFLINE_JOB
 
 static void *offline_worker(void *arg)
 {
@@ -525,39 +517,15 @@ static void *offline_worker(void *arg)
     return NULL;
 }
 
-MG_EXPORT int64_t mg_fp32_generate_offline(void *handle, int32_t n_streams, int64_t tps, uint32_t base_seed,
-                                           int32_t n_threads, int32_t *out)
-{
-    const model_t *m = handle;
-    if (!m) return MG_ERR_NULL;
-    if (n_streams < 1 || tps < 1 || n_threads < 1 || n_threads > 64) return MG_ERR_ARG;
-    int nt = n_threads < n_streams ? n_threads : n_streams;
-    off_job jobs[64];
-    for (int t = 0; t < nt; t++) {
-        int32_t a = (int32_t)((int64_t)n_streams * t / nt), b = (int32_t)((int64_t)n_streams * (t + 1) / nt);
-        jobs[t] = (off_job){m, a, b - a, tps, base_seed, out, 0, 0};
-    }
-    int err = mg_run_threads(offline_worker, jobs, sizeof(off_job), nt);
-    if (err) return err;
-    int64_t sum = 0;
-    for (int t = 0; t < nt; t++) {
-        if (jobs[t].err) return jobs[t].err;
-        sum += jobs[t].sum;
-    }
-    return sum;
-}
+MG_OFFLINE_GENERATE(mg_fp32)
 
 MG_EXPORT int mg_fp32_logits_offline(void *handle, int32_t n_streams, const int32_t *tokens, const int32_t *lengths,
                                      float *out)
 {
     const model_t *m = handle;
-    if (!m || !tokens || !lengths || !out) return MG_ERR_NULL;
-    if (n_streams < 1) return MG_ERR_ARG;
-    for (int32_t s = 0; s < n_streams; s++) {
-        if (lengths[s] < 1 || lengths[s] > MG_CTX) return MG_ERR_ARG;
-        for (int p = 0; p < lengths[s]; p++)
-            if (tokens[s * 16 + p] < 0 || tokens[s * 16 + p] >= MG_VOCAB) return MG_ERR_TOKEN;
-    }
+    if (!m) return MG_ERR_NULL;
+    int bad = mg_check_offline_probe(n_streams, tokens, lengths, out);
+    if (bad) return bad;
 #if defined(MG_SOA) && !defined(MG_NO_SOA)
     soa_t *st = mg_alloc(sizeof(soa_t));
     if (!st) return MG_ERR_NOMEM;
