@@ -59,14 +59,6 @@ def import_framework(module: str, label: str | None = None):
     return mod
 
 
-def framework_reason(module: str, label: str | None = None) -> str | None:
-    try:
-        import_framework(module, label)
-    except Unavailable as exc:
-        return str(exc)
-    return None
-
-
 def seeds_array(seeds) -> np.ndarray:
     return np.asarray([int(s) for s in seeds], dtype=np.uint32)
 
@@ -110,7 +102,15 @@ class FrameworkBackend(Backend):
 
     @classmethod
     def availability(cls) -> str | None:
-        return framework_reason(cls.framework_module, cls.framework)
+        try:
+            cls._device_reason(import_framework(cls.framework_module, cls.framework))
+        except Unavailable as exc:
+            return str(exc)
+        return None
+
+    @classmethod
+    def _device_reason(cls, module) -> None:
+        """Raise Unavailable when this row's device is missing (the framework itself imported)."""
 
     # -------------------------------------------------------- to implement
     def _setup(self) -> None:

@@ -96,4 +96,10 @@ class Backend:
         return [self.logits(s) for s in sequences]
 
     def close(self) -> None:
-        pass
+        """Release native handles; called by the worker, and on garbage collection."""
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # interpreter shutdown, or a constructor that failed half way
+            pass

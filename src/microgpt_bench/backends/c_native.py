@@ -230,12 +230,6 @@ class _CBackend(Backend):
             self._fn("destroy")(self.handle)
             self.handle = None
 
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
-
 
 class CFp32Backend(_CBackend):
     name = "c-fp32"

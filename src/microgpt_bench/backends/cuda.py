@@ -27,7 +27,6 @@ import subprocess
 import sys
 import threading
 from functools import lru_cache
-from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -330,12 +329,6 @@ class _CudaBackend(Backend):
         if getattr(self, "_h", None) is not None:
             self._lib.mg_destroy(self._h)
             self._h = None
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:  # interpreter shutdown
-            pass
 
 
 class CudaNaiveBackend(_CudaBackend):

@@ -65,19 +65,6 @@ class MlxCpuBackend(FrameworkBackend):
     framework_module = "mlx.core"
     device_kind = "cpu"
 
-    @classmethod
-    def availability(cls) -> str | None:
-        try:
-            mx = import_framework("mlx.core", "mlx")
-            cls._device_reason(mx)
-        except Unavailable as exc:
-            return str(exc)
-        return None
-
-    @classmethod
-    def _device_reason(cls, mx) -> None:
-        pass
-
     def _setup(self) -> None:
         mx = self.mx = import_framework("mlx.core", "mlx")
         self.device = mx.Device(mx.gpu if self.device_kind == "gpu" else mx.cpu)

@@ -70,19 +70,6 @@ class TorchEagerBackend(FrameworkBackend):
     device_name = "cpu"
     compiled = False
 
-    @classmethod
-    def availability(cls) -> str | None:
-        try:
-            torch = import_framework("torch")
-            cls._device_reason(torch)
-        except Unavailable as exc:
-            return str(exc)
-        return None
-
-    @classmethod
-    def _device_reason(cls, torch) -> None:
-        """Raise Unavailable when this row's device is missing."""
-
     def _setup(self) -> None:
         torch = self.torch = import_framework("torch")
         torch.set_num_threads(1)
