@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from .model import BLOCK_SIZE, BOS, Params, reference_forward, softmax
-from .samplers import XorShift32Sampler, xorshift32_next
+from .samplers import XorShift32Sampler, pick_cumulative, softmax_t, xorshift32_next
 
 STEPS = 2000
 Q_FLOOR = 2.0 ** -24
@@ -54,17 +54,6 @@ def uniform_draws(n: int, seed: int = 42) -> np.ndarray:
     return out
 
 
-def inverse_cdf(probs: np.ndarray, r: float) -> int:
-    cum = np.cumsum(probs)
-    return min(int(np.searchsorted(cum[:-1], r, side="right")), len(probs) - 1)
-
-
-def softmax_t(logits: np.ndarray, temperature: float) -> np.ndarray:
-    z = np.asarray(logits, np.float64) / temperature
-    e = np.exp(z - z.max())
-    return e / e.sum()
-
-
 def kl_floored(p: np.ndarray, q: np.ndarray) -> float:
     p, q = np.maximum(p, Q_FLOOR), np.maximum(q, Q_FLOOR)
     p, q = p / p.sum(), q / q.sum()
@@ -82,7 +71,7 @@ def measure_accuracy(backend, sequences, reference_logits, temperature: float) -
             p = softmax_t(ref[pos], temperature)
             q = backend.sampling_distribution(got[pos])
             kls.append(kl_floored(p, q))
-            differ += inverse_cdf(p, draws[step]) != inverse_cdf(q, draws[step])
+            differ += pick_cumulative(np.cumsum(p), draws[step]) != pick_cumulative(np.cumsum(q), draws[step])
             step += 1
     return {"steps": step, "mean_kl": float(np.mean(kls)), "max_kl": float(np.max(kls)),
             "token_differs_share": differ / step,

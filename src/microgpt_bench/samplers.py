@@ -12,6 +12,8 @@ from __future__ import annotations
 import random
 from bisect import bisect
 
+import numpy as np
+
 SAMPLERS = ("xorshift32", "python")
 MASK32 = 0xFFFFFFFF
 
@@ -29,6 +31,19 @@ def xorshift32_next(x: int) -> int:
     x ^= x >> 17
     x ^= (x << 5) & MASK32
     return x
+
+
+def softmax_t(logits, temperature: float) -> np.ndarray:
+    """softmax(logits / T) in float64: the distribution both samplers draw from."""
+    z = np.asarray(logits, np.float64) / temperature
+    e = np.exp(z - z.max())
+    return e / e.sum()
+
+
+def pick_cumulative(cumulative: np.ndarray, r: float) -> int:
+    """First id whose running sum exceeds r, else the last id: pick_xorshift's rule
+    (and, with r = u * total, choices()'s) in one searchsorted."""
+    return min(int(cumulative.searchsorted(r, side="right")), len(cumulative) - 1)
 
 
 def pick_xorshift(probs, r: float) -> int:

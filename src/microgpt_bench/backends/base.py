@@ -16,6 +16,7 @@ from typing import ClassVar
 import numpy as np
 
 from ..model import Params
+from ..samplers import softmax_t
 
 
 class Unavailable(Exception):
@@ -64,9 +65,7 @@ class Backend:
 
     def sampling_distribution(self, logits: np.ndarray) -> np.ndarray:
         """The distribution this backend's sampler draws from, given one position's logits."""
-        z = np.asarray(logits, np.float64) / self.temperature
-        e = np.exp(z - z.max())
-        return e / e.sum()
+        return softmax_t(logits, self.temperature)
 
     # ----------------------------------------------------------- single stream
     def logits(self, tokens: list[int]) -> np.ndarray:

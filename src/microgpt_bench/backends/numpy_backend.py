@@ -15,7 +15,8 @@ import math
 import numpy as np
 
 from ..model import BLOCK_SIZE, BOS, HEAD_DIM, N_EMBD, N_HEAD, RMS_EPS, VOCAB
-from ..samplers import MASK32, check_seed, python_uniforms, stream_seed
+from ..samplers import (check_seed, pick_cumulative, python_uniforms, softmax_t, stream_seed,
+                        xorshift32_next)
 from .base import Backend
 
 
@@ -30,21 +31,11 @@ class TokenSampler:
     def __call__(self, probs: np.ndarray) -> int:
         cum = np.cumsum(probs)
         if self.uniforms is None:
-            x = self.state
-            x ^= (x << 13) & MASK32
-            x ^= x >> 17
-            x ^= (x << 5) & MASK32
-            self.state = x
-            r = (x >> 8) * (1.0 / 16777216.0)
+            self.state = xorshift32_next(self.state)
+            r = (self.state >> 8) * (1.0 / 16777216.0)
         else:
             r = next(self.uniforms) * cum[-1]
-        return min(int(cum.searchsorted(r, side="right")), VOCAB - 1)
-
-
-def softmax64(logits: np.ndarray, temperature: float) -> np.ndarray:
-    z = logits.astype(np.float64) / temperature
-    e = np.exp(z - z.max())
-    return e / e.sum()
+        return pick_cumulative(cum, r)
 
 
 class NumpySimpleBackend(Backend):
@@ -92,7 +83,7 @@ class NumpySimpleBackend(Backend):
         keys, values = self._cache()
         out, tok, pos = [], BOS, 0
         while len(out) < n_tokens:
-            tok = draw(softmax64(self._forward(tok, pos, keys, values), self.temperature))
+            tok = draw(softmax_t(self._forward(tok, pos, keys, values), self.temperature))
             out.append(tok)
             pos += 1
             if tok == BOS or pos == BLOCK_SIZE:
