@@ -28,7 +28,7 @@ from pathlib import Path
 from . import __version__
 from .power import DEFAULT_W_PER_CORE, resolve_power
 from .results import FPGA_TOK_S, load_results
-from .table import modelled_fpga_row
+from .table import modelled_fpga_row, scenario_tag
 
 PUBLISHED_PATH = Path(__file__).resolve().parent / "data" / "published.json"
 MISSING_MATPLOTLIB = ("charts not drawn: matplotlib is not installed "
@@ -63,12 +63,6 @@ def fpga_reference(published: dict | None = None) -> dict:
                     "source": published["sources"].get(row.get("source"), {})}
     return {"name": "TALOS-V2 (FPGA)", "tok_s": float(FPGA_TOK_S),
             "power": {"watts": 2.0, "basis": "assumed", "method": "assumed: about 2 W"}, "source": {}}
-
-
-def scenario_tag(row: dict) -> str:
-    if row.get("scenario") == "offline":
-        return f"offline {row.get('streams', '?')}x{row.get('threads', 1)}t"
-    return row.get("scenario") or "single-stream"
 
 
 def _median_tok_s(row: dict) -> float | None:

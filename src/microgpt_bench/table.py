@@ -4,10 +4,17 @@ from __future__ import annotations
 from .results import FPGA_TOK_S
 
 
+def scenario_tag(row: dict) -> str:
+    """'single-stream', or 'offline NxTt' (streams x threads)."""
+    if row.get("scenario") == "offline":
+        return f"offline {row.get('streams', '?')}x{row.get('threads', 1)}t"
+    return row.get("scenario") or "single-stream"
+
+
 def row_label(row: dict, with_machine: bool = False) -> str:
     label = row["backend"]
     if row.get("scenario") == "offline":
-        label += f" [offline {row.get('streams', '?')}x{row.get('threads', 1)}t]"
+        label += f" [{scenario_tag(row)}]"
     if with_machine and row.get("machine"):
         label = f"{row['machine']} · {label}"
     return label
