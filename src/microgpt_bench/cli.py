@@ -108,7 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     names.add_argument("--count", type=positive_int, default=20)
 
     train = sub.add_parser("train", help="train microGPT (Karpathy's recipe, vectorised float64)")
-    train.add_argument("--data", required=True, help="one word per line (e.g. names.txt)")
+    train.add_argument("--data", help="one word per line (default: the shipped names.txt, makemore's list)")
     train.add_argument("--steps", type=positive_int, default=1000)
     train.add_argument("--seed", type=seed_int, default=42)
     train.add_argument("--out", default="model.npz")
@@ -267,8 +267,9 @@ def cmd_names(args) -> int:
 
 def cmd_train(args) -> int:
     from .train import load_docs, train, training_manifest
-    from .weights import save_npz
+    from .weights import save_npz, shipped_data_path
 
+    args.data = args.data or str(shipped_data_path("names.txt"))
     docs = load_docs(args.data)
 
     def progress(step, loss):
