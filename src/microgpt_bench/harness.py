@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .backends import backend_class
 from .model import BOS, encode, reference_logits
 from .results import new_results, summarise
 from .weights import load_weights, shipped_weights_path
@@ -35,6 +36,7 @@ class RunConfig:
     weights: str | None = None
     order: str = "c"
     temperature: float = 0.5
+    sampler: str = "xorshift32"  # the timed loop's: xorshift32, or argmax (greedy decoding)
     seed: int = 42
     seconds: float = 1.0
     repeats: int = 5
@@ -51,7 +53,7 @@ class RunConfig:
         checks = [
             (self.seconds > 0, f"--seconds must be > 0, got {self.seconds}"),
             (self.repeats >= 1, f"--repeats must be >= 1, got {self.repeats}"),
-            (self.temperature > 0, f"--temperature must be > 0, got {self.temperature}"),
+            (self.sampler in ("xorshift32", "argmax"), f"--sampler must be xorshift32 or argmax, got {self.sampler!r}"),
             (1 <= self.seed <= 0xFFFFFFFF, f"--seed must be in 1..4294967295 (xorshift32), got {self.seed}"),
             (self.scenario in ("single-stream", "offline"),
              f"--scenario must be single-stream or offline, got {self.scenario!r}"),
@@ -63,6 +65,13 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        for name in self.backends:  # each backend's own temperature range (talos-emu: Q8.8)
+            try:
+                backend_class(name).validate_temperature(self.temperature)
+            except ValueError as exc:
+                raise ValueError(f"--temperature for {name}: {exc}") from None
+            except ImportError:
+                pass  # an optional framework missing: its row says so
 
 
 def worker_env(threads: int) -> dict:
@@ -76,6 +85,7 @@ def worker_env(threads: int) -> dict:
 
 def make_job(cfg: RunConfig, backend: str, reference) -> dict:
     return {"backend": backend, "weights": cfg.weights, "order": cfg.order, "temperature": cfg.temperature,
+            "sampler": cfg.sampler,
             "seed": cfg.seed, "seconds": cfg.seconds, "repeats": cfg.repeats, "scenario": cfg.scenario,
             "streams": cfg.streams if cfg.scenario == "offline" else 1,
             "threads": cfg.threads if cfg.scenario == "offline" else 1,
@@ -112,7 +122,7 @@ def run_benchmark(cfg: RunConfig, machine: dict, progress=None) -> dict:
     reference = [reference_logits(params, seq) for seq in PROBE]
     weights = str(Path(cfg.weights).resolve()) if cfg.weights else str(shipped_weights_path())
     config = {"backends": cfg.backends, "weights": weights, "order": cfg.order, "temperature": cfg.temperature,
-              "seed": cfg.seed, "sampler": "xorshift32", "seconds": cfg.seconds, "repeats": cfg.repeats,
+              "seed": cfg.seed, "sampler": cfg.sampler, "seconds": cfg.seconds, "repeats": cfg.repeats,
               "timeout": cfg.timeout, "probe": PROBE_NAMES}
     if cfg.accuracy and cfg.scenario == "single-stream":
         from .accuracy import STEPS, reference_contexts
@@ -121,20 +131,44 @@ def run_benchmark(cfg: RunConfig, machine: dict, progress=None) -> dict:
         config["accuracy"] = {"steps": STEPS, "contexts": "float64 reference generation, xorshift32 seed 42"}
     results = new_results(machine, config)
     clock = (machine.get("clock") or {}).get("ghz")
+    eta = RowTimeEstimate(len(cfg.backends))
     for i, name in enumerate(cfg.backends, 1):
         job = make_job(cfg, name, reference)
         if progress:
-            progress(f"[{i}/{len(cfg.backends)}] {name} ({cfg.scenario}) ...")
+            progress(f"[{i}/{len(cfg.backends)}] {name} ({cfg.scenario}) ...{eta.text()}")
         t0 = time.perf_counter()
         row = run_worker(job, cfg.timeout)
         row.update(streams=job["streams"], threads=job["threads"], wall_seconds=time.perf_counter() - t0)
+        eta.done(row)
         results["rows"].append(summarise(row, clock))
         if progress:
             progress("    " + row_status(row))
     return results
 
 
+class RowTimeEstimate:
+    """Time left in a run: the mean wall time of the rows that ran so far times the rows left
+    (rows that could not run take no time and are not counted as ones that will)."""
+
+    def __init__(self, total: int):
+        self.left, self.timed, self.seconds = total, 0, 0.0
+
+    def done(self, row: dict) -> None:
+        self.left -= 1
+        if row.get("status") != "unavailable":
+            self.timed += 1
+            self.seconds += row.get("wall_seconds", 0.0)
+
+    def text(self) -> str:
+        if not self.timed or not self.left:
+            return ""
+        return f"  (about {self.seconds / self.timed * self.left:.0f} s left)"
+
+
 def row_status(row: dict) -> str:
+    if row.get("status") == "unavailable":
+        from .table import short_reason
+        return f"not run here: {short_reason(row.get('reason', ''))}"
     if row.get("status") != "ok":
         return f"{row.get('status', 'failed').upper()}: {row.get('reason', '')}"
     gate = row["gate"]

@@ -34,9 +34,31 @@ def modelled_fpga_row(results: dict) -> dict | None:
     return None
 
 
+def short_reason(reason: str) -> str:
+    """The gist of an unavailable row's reason, for grouping: up to the first ':', ' (' or ';'
+    ('no NVIDIA driver: libcuda.so.1 cannot be loaded (...)' -> 'no NVIDIA driver')."""
+    text = " ".join(str(reason or "unavailable").split())
+    cut = min((i for i in (text.find(": "), text.find(" ("), text.find("; ")) if i > 0), default=len(text))
+    return text[:cut][:80]
+
+
+def not_run_footer(rows: list[dict]) -> str | None:
+    """'not run here: a, b (reason); c (other reason)': the rows that cannot run on this machine,
+    grouped by reason; the results file keeps each row's full reason."""
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        names = groups.setdefault(short_reason(r.get("reason", "")), [])
+        if row_label(r) not in names:
+            names.append(row_label(r))
+    if not groups:
+        return None
+    return "not run here: " + "; ".join(f"{', '.join(names)} ({why})" for why, names in groups.items())
+
+
 def format_table(results: dict, with_machine: bool = False) -> str:
     ok = [r for r in results["rows"] if r.get("status") == "ok"]
-    bad = [r for r in results["rows"] if r.get("status") != "ok"]
+    unavailable = [r for r in results["rows"] if r.get("status") == "unavailable"]
+    bad = [r for r in results["rows"] if r.get("status") not in ("ok", "unavailable")]
     fpga = [{"backend": "TALOS-V2 (FPGA, 56 MHz)", "fpga": True, "tok_s": {"median": FPGA_TOK_S}}]
     modelled = modelled_fpga_row(results)
     if modelled:
@@ -59,7 +81,7 @@ def format_table(results: dict, with_machine: bool = False) -> str:
     for r in bad:
         lines.append(f"{row_label(r, with_machine):<{width}}  {r.get('status', 'failed').upper():>13}  "
                      f"{r.get('reason', '')}")
-    notes = []
+    notes = [not_run_footer(unavailable)] if unavailable else []
     if modelled:
         notes.append(f"TALOS-V2 modelled: {modelled['how']}")
     if any(r.get("unstable") for r in ok):

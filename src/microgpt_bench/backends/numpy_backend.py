@@ -26,9 +26,12 @@ class TokenSampler:
     def __init__(self, kind: str, seed: int, n_tokens: int):
         check_seed(kind, seed)
         self.kind, self.state = kind, seed
+        self.greedy = kind == "argmax"
         self.uniforms = iter(python_uniforms(seed, n_tokens)) if kind == "python" else None
 
     def __call__(self, probs: np.ndarray) -> int:
+        if self.greedy:
+            return int(np.argmax(probs))
         cum = np.cumsum(probs)
         if self.uniforms is None:
             self.state = xorshift32_next(self.state)
@@ -143,7 +146,9 @@ class NumpyBackend(NumpySimpleBackend):
     def generate(self, n_tokens, seed, sampler="xorshift32"):
         draw = TokenSampler(sampler, seed, n_tokens)
         kv, _ = self._cache()
-        inv_t = 1.0 / self.temperature
+        if self.temperature == 0:
+            draw = TokenSampler("argmax", seed, n_tokens)  # greedy: the argmax of the logits
+        inv_t = 1.0 / self.temperature if self.temperature else 1.0
         forward = self._forward
         out, tok, pos = [], BOS, 0
         append = out.append
@@ -228,9 +233,7 @@ def offline_generate(be, n_streams, tokens_per_stream, seed):
     kcache, vcache = _offline_caches(n_streams)
     out = np.empty((n_streams, tokens_per_stream), np.int32)
     for step in range(tokens_per_stream):
-        z = _offline_step(be, toks, pos, kcache, vcache).astype(np.float64) / be.temperature
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        cum = np.cumsum(e / e.sum(axis=1, keepdims=True), axis=1)
+        cum = np.cumsum(softmax_t(_offline_step(be, toks, pos, kcache, vcache), be.temperature), axis=1)
         state ^= state << np.uint32(13)
         state ^= state >> np.uint32(17)
         state ^= state << np.uint32(5)
