@@ -164,7 +164,7 @@ class Context:
     def figure(self, d: "Doc", name: str) -> None:
         """The chart `name` in the page, if it was drawn, with its registered caption."""
         if name in self.charts:
-            d.img(name, CHART_CAPTIONS[name])
+            d.img(name, next(c.caption for c in CHARTS if c.name == name))
 
     def measured(self) -> list[dict]:
         return [e for e in self.entries if e["source"] == "measured"]
@@ -380,8 +380,6 @@ CHARTS = [
     Chart("scaling.png", chart_scaling,
           "offline throughput against the number of streams, one line per thread count"),
 ]
-CHART_NAMES = tuple(c.name for c in CHARTS)
-CHART_CAPTIONS = {c.name: c.caption for c in CHARTS}
 
 
 def draw_charts(ctx: Context, out: Path) -> dict[str, dict]:
@@ -715,8 +713,8 @@ def write_report(paths: list[str | Path], out_dir: str | Path, with_published: b
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"--out {out}: cannot make the directory ({exc.strerror or exc})") from None
-    for name in CHART_NAMES:  # never leave an older run's chart beside this report
-        (out / name).unlink(missing_ok=True)
+    for chart in CHARTS:  # never leave an older run's chart beside this report
+        (out / chart.name).unlink(missing_ok=True)
     if have_matplotlib():
         ctx.charts = draw_charts(ctx, out)
     else:
