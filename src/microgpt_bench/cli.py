@@ -1,4 +1,4 @@
-"""The command line: microgpt-bench {run,names,train,info,weights} (also python -m microgpt_bench)."""
+"""The command line: microgpt-bench {run,sweep,names,train,info,weights,report,compare} (also python -m microgpt_bench)."""
 from __future__ import annotations
 
 import argparse
@@ -134,7 +134,23 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add the original write-up's published rows and TALOS-V2, labelled 'published'")
     report.add_argument("--watts", action="append", metavar="BACKEND=W", default=[],
                         help="power for a backend's rows where none was measured (beats the assumed default)")
+    compare = sub.add_parser("compare", help="what changed between results files, and whether it is noise")
+    compare.add_argument("results", nargs="+", metavar="RESULTS.json",
+                         help="BASE NEW [MORE ...]: each later file is compared with the first")
+    compare.add_argument("--fail-slower", type=percent, metavar="PCT",
+                         help="exit 1 if any row is significantly slower by more than PCT percent")
+    compare.add_argument("--format", choices=["text", "markdown", "json"], default="text")
     return ap
+
+
+def percent(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
+    return value
 
 
 # ------------------------------------------------------------------ commands
@@ -244,6 +260,14 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import run_compare
+
+    text, status = run_compare(args.results, args.fail_slower, args.format)
+    sys.stdout.write(text)
+    return status
+
+
 def cmd_names(args) -> int:
     from .weights import load_weights
 
@@ -335,7 +359,7 @@ def cmd_weights(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "names": cmd_names, "train": cmd_train, "info": cmd_info, "weights": cmd_weights,
-            "report": cmd_report}
+            "report": cmd_report, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -601,6 +601,13 @@ def md_text(text) -> str:
     return MD_SPECIAL.sub(r"\\\1", flat).replace("](", "]\\(")
 
 
+def markdown_table(headers: list[str], rows: list[list], numeric=frozenset()) -> str:
+    """A Markdown table, every cell escaped; the columns numbered in numeric right-aligned."""
+    lines = ["| " + " | ".join(map(md_text, headers)) + " |",
+             "| " + " | ".join("---:" if i in numeric else "---" for i in range(len(headers))) + " |"]
+    return "\n".join(lines + ["| " + " | ".join(map(md_text, r)) + " |" for r in rows])
+
+
 class Doc:
     """A few block kinds rendered both as Markdown and as HTML, so the two pages agree; both escape all text."""
 
@@ -635,11 +642,7 @@ class Doc:
             elif b[0] == "img":
                 out.append(f"![{md_text(b[2])}]({b[1]})")
             elif b[0] == "table":
-                _, headers, rows, numeric, _ = b
-                lines = ["| " + " | ".join(map(md_text, headers)) + " |",
-                         "| " + " | ".join("---:" if i in numeric else "---" for i in range(len(headers))) + " |"]
-                lines += ["| " + " | ".join(map(md_text, r)) + " |" for r in rows]
-                out.append("\n".join(lines))
+                out.append(markdown_table(*b[1:4]))
         return "\n\n".join(out) + "\n"
 
     def html(self, title: str, images: dict[str, bytes]) -> str:

@@ -123,14 +123,15 @@ def _positive(value) -> bool:
 # ------------------------------------------------------------------ the terminal
 
 
-def format_columns(rows: list[dict[str, str]], columns, titles: dict[str, str] | None = None) -> list[str]:
-    """Aligned text lines: a header, a rule, one line per row (numbers right-aligned)."""
+def format_columns(rows: list[dict[str, str]], columns, titles: dict[str, str] | None = None,
+                   numeric=NUMERIC_COLUMNS) -> list[str]:
+    """Aligned text lines: a header, a rule, one line per row (the numeric columns right-aligned)."""
     titles = titles or {}
     heads = [titles.get(c, c) for c in columns]
     widths = [max([len(h)] + [len(r[c]) for r in rows]) for h, c in zip(heads, columns)]
 
     def line(cells):
-        return "  ".join(cell.rjust(w) if c in NUMERIC_COLUMNS else cell.ljust(w)
+        return "  ".join(cell.rjust(w) if c in numeric else cell.ljust(w)
                          for cell, w, c in zip(cells, widths, columns)).rstrip()
     head = line(heads)
     return [head, "-" * len(head)] + [line([r[c] for c in columns]) for r in rows]
