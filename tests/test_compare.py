@@ -104,12 +104,21 @@ def test_a_file_compared_with_itself_changes_nothing(tmp_path):
     assert "same machine, settings and versions" in proc.stdout
 
 
-def test_half_the_throughput_is_significantly_slower_and_fails_the_gate(tmp_path):
+def compare_scaled(tmp_path, backend, factor, *args):
+    """(the CLI's answer, base path, new path) for a copy with one row's samples scaled."""
     base = write(tmp_path, "base.json", base_doc())
-    new = write(tmp_path, "new.json", scaled(base_doc(), "numpy", 0.5))
-    proc = cli(base, new, "--fail-slower", "5")
+    new = write(tmp_path, "new.json", scaled(base_doc(), backend, factor))
+    return cli(base, new, *args), base, new
+
+
+def line_of(proc, label):
+    return next(ln for ln in proc.stdout.splitlines() if ln.startswith(label))
+
+
+def test_half_the_throughput_is_significantly_slower_and_fails_the_gate(tmp_path):
+    proc, base, new = compare_scaled(tmp_path, "numpy", 0.5, "--fail-slower", "5")
     assert proc.returncode == 1, proc.stderr
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("numpy [single-stream]"))
+    line = line_of(proc, "numpy [single-stream]")
     assert "2.00x slower" in line and line.endswith(" significant") and "0.00794" in line
     assert "FAIL: " in proc.stdout and "numpy [single-stream] is 2.00x slower" in proc.stdout
     assert proc.stdout.count("not significant") == 2  # the other rows did not change
@@ -118,18 +127,14 @@ def test_half_the_throughput_is_significantly_slower_and_fails_the_gate(tmp_path
 
 
 def test_a_speedup_never_fails_the_gate(tmp_path):
-    base = write(tmp_path, "base.json", base_doc())
-    new = write(tmp_path, "new.json", scaled(base_doc(), "c-fp32", 2.0))
-    proc = cli(base, new, "--fail-slower", "0")
+    proc, _, _ = compare_scaled(tmp_path, "c-fp32", 2.0, "--fail-slower", "0")
     assert proc.returncode == 0 and "2.00x faster" in proc.stdout
 
 
 def test_two_percent_inside_the_noise_is_not_significant(tmp_path):
-    base = write(tmp_path, "base.json", base_doc())
-    new = write(tmp_path, "new.json", scaled(base_doc(), "numpy", 0.98))
-    proc = cli(base, new, "--fail-slower", "1")
+    proc, _, _ = compare_scaled(tmp_path, "numpy", 0.98, "--fail-slower", "1")
     assert proc.returncode == 0, proc.stdout
-    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("numpy [single-stream]"))
+    line = line_of(proc, "numpy [single-stream]")
     assert "1.02x slower" in line and line.endswith("not significant")
 
 

@@ -28,14 +28,23 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
+def finite_float(text: str, ok, rule: str) -> float:
+    """A finite float for which ok(value) holds, else an argparse error saying `rule`."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    if not (value == value and abs(value) != float("inf") and ok(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number {rule}, got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    return finite_float(text, lambda v: v > 0, "> 0")
+
+
+def percent(text: str) -> float:
+    return finite_float(text, lambda v: v >= 0, ">= 0")
 
 
 def int_list(text: str) -> list[int]:
@@ -141,16 +150,6 @@ def build_parser() -> argparse.ArgumentParser:
                          help="exit 1 if any row is significantly slower by more than PCT percent")
     compare.add_argument("--format", choices=["text", "markdown", "json"], default="text")
     return ap
-
-
-def percent(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text}")
-    return value
 
 
 # ------------------------------------------------------------------ commands
