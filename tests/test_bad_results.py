@@ -2,7 +2,6 @@
 import json
 import os
 import re
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -16,13 +15,20 @@ MEMORY_LIMIT = 1536 * 1024 * 1024  # address space for the CLI under test: far b
 HEAD = '{"schema": "microgpt-bench/results", "schema_version": 1, '
 
 
+LIMITED_CLI = ("import resource, runpy, sys; limit = int(sys.argv.pop(1)); "
+               "resource.setrlimit(resource.RLIMIT_AS, (limit, limit)); "
+               "sys.argv[0] = 'microgpt-bench'; runpy.run_module('microgpt_bench', run_name='__main__')")
+
+
 def cli_limited(*args, timeout=120):
-    """The CLI in a subprocess with its address space capped; a hang fails by the timeout."""
-    def cap():
-        resource.setrlimit(resource.RLIMIT_AS, (MEMORY_LIMIT, MEMORY_LIMIT))
+    """The CLI in a subprocess that caps its own address space first; a hang fails by the timeout.
+
+    (The cap is set in the child's own code, not a preexec_fn: forking a test process that
+    has threads running, as JAX's, is not safe.)
+    """
     env = {**os.environ, "OPENBLAS_NUM_THREADS": "1", "MPLBACKEND": "Agg"}
-    return subprocess.run([sys.executable, "-m", "microgpt_bench", *map(str, args)], capture_output=True,
-                          text=True, timeout=timeout, preexec_fn=cap, env=env)
+    return subprocess.run([sys.executable, "-c", LIMITED_CLI, str(MEMORY_LIMIT), *map(str, args)],
+                          capture_output=True, text=True, timeout=timeout, env=env)
 
 
 def assert_one_line_exit_2(proc, message):
