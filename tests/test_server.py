@@ -4,7 +4,6 @@ import pytest
 
 from microgpt_bench import server, talos
 from microgpt_bench.backends.numpy_backend import NumpyBackend
-from microgpt_bench.backends.talos_emu import TalosEmuPyBackend
 from microgpt_bench.model import BOS
 from microgpt_bench.samplers import stream_seed
 from microgpt_bench.weights import load_weights
@@ -105,16 +104,8 @@ def test_an_idle_server_waits_for_the_schedule(params, monkeypatch):
 def test_the_fpga_queue_meets_pollaczek_khinchine(params):
     """At utilisation 0.5 the simulated mean sojourn is within 3% of the M/G/1 value computed
     from the same service times (the names the emulator generates for the requests)."""
-    n = 20_000
-    emu = TalosEmuPyBackend(params, 0.5)
-    stream = emu.generate(8 * n, 42)  # the core's names, back to back
-    lengths, count = [], 0
-    for tok in stream:
-        count += 1
-        if tok == BOS or count == 16:
-            lengths.append(count)
-            count = 0
-    service = np.array([server.fpga_name_seconds(k, talos.FPGA_MHZ) for k in lengths[:n]])
+    steps = server.fpga_name_steps(params, 0.5, server.request_seeds(42, 20_000))
+    service = np.array([server.fpga_name_seconds(int(k), talos.FPGA_MHZ) for k in steps])
     rate = 0.5 / service.mean()
     arrivals = server.poisson_arrivals(rate, len(service), seed=11)
     sojourn = server.simulate_single_server(arrivals, service)
@@ -148,3 +139,16 @@ def test_search_brackets_then_bisects_to_the_bound():
 def test_search_from_above_halves_until_it_passes():
     best, points = server.max_sustained_rate(lambda r: {"p99_ns": 2e6 if r > 100 else 1e5}, 1e-3, 1000.0, 3)
     assert 50 < best <= 100 and points[0].rate == 1000.0
+
+
+def test_fpga_load_curve_blows_up_at_its_capacity(params):
+    steps = server.fpga_name_steps(params, 0.5, server.request_seeds(42, 3000))
+    capacity = 1.0 / np.mean([server.fpga_name_seconds(int(n), 56.25) for n in steps])
+    light = server.fpga_load_point(0.1 * capacity, steps, 56.25, seed=5)
+    heavy = server.fpga_load_point(0.95 * capacity, steps, 56.25, seed=5)
+    assert light["utilisation"] == pytest.approx(0.1, rel=1e-9)
+    assert light["p50_ns"] < 2 * np.median(steps) * 1e9 * 1100 / 56.25e6  # barely queued
+    assert heavy["p99_ns"] > 5 * light["p99_ns"]                          # the queue builds
+    best, _ = server.max_sustained_rate(lambda r: server.fpga_load_point(r, steps, 56.25, 5), 1e-3,
+                                        0.5 * capacity)
+    assert 0.5 * capacity <= best < capacity

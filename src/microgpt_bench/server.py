@@ -242,3 +242,31 @@ def max_sustained_rate(measure: Callable[[float], dict], bound_s: float, start_r
         else:
             bad = mid
     return good, points
+
+
+def fpga_name_steps(params, temperature: float, seeds: np.ndarray) -> np.ndarray:
+    """Steps (tokens, BOS included) of the name talos-emu generates from each request's seed."""
+    from .backends.talos_emu import TalosEmuBackend, TalosEmuPyBackend
+
+    try:
+        emu = TalosEmuBackend(params, temperature)
+    except Exception:  # no C compiler: the Python core gives the same names, slower
+        emu = TalosEmuPyBackend(params, temperature)
+    try:
+        return np.array([len(first_name(emu.generate(BLOCK_SIZE, int(s)))) for s in seeds])
+    finally:
+        emu.close()
+
+
+def fpga_load_point(rate: float, name_steps: np.ndarray, mhz: float, seed: int) -> dict:
+    """One load point of the modelled FPGA: the schedule into its single-server queue, each
+    request served for its name's board time."""
+    service = np.array([fpga_name_seconds(int(n), mhz) for n in name_steps])
+    arrivals = poisson_arrivals(rate, len(service), seed)
+    sojourn = simulate_single_server(arrivals, service)
+    span = float((arrivals + sojourn).max() - arrivals[0] + service[0])
+    lat = sojourn * 1e9
+    return {"requests": len(service), "achieved_names_per_s": len(service) / span,
+            "achieved_tok_s": float(np.sum(name_steps)) / span, "mean_ns": float(lat.mean()),
+            **{f"p{q:g}_ns": float(np.percentile(lat, q)) for q in (50, 90, 99, 99.9)},
+            "max_ns": float(lat.max()), "utilisation": rate * float(service.mean())}
