@@ -1,8 +1,8 @@
 """Backends that misbehave on purpose, loaded by the harness tests as plugins."""
 import os
+import subprocess
+import sys
 import time
-
-
 
 from microgpt_bench.backends.numpy_backend import NumpyBackend
 
@@ -61,5 +61,32 @@ class MissingBackend(NumpyBackend):
         return "the frobnicator is not installed"
 
 
+class SpawningHangBackend(NumpyBackend):
+    """Starts a child of its own, writes both pids to $FAKE_PID_FILE, then hangs."""
+    name = "fake-spawn-hang"
+
+    def timed_generate(self, n_tokens, seed):
+        child = subprocess.Popen(["sleep", "1000"])
+        with open(os.environ["FAKE_PID_FILE"] + ".tmp", "w") as fh:
+            fh.write(f"{os.getpid()} {child.pid}")
+        os.replace(os.environ["FAKE_PID_FILE"] + ".tmp", os.environ["FAKE_PID_FILE"])
+        while True:
+            time.sleep(1)
+
+
+class FloodBackend(NumpyBackend):
+    """Prints FLOOD_MB megabytes to stdout from the timed loop, then crashes."""
+    name = "fake-flood"
+    FLOOD_MB = 100
+
+    def timed_generate(self, n_tokens, seed):
+        line = b"x" * 1023 + b"\n"
+        for _ in range(self.FLOOD_MB * 1024):
+            sys.stdout.buffer.write(line)
+        sys.stdout.flush()
+        os.abort()
+
+
 PLUGINS = ";".join(f"{cls.name}=fakes:{cls.__name__}" for cls in
-                   (SlowBackend, CrashBackend, HangBackend, WrongBackend, RaisingBackend, MissingBackend))
+                   (SlowBackend, CrashBackend, HangBackend, WrongBackend, RaisingBackend, MissingBackend,
+                    SpawningHangBackend, FloodBackend))

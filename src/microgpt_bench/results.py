@@ -10,8 +10,9 @@ import math
 import os
 import stat
 import statistics
-import tempfile
 from pathlib import Path
+
+from .outputs import atomic_write
 
 SCHEMA = "microgpt-bench/results"
 SCHEMA_VERSION = 1
@@ -50,18 +51,9 @@ def new_results(machine: dict, config: dict) -> dict:
 
 
 def write_json(data: dict, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, default=_jsonable)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Atomically (outputs.atomic_write: never over a device, umask honoured)."""
+    text = json.dumps(data, indent=1, default=_jsonable) + "\n"
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def _jsonable(obj):
