@@ -122,4 +122,5 @@ def measure_accuracy(backend, sequences, reference_logits, temperature: float) -
     return {"steps": step, "mean_kl": float(np.mean(kls)), "max_kl": float(np.max(kls)),
             "token_differs_share": differ / step,
             "distribution": getattr(backend, "sampling_distribution_name", "softmax(logits / T)"),
-            "sampler": sampler_check(backend, temperature)}
+            # the temperature the backend itself runs at (0 for a greedy run's float backends)
+            "sampler": sampler_check(backend, getattr(backend, "temperature", temperature))}

@@ -251,7 +251,8 @@ def save_results(results: dict, out: Path) -> int:
     from .results import write_json
 
     try:
-        print(f"\nresults: {write_json(results, out)}")
+        write_json(results, out)
+        print(f"\nresults: {out}")
         return 0
     except OSError as exc:
         why = f"{out}: cannot write the results ({exc.strerror or exc})"
@@ -276,7 +277,8 @@ def cmd_run(args) -> int:
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     say("measuring the machine (clock estimate) ...")
     machine = machine_info(args.label)
-    out = check_writable_target(Path(args.json) if args.json else default_results_path(machine))
+    out = Path(args.json) if args.json else default_results_path(machine)
+    check_writable_target(out)
     report_dir = args.report or args.charts
     if report_dir and not args.no_report:
         check_output_dir(report_dir)
@@ -346,7 +348,8 @@ def cmd_sweep(args) -> int:
     check_timing(args)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     machine = machine_info(args.label)
-    out = check_writable_target(Path(args.json) if args.json else default_results_path(machine, "-sweep"))
+    out = Path(args.json) if args.json else default_results_path(machine, "-sweep")
+    check_writable_target(out)
     threads = args.threads or sorted({1, machine["cores"] or 1})
     results = new_results(machine, {"sweep": args.backend, "streams": args.streams, "threads": threads,
                                     "seconds": args.seconds, "repeats": args.repeats, "seed": args.seed})

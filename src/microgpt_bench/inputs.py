@@ -35,7 +35,7 @@ def _check_stat(st: os.stat_result, path, max_bytes: int, what: str, error: type
         kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a device, FIFO or socket"
         raise error(f"{path}: is {kind}, not a regular file; give a {what}")
     if st.st_size > max_bytes:
-        raise error(f"{path}: {st.st_size:,} bytes, more than the {max_bytes:,} a {what} may have")
+        raise error(f"{path}: {st.st_size:,} bytes; a {what} is at most {max_bytes:,}")
 
 
 def read_regular_file(path, max_bytes: int, what: str = "file", error: type[Exception] = InputError) -> bytes:
@@ -59,5 +59,5 @@ def read_regular_file(path, max_bytes: int, what: str = "file", error: type[Exce
     finally:
         os.close(fd)
     if size > max_bytes:
-        raise error(f"{path}: more than the {max_bytes:,} bytes a {what} may have")
+        raise error(f"{path}: more than {max_bytes:,} bytes; a {what} is at most {max_bytes:,}")
     return b"".join(chunks)

@@ -387,20 +387,9 @@ def save_rom_dir(params: Params, directory: str | os.PathLike) -> list[Path]:
     written = []
     for name in TENSOR_SHAPES:
         q12 = np.clip(np.rint(params[name] * 4096), -32768, 32767).astype(np.int16)
-        written.append(_write_text_atomic(directory / ROM_NAMES[name], rom_hex_text(q12)))
+        text = rom_hex_text(q12).encode()
+        written.append(atomic_write(directory / ROM_NAMES[name], lambda fh, text=text: fh.write(text)))
     return written
-
-
-def _write_text_atomic(path: Path, text: str) -> Path:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
 
 
 def shipped_data_path(name: str) -> Path:
