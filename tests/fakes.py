@@ -87,6 +87,16 @@ class FloodBackend(NumpyBackend):
         os.abort()
 
 
+class AbortOnLoadBackend(NumpyBackend):
+    """Aborts the process that asks whether it is available: a native library that
+    cannot be loaded in this process (a sanitizer build, say)."""
+    name = "fake-abort-on-load"
+
+    @classmethod
+    def availability(cls):
+        os.abort()
+
+
 PLUGINS = ";".join(f"{cls.name}=fakes:{cls.__name__}" for cls in
                    (SlowBackend, CrashBackend, HangBackend, WrongBackend, RaisingBackend, MissingBackend,
-                    SpawningHangBackend, FloodBackend))
+                    SpawningHangBackend, FloodBackend, AbortOnLoadBackend))
