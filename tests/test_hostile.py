@@ -215,6 +215,7 @@ def test_a_huge_tensor_name_gives_a_short_message(tmp_path, params, length, word
     (["sweep", "--streams", f"1,{10**12}"], "<= 65,536"),
     (["sweep", "--streams", ",".join(["1"] * 100)], "at most 64 values"),
     (["names", "--count", str(10**9)], "must be <= 10,000"),
+    (["train", "--steps", str(2**31 - 1)], "must be <= 1,000,000"),
     (["run", "--repeats", str(10**20)], "must be <= 1,000"),
     (["run", "--seconds", "1e308"], "must be between"),
     (["run", "--seconds", "1e6"], "must be between"),
