@@ -54,6 +54,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "mg_model.h"
+
 /* ------------------------------------------------------------ the vector path */
 
 #if defined(MG_FORCE_SCALAR)
@@ -115,33 +117,7 @@
 /* ------------------------------------------------------------- the model shape */
 
 #define MG_ABI 1
-#define MG_VOCAB 27
-#define MG_BOS 26
-#define MG_E 16      /* n_embd */
-#define MG_HID 64    /* MLP hidden */
-#define MG_CTX 16    /* block size */
-#define MG_NPARAM 4192
-/* offsets in the C flat order: wte, wpe, wq, wk, wv, wo, fc1, fc2, lm_head */
-#define OFF_WTE 0
-#define OFF_WPE 432
-#define OFF_WQ 688
-#define OFF_WK 944
-#define OFF_WV 1200
-#define OFF_WO 1456
-#define OFF_FC1 1712
-#define OFF_FC2 2736
-#define OFF_LM 3760
-
 #define MG_EPS 1e-5f
-
-/* error codes (negative) */
-#define MG_ERR_NULL (-1)     /* a NULL pointer where one is needed */
-#define MG_ERR_ARG (-2)      /* a count or size out of range */
-#define MG_ERR_TOKEN (-3)    /* a token id outside 0..26 */
-#define MG_ERR_SEED (-4)     /* xorshift32 seed 0 */
-#define MG_ERR_NOMEM (-5)
-#define MG_ERR_THREAD (-6)
-#define MG_ERR_UNIFORM (-7)  /* a python-sampler draw outside [0, 1) */
 
 /* ---------------------------------------------------------------- randomness */
 
