@@ -10,6 +10,10 @@ Every path computes one canonical sequence of float operations (see
 mg_common.h), so all paths give bit-identical tokens, and stream i of an
 offline run equals the single-stream run seeded with samplers.stream_seed(seed, i).
 The whole timed loop (forward pass and sampler) runs in one C call.
+Temperature 0 decodes greedily (the lowest index of the largest logit) on every
+path, single stream and offline. generate_stamped runs the same loop with a
+timestamp after each token (TSC / Arm generic timer / CLOCK_MONOTONIC), for the
+latency measurement; timer_info says which clock and what one stamp costs.
 """
 from __future__ import annotations
 
@@ -85,6 +89,10 @@ def build_kernel(name: str) -> tuple[ctypes.CDLL, dict]:
     fn("generate_offline", ctypes.c_int64, ctypes.c_void_p, ctypes.c_int32, ctypes.c_int64, ctypes.c_uint32,
        ctypes.c_int32, _I)
     fn("logits_offline", ctypes.c_int, ctypes.c_void_p, ctypes.c_int32, _I, _I, _F)
+    fn("generate_stamped", ctypes.c_int64, ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint32, _I,
+       ctypes.POINTER(ctypes.c_uint64))
+    fn("timer_source", ctypes.c_char_p)
+    fn("timer_calibrate", None, _D)
     info = {"simd": getattr(lib, p + "simd")().decode(), "compiler": cc,
             "compiler_version": native.compiler_version(cc), "flags": " ".join(flags),
             "library": str(path)}
@@ -185,6 +193,30 @@ class _CBackend(Backend):
             rc = self._fn("generate")(self.handle, n, seed, None, native.int_ptr(out))
         self._check(rc, "generate")
         return out.tolist()
+
+    def generate_stamped(self, n_tokens: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """The timed loop (xorshift32) with a timestamp after each token: (tokens, end_ns),
+        end_ns[i] = ns from just before token 0's forward pass to the end of token i."""
+        n = _check_count("n_tokens", n_tokens)
+        check_seed("xorshift32", seed)
+        tokens = np.zeros(n, dtype=np.int32)
+        ticks = np.zeros(n, dtype=np.uint64)
+        self._check(self._fn("generate_stamped")(self.handle, n, seed, native.int_ptr(tokens),
+                                                 ticks.ctypes.data_as(ctypes.POINTER(ctypes.c_uint64))),
+                    "generate_stamped")
+        per_ns = self.timer_info()["ticks_per_ns"]
+        return tokens, np.rint(ticks.astype(np.float64) / per_ns).astype(np.int64)
+
+    def timer_info(self) -> dict:
+        """The stamp's clock: source (rdtsc | cntvct | clock_gettime), resolution_ns,
+        overhead_ns (one stamp's cost) and ticks_per_ns (against CLOCK_MONOTONIC)."""
+        if getattr(self, "_timer", None) is None:
+            cal = np.zeros(3, dtype=np.float64)
+            self._fn("timer_calibrate")(native.double_ptr(cal))
+            per_ns, overhead_ticks, resolution_ns = cal.tolist()
+            self._timer = {"source": self._fn("timer_source")().decode(), "resolution_ns": resolution_ns,
+                           "overhead_ns": overhead_ticks / per_ns, "ticks_per_ns": per_ns}
+        return dict(self._timer)
 
     def timed_generate(self, n_tokens: int, seed: int) -> int:
         n = _check_count("n_tokens", n_tokens)

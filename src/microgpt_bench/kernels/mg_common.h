@@ -47,12 +47,20 @@
 #ifndef MG_COMMON_H
 #define MG_COMMON_H
 
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L /* clock_gettime under -std=c11 */
+#endif
+
 #include <math.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#endif
 
 #include "mg_model.h"
 
@@ -280,9 +288,22 @@ MG_INLINE void mg_attention_s(const float *qs, const float *K, const float *V, u
     }
 }
 
-/* Sampler, canonical. z: the 27 logits * log2(e)/T. python: thr from u, else from r. */
+/* the sampler's draw mode: xorshift32 (0), python uniforms (1) or greedy (temperature 0) */
+#define MG_GREEDY 2
+
+/* greedy decoding: the lowest index of the largest of the 27 logits */
+MG_INLINE int mg_argmax_s(const float *z)
+{
+    int best = 0;
+    for (int v = 1; v < MG_VOCAB; v++) best = z[v] > z[best] ? v : best;
+    return best;
+}
+
+/* Sampler, canonical. z: the 27 logits * log2(e)/T. python: thr from u, else from r;
+ * MG_GREEDY: the argmax. */
 MG_INLINE int mg_sample_s(const float *z, int python, float r, double u)
 {
+    if (python == MG_GREEDY) return mg_argmax_s(z);
     float mx = z[0], mn = z[0], c[32], t[16];
     for (int v = 1; v < MG_VOCAB; v++) {
         mx = z[v] > mx ? z[v] : mx;
@@ -434,6 +455,12 @@ MG_INLINE __m512 mg_attention16(__m512 qs, __m512 k, __m512 v, float *KT, float 
 MG_INLINE int mg_sample16(__m512 zlo, __m512 zhi, int python, float r, double u)
 {
     const __mmask16 hv = 0x07FF;
+    if (python == MG_GREEDY) {
+        MG_ALIGN float z[32];
+        _mm512_store_ps(z, zlo);
+        _mm512_store_ps(z + 16, zhi);
+        return mg_argmax_s(z);
+    }
     __m512 lo, hi;
     if (__builtin_expect(!(mg_slow16(0xFFFF, zlo) | mg_slow16(hv, zhi)), 1)) {
         lo = mg_exp2_16nc(zlo);
@@ -622,6 +649,11 @@ MG_INLINE __m256 mg_shift8(__m256 prev, __m256 cur, int s)
 /* the sampler on z[4] (ids 0..7, 8..15, 16..23, 24..31; lanes >= 27 ignored) */
 MG_INLINE int mg_sample8x4(const __m256 *z, int python, float r, double u)
 {
+    if (python == MG_GREEDY) {
+        MG_ALIGN float zb[32];
+        for (int i = 0; i < 4; i++) _mm256_store_ps(zb + 8 * i, z[i]);
+        return mg_argmax_s(zb);
+    }
     const __m256 hv = _mm256_castsi256_ps(_mm256_setr_epi32(-1, -1, -1, 0, 0, 0, 0, 0)); /* ids 24..26 */
     const __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
     __m256 e[4];
@@ -778,6 +810,11 @@ MG_INLINE n16 mg_attention4x4(n16 qs, n16 k, n16 v, float *KT, float *V, int slo
 /* the sampler on z[8] (ids 4i..4i+3; lanes >= 27 ignored) */
 MG_INLINE int mg_sample4x8(const float32x4_t *z, int python, float r, double u)
 {
+    if (python == MG_GREEDY) {
+        MG_ALIGN float zb[32];
+        for (int i = 0; i < 8; i++) vst1q_f32(zb + 4 * i, z[i]);
+        return mg_argmax_s(zb);
+    }
     const uint32_t h6[4] = {~0u, ~0u, ~0u, 0u};
     const uint32x4_t all = vdupq_n_u32(~0u), m6 = vld1q_u32(h6), none = vdupq_n_u32(0);
     float32x4_t e[8];
@@ -1201,6 +1238,22 @@ MG_INLINE VI mg_sampleV(const VF *z, VF r)
     return tok;
 }
 
+/* greedy for VW streams: per lane, the lowest index of the largest logit */
+MG_INLINE VI mg_argmaxV(const VF *z)
+{
+    VF best = z[0];
+    VI tok = vi_set1(0);
+    for (int v = 1; v < MG_VOCAB; v++) {
+        VM up = vf_lt(best, z[v]);
+        best = vf_sel(up, z[v], best);
+        tok = vi_sel(up, vi_set1(v), tok);
+    }
+    return tok;
+}
+
+/* the next tokens of VW streams: greedy, or the sampler on draws r */
+MG_INLINE VI mg_nextV(const VF *z, VF r, int greedy) { return greedy ? mg_argmaxV(z) : mg_sampleV(z, r); }
+
 MG_INLINE VF mg_r24V(VI x) { return vf_mul(vi_to_f(vi_srli(x, 8)), vf_set1(1.0f / 16777216.0f)); }
 
 MG_INLINE VI mg_xorshiftV(VI x)
@@ -1210,6 +1263,63 @@ MG_INLINE VI mg_xorshiftV(VI x)
     return vi_xor(x, vi_slli(x, 5));
 }
 #endif /* MG_SOA */
+
+/* ------------------------------------------------------------------- timer */
+
+/* a cheap per-token timestamp for the latency loop: the TSC (rdtscp waits for the
+ * token's work to finish), the Arm generic timer, else CLOCK_MONOTONIC in ns */
+MG_INLINE uint64_t mg_monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+#if defined(__x86_64__) || defined(__i386__)
+#define MG_TIMER_SOURCE "rdtsc"
+MG_INLINE uint64_t mg_ticks(void)
+{
+    unsigned aux;
+    return __rdtscp(&aux);
+}
+#elif defined(__aarch64__)
+#define MG_TIMER_SOURCE "cntvct"
+MG_INLINE uint64_t mg_ticks(void)
+{
+    uint64_t v;
+    __asm__ volatile("isb\n\tmrs %0, cntvct_el0" : "=r"(v) : : "memory");
+    return v;
+}
+#else
+#define MG_TIMER_SOURCE "clock_gettime"
+MG_INLINE uint64_t mg_ticks(void) { return mg_monotonic_ns(); }
+#endif
+
+/* out[0] ticks per ns (against CLOCK_MONOTONIC over ~20 ms), out[1] the cost of one
+ * stamp in ticks (the least of 1000 back-to-back pairs), out[2] the resolution in ns */
+static void mg_timer_calibrate(double *out)
+{
+    uint64_t t0 = mg_monotonic_ns(), k0 = mg_ticks(), t1, k1;
+    do {
+        k1 = mg_ticks();
+        t1 = mg_monotonic_ns();
+    } while (t1 - t0 < 20000000u);
+    double per_ns = (double)(k1 - k0) / (double)(t1 - t0);
+    uint64_t least = UINT64_MAX;
+    for (int i = 0; i < 1000; i++) {
+        uint64_t a = mg_ticks(), b = mg_ticks();
+        least = b - a < least ? b - a : least;
+    }
+    struct timespec res = {0, 1};
+    clock_getres(CLOCK_MONOTONIC, &res);
+    double res_ns = 1.0 / per_ns;
+    if (!strcmp(MG_TIMER_SOURCE, "clock_gettime")) { /* the ticks are the ns */
+        per_ns = 1.0;
+        res_ns = (double)res.tv_sec * 1e9 + (double)res.tv_nsec;
+    }
+    out[0] = per_ns;
+    out[1] = (double)least;
+    out[2] = res_ns;
+}
 
 /* ---------------------------------------------------------------- threading */
 
@@ -1258,12 +1368,15 @@ MG_EXPORT int PREFIX##_logits(void *handle, const int32_t *tokens, int n, float 
     for (int p = 0; p < n; p++) logits1(m, &c, tokens[p], p, p, out + p * MG_VOCAB); \
     return 0; \
 } \
-MG_INLINE int64_t gen1(const model_t *m, int64_t n, uint32_t x, const double *uniforms, int32_t *out, int python) \
+MG_INLINE int64_t gen1(const model_t *m, int64_t n, uint32_t x, const double *uniforms, int32_t *out, int python, \
+                       uint64_t *stamps) \
 { \
     cache_t c; \
     memset(&c, 0, sizeof c); \
     int tok = MG_BOS, pos = 0; \
+    const int mode = m->greedy ? MG_GREEDY : python; \
     int64_t sum = 0; \
+    const uint64_t t0 = stamps ? mg_ticks() : 0; \
     for (int64_t i = 0; i < n; i++) { \
         float r = 0.0f; \
         double u = 0.0; \
@@ -1273,18 +1386,32 @@ MG_INLINE int64_t gen1(const model_t *m, int64_t n, uint32_t x, const double *un
             x = mg_xorshift32(x); \
             r = mg_r24(x); \
         } \
-        int nt = step1(m, &c, tok, pos, (int)(i & 15), python, r, u); \
+        int nt = step1(m, &c, tok, pos, (int)(i & 15), mode, r, u); \
         if (out) out[i] = nt; \
+        if (stamps) stamps[i] = mg_ticks(); \
         sum += nt; \
         pos++; \
         int reset = (nt == MG_BOS) | (pos == MG_CTX); \
         pos = reset ? 0 : pos; \
         tok = reset ? MG_BOS : nt; \
     } \
+    if (stamps) \
+        for (int64_t i = 0; i < n; i++) stamps[i] -= t0; \
     return sum; \
 } \
-static int64_t gen1_xs(const model_t *m, int64_t n, uint32_t seed, int32_t *out) { return gen1(m, n, seed, NULL, out, 0); } \
-static int64_t gen1_py(const model_t *m, int64_t n, const double *u, int32_t *out) { return gen1(m, n, 0, u, out, 1); } \
+static int64_t gen1_xs(const model_t *m, int64_t n, uint32_t seed, int32_t *out) { return gen1(m, n, seed, NULL, out, 0, NULL); } \
+static int64_t gen1_py(const model_t *m, int64_t n, const double *u, int32_t *out) { return gen1(m, n, 0, u, out, 1, NULL); } \
+/* the timed loop with a timestamp after each token (ticks since just before token 0) */ \
+MG_EXPORT int64_t PREFIX##_generate_stamped(void *handle, int64_t n_tokens, uint32_t seed, int32_t *out, uint64_t *stamps) \
+{ \
+    const model_t *m = handle; \
+    if (!m || !out || !stamps) return MG_ERR_NULL; \
+    if (n_tokens < 1) return MG_ERR_ARG; \
+    if (seed == 0) return MG_ERR_SEED; \
+    return gen1(m, n_tokens, seed, NULL, out, 0, stamps); \
+} \
+MG_EXPORT const char *PREFIX##_timer_source(void) { return MG_TIMER_SOURCE; } \
+MG_EXPORT void PREFIX##_timer_calibrate(double *out) { mg_timer_calibrate(out); } \
 MG_EXPORT int64_t PREFIX##_generate(void *handle, int64_t n_tokens, uint32_t seed, const double *uniforms, int32_t *out) \
 { \
     const model_t *m = handle; \

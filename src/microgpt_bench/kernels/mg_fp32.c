@@ -21,7 +21,8 @@
 
 typedef struct {
     float cz;                          /* log2(e) / T */
-    int pad[15];
+    int greedy;                        /* temperature 0: next token = argmax */
+    int pad[14];
     MG_ALIGN float raw[MG_NPARAM];     /* C flat order (rows), for SoA and scalar */
     MG_ALIGN float wqkvT[16 * 48];     /* [j][o]: o<16 q, <32 k, <48 v */
     MG_ALIGN float woT[16 * 16];       /* [j][o] */
@@ -42,12 +43,14 @@ MG_EXPORT const char *mg_fp32_simd(void) { return MG_SIMD_NAME; }
 
 MG_EXPORT void *mg_fp32_create(const float *w, float temperature)
 {
-    if (!w || !(temperature > 0.0f) || !isfinite(temperature)) return NULL;
+    if (!w || !(temperature >= 0.0f) || !isfinite(temperature)) return NULL;
     for (int i = 0; i < MG_NPARAM; i++)
         if (!isfinite(w[i])) return NULL;
     model_t *m = mg_alloc(sizeof(model_t));
     if (!m) return NULL;
-    m->cz = (float)(1.4426950408889634 / (double)temperature);
+    m->greedy = temperature == 0.0f;
+    /* greedy: z keeps the logits' order (a positive power-of-two scale) */
+    m->cz = m->greedy ? 1.0f : (float)(1.4426950408889634 / (double)temperature);
     memcpy(m->raw, w, sizeof(m->raw));
     for (int o = 0; o < 16; o++)
         for (int j = 0; j < 16; j++) {
@@ -486,7 +489,7 @@ static void *offline_worker(void *arg)
             forwardV(m, st, tok, pos, maxpos, (int)(i & 15), logits);
             for (int v = 0; v < MG_VOCAB; v++) logits[v] = vf_mul(logits[v], vf_set1(m->cz));
             rng = mg_xorshiftV(rng);
-            VI nt = mg_sampleV(logits, mg_r24V(rng));
+            VI nt = mg_nextV(logits, mg_r24V(rng), m->greedy);
             acc = vi_add(acc, nt);
             if (jb->out) {
                 int32_t t[VW];

@@ -27,7 +27,8 @@
 
 typedef struct {
     float cz;                           /* log2(e) / (T * 4096) */
-    int pad[15];
+    int greedy;                        /* temperature 0: next token = argmax */
+    int pad[14];
     MG_ALIGN int16_t raw[MG_NPARAM];    /* C flat order (rows); a row pair j, j+1 is one int32 */
     /* single stream: pair-transposed matrices, P[m][r] = (W[r][2m], W[r][2m+1]) */
     MG_ALIGN int16_t qkvP[8 * 48 * 2];
@@ -62,12 +63,14 @@ static void pairs(int16_t *dst, const int16_t *w, int rows, int cols, int rows_o
 
 MG_EXPORT void *mg_q412_create(const float *w, float temperature)
 {
-    if (!w || !(temperature > 0.0f) || !isfinite(temperature)) return NULL;
+    if (!w || !(temperature >= 0.0f) || !isfinite(temperature)) return NULL;
     for (int i = 0; i < MG_NPARAM; i++)
         if (!isfinite(w[i])) return NULL;
     model_t *m = mg_alloc(sizeof(model_t));
     if (!m) return NULL;
-    m->cz = (float)(1.4426950408889634 / (double)temperature / 4096.0);
+    m->greedy = temperature == 0.0f;
+    /* greedy: z keeps the logits' order (a positive power-of-two scale) */
+    m->cz = m->greedy ? (1.0f / 4096.0f) : (float)(1.4426950408889634 / (double)temperature / 4096.0);
     for (int i = 0; i < MG_NPARAM; i++) m->raw[i] = quant(w[i]);
     int16_t tmp[48 * 16];
     memcpy(tmp, m->raw + OFF_WQ, sizeof tmp); /* wq, wk, wv are consecutive: one 48 x 16 matrix */
@@ -567,7 +570,7 @@ static void *offline_worker(void *arg)
         for (int64_t i = 0; i < jb->tps; i++) {
             forwardV(m, st, tok, pos, maxpos, (int)(i & 15), z);
             rng = mg_xorshiftV(rng);
-            VI nt = mg_sampleV(z, mg_r24V(rng));
+            VI nt = mg_nextV(z, mg_r24V(rng), m->greedy);
             acc = vi_add(acc, nt);
             if (jb->out) {
                 int32_t t[VW];
