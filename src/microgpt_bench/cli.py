@@ -506,6 +506,15 @@ def probed_backend_rows() -> list[dict]:
     return rows
 
 
+def format_peaks(peaks: dict) -> str:
+    """One line: the measured fp32 FMA lanes and int16 multiply-adds per cycle."""
+    if "error" in peaks:
+        return f"not measured ({peaks['error']})"
+    fp = ", ".join(f"{w}-bit {v:g}" for w, v in peaks.get("fp32_lanes_per_cycle", {}).items())
+    i16 = ", ".join(f"{k} {v:g}" for k, v in peaks.get("int16_macs_per_cycle", {}).items())
+    return f"fp32 FMA lanes/cycle: {fp or 'none'}; int16 multiply-adds/cycle: {i16 or 'none'}"
+
+
 def cmd_info(args) -> int:
     from .machine import machine_info
 
@@ -519,6 +528,7 @@ def cmd_info(args) -> int:
         print(f"{key:>10}: {machine[key]}")
     clock = machine["clock"]
     print(f"{'clock':>10}: {clock['ghz']} GHz ({clock['method']})")
+    print(f"{'peaks':>10}: {format_peaks(machine.get('peaks') or {})}")
     for kind, comp in machine["compilers"].items():
         print(f"{kind:>10}: {comp['command'] + ' - ' + comp['version'] if comp else 'not found'}")
     for gpu in machine["gpus"]:

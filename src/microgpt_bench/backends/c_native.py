@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .. import native
+from .. import native, peaks
 from ..model import BLOCK_SIZE, VOCAB, Params
 from ..samplers import MASK32, SAMPLERS, check_seed, python_uniforms
 from .base import Backend, Unavailable
@@ -173,7 +173,26 @@ class _CBackend(Backend):
 
     def info(self) -> dict:
         keep = ("simd", "compiler", "compiler_version", "flags")
-        return {k: self.build_info[k] for k in keep}
+        return {**{k: self.build_info[k] for k in keep}, **self._floor_of_last_run()}
+
+    def _floor_of_last_run(self) -> dict:
+        """The last timed run's exact multiply-adds per token and its floor at this machine's
+        measured peak (peaks.py): the tokens are generated again, outside any timing."""
+        run = getattr(self, "_last_run", None)
+        if run is None:
+            return {}
+        if getattr(self, "_floor", (None,))[0] != run:
+            if run[0] == "single-stream":
+                _, n, seed = run
+                tokens = np.zeros(n, dtype=np.int32)
+                self._check(self._fn("generate")(self.handle, n, seed, None, native.int_ptr(tokens)), "generate")
+                macs, count = peaks.macs_of_run(tokens), n
+            else:
+                _, ns, tps, seed = run
+                streams = self.generate_offline(ns, tps, seed)
+                macs, count = sum(peaks.macs_of_run(row) for row in streams), ns * tps
+            self._floor = (run, peaks.floor_info(self.precision, macs, count, peaks.cached_peaks()))
+        return dict(self._floor[1])
 
     # ----------------------------------------------------------- single stream
     def logits(self, tokens) -> np.ndarray:
@@ -221,6 +240,7 @@ class _CBackend(Backend):
     def timed_generate(self, n_tokens: int, seed: int) -> int:
         n = _check_count("n_tokens", n_tokens)
         check_seed("xorshift32", seed)
+        self._last_run = ("single-stream", n, seed)
         return self._check(self._fn("generate")(self.handle, n, seed, None, None), "generate")
 
     # ----------------------------------------------------------------- offline
@@ -241,6 +261,7 @@ class _CBackend(Backend):
 
     def timed_offline(self, n_streams: int, tokens_per_stream: int, seed: int, threads: int = 1) -> int:
         ns, tps, seed, th = self._offline_args(n_streams, tokens_per_stream, seed, threads)
+        self._last_run = ("offline", ns, tps, seed)
         return self._check(self._fn("generate_offline")(self.handle, ns, tps, seed, th, None), "generate_offline")
 
     def logits_offline(self, sequences) -> list[np.ndarray]:
