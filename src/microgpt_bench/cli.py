@@ -506,6 +506,16 @@ def probed_backend_rows() -> list[dict]:
     return rows
 
 
+def check_environment() -> None:
+    """Settings read deep inside the backends are checked up front: a bad one is a usage error."""
+    from . import native
+
+    try:
+        native.forced_simd()
+    except native.BuildError as exc:
+        raise CliError(str(exc)) from exc
+
+
 def format_peaks(peaks: dict) -> str:
     """One line: the measured fp32 FMA lanes and int16 multiply-adds per cycle."""
     if "error" in peaks:
@@ -598,6 +608,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
+        check_environment()
         return COMMANDS[args.command](args)
     except (CliError, registry.UnknownBackend, WeightsError, ResultsError, FetchError, ValueError) as exc:
         print(f"microgpt-bench: error: {one_line(exc)}", file=sys.stderr)

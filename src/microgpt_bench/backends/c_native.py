@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import numpy as np
 
-from .. import native, peaks
+from .. import autotune, machine, native, peaks
 from ..model import BLOCK_SIZE, VOCAB, Params
 from ..samplers import MASK32, SAMPLERS, check_seed, python_uniforms
 from .base import Backend, Unavailable
@@ -53,22 +53,42 @@ class NativeError(RuntimeError):
     """A C entry point returned an error code."""
 
 
-def extra_flags() -> list[str]:
-    """Flags added to native.c_flags(): a forced AVX2 build also stops the compiler
-    from using AVX-512 on its own (-mno-avx512f), so it runs as on an AVX2-only CPU."""
-    simd = native.forced_simd()
-    machine = platform.machine().lower()
-    if simd in ("avx2", "scalar") and machine in ("x86_64", "amd64", "i686", "i386"):
-        return ["-mno-avx512f"] if simd == "avx2" else []
-    return []
+X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
+# what each compiled variant adds to the -march=native flags: a forced AVX2 build stops
+# the compiler from using AVX-512 on its own (-mno-avx512f), so it runs as on an AVX2-only CPU
+VARIANT_FLAGS = {"avx512": ["-DMG_FORCE_AVX512"], "avx2-evex": ["-DMG_FORCE_AVX2"],
+                 "avx2": ["-DMG_FORCE_AVX2", "-mno-avx512f"] if X86 else ["-DMG_FORCE_AVX2"],
+                 "neon": ["-DMG_FORCE_NEON"], "scalar": ["-DMG_FORCE_SCALAR"]}
+# the CPU flags (/proc/cpuinfo) a variant needs
+VARIANT_NEEDS = {"avx512": {"avx512f", "avx512bw", "avx512dq", "avx512vl"}, "avx2-evex": {"avx2", "fma", "avx512vl"},
+                 "avx2": {"avx2", "fma"}, "neon": {"asimd"}, "scalar": set()}
 
 
-def build_kernel(name: str) -> tuple[ctypes.CDLL, dict]:
+def candidate_variants() -> dict[str, str | None]:
+    """Each variant of this architecture -> None if this CPU can run it, else why not."""
+    flags = set(machine.cpu_flags())
+    names = ["avx512", "avx2-evex", "avx2", "scalar"] if X86 else ["neon", "scalar"]
+    is_arm64 = platform.machine().lower() in ("arm64", "aarch64")
+    out = {}
+    for name in names:
+        missing = VARIANT_NEEDS[name] - flags - ({"asimd"} if is_arm64 else set())
+        out[name] = f"this CPU lacks {', '.join(sorted(missing))}" if missing else None
+    return out
+
+
+def variant_flags(variant: str | None) -> list[str]:
+    """-march=native flags plus the variant's (None: MICROGPT_BENCH_SIMD's, if set, else none)."""
+    variant = variant or native.forced_simd()
+    base = [f for f in native.c_flags() if not f.startswith("-DMG_FORCE_")]
+    return base + (VARIANT_FLAGS[variant] if variant else [])
+
+
+def build_kernel(name: str, variant: str | None = None) -> tuple[ctypes.CDLL, dict]:
     """Compile (or reuse from the cache) kernels/mg_<name>.c; raise native.BuildError."""
     cc = native.find_c_compiler()
     if cc is None:
         raise native.BuildError("no C compiler found (set CC, or install cc, gcc or clang)")
-    flags = native.c_flags() + extra_flags()
+    flags = variant_flags(variant)
     src = native.KERNEL_DIR / f"mg_{name}.c"
     lib, path = native.build_and_load(f"mg_{name}", [src], cc, flags, link=["-lm", "-pthread"])
     p = f"mg_{name}_"
@@ -99,15 +119,15 @@ def build_kernel(name: str) -> tuple[ctypes.CDLL, dict]:
     return lib, info
 
 
-def load_kernel(name: str) -> tuple[ctypes.CDLL, dict]:
-    """build_kernel once per process and per SIMD/compiler setting; raise Unavailable."""
+def load_kernel(name: str, variant: str | None = None) -> tuple[ctypes.CDLL, dict]:
+    """build_kernel once per process and per variant/SIMD/compiler setting; raise Unavailable."""
     try:
-        key = f"{name}|{native.find_c_compiler()}|{native.forced_simd()}|{native.cache_dir()}"
+        key = f"{name}|{variant}|{native.find_c_compiler()}|{native.forced_simd()}|{native.cache_dir()}"
     except native.BuildError as exc:  # a bad MICROGPT_BENCH_SIMD
         raise Unavailable(str(exc)) from exc
     if key not in _BUILDS:
         try:
-            _BUILDS[key] = build_kernel(name)
+            _BUILDS[key] = build_kernel(name, variant)
         except native.BuildError as exc:
             _BUILDS[key] = str(exc)
         except OSError as exc:  # the library would not load
@@ -116,6 +136,26 @@ def load_kernel(name: str) -> tuple[ctypes.CDLL, dict]:
     if isinstance(got, str):
         raise Unavailable(got)
     return got
+
+
+def plan_variants(cls, params: Params) -> dict:
+    """The autotuner's plan for this kernel on this CPU (cached; see autotune.py)."""
+    cc = native.find_c_compiler() or "?"
+    sources = [native.KERNEL_DIR / f"mg_{cls.kernel}.c", *sorted(native.KERNEL_DIR.glob("*.h"))]
+
+    def make_plan():
+        variants = {}
+        for name, why_not in candidate_variants().items():
+            if why_not is None:
+                try:
+                    load_kernel(cls.kernel, name)
+                except Unavailable as exc:
+                    why_not = f"not built: {str(exc)[:300]}"
+            variants[name] = why_not or (lambda name=name: cls(params, variant=name))
+        return autotune.plan(variants, params, cls.precision)
+
+    got, cached = autotune.cached_plan(autotune.cache_file(cls.kernel, sources, cc), make_plan)
+    return {**got, "from_cache": cached}
 
 
 def _check_count(what: str, n, low: int = 1, high: int | None = None) -> int:
@@ -143,28 +183,62 @@ class _CBackend(Backend):
     scenarios = ("single-stream", "offline")
     samplers = ("xorshift32", "python")  # greedy decoding (temperature 0) comes with the kernels rework
 
-    def __init__(self, params: Params, temperature: float = 0.5):
+    def __init__(self, params: Params, temperature: float = 0.5, variant: str | None = None):
+        """variant: run that compiled variant; None: MICROGPT_BENCH_SIMD's if set, else the
+        autotuner's choice per scenario (planned on first use on this CPU, then cached)."""
         super().__init__(params, temperature)
         if not math.isfinite(self.temperature):
             raise ValueError(f"temperature must be finite, got {temperature}")
-        self.lib, self.build_info = load_kernel(self.kernel)
+        if variant is not None and variant not in VARIANT_FLAGS:
+            raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANT_FLAGS)}")
         self._p = f"mg_{self.kernel}_"
         self._w = np.ascontiguousarray(params.flat("c", np.float32))
-        handle = self._fn("create")(native.float_ptr(self._w), ctypes.c_float(self.temperature))
-        if not handle:
-            raise ValueError(f"mg_{self.kernel}_create refused the weights or the temperature {temperature}")
-        self.handle = ctypes.c_void_p(handle)
+        self._runs: dict[str | None, tuple] = {}  # variant -> (lib, build info, handle)
+        forced = variant or self._forced_variant()
+        self.autotune = None
+        if forced is None:
+            self.autotune = plan_variants(type(self), params)
+            chosen = self.autotune["chosen"]
+            if not chosen["single-stream"]:
+                raise Unavailable(f"no {self.name} variant passed the gate: {self.autotune['measured']}")
+            self.variants = dict(chosen)
+        else:
+            self.variants = {"single-stream": forced, "offline": forced}
+        self.lib, self.build_info, self.handle = self._open(self.variants["single-stream"])
+        self._off_lib, _, self._off_handle = self._open(self.variants["offline"])
+
+    @staticmethod
+    def _forced_variant() -> str | None:
+        try:
+            return native.forced_simd()
+        except native.BuildError as exc:
+            raise Unavailable(str(exc)) from exc
+
+    def _open(self, variant: str) -> tuple:
+        if variant not in self._runs:
+            lib, info = load_kernel(self.kernel, variant)
+            create = getattr(lib, self._p + "create")
+            handle = create(native.float_ptr(self._w), ctypes.c_float(self.temperature))
+            if not handle:
+                raise ValueError(f"{self._p}create refused the weights or the temperature {self.temperature}")
+            self._runs[variant] = (lib, info, ctypes.c_void_p(handle))
+        return self._runs[variant]
 
     @classmethod
     def availability(cls) -> str | None:
+        """Builds the forced variant, else the widest this CPU runs (the others on first use)."""
         try:
-            load_kernel(cls.kernel)
+            runnable = [n for n, why in candidate_variants().items() if why is None]
+            load_kernel(cls.kernel, cls._forced_variant() or runnable[0])
         except Unavailable as exc:
             return str(exc)
         return None
 
     def _fn(self, name):
         return getattr(self.lib, self._p + name)
+
+    def _off_fn(self, name):
+        return getattr(self._off_lib, self._p + name)
 
     def _check(self, code: int, what: str) -> int:
         if code < 0:
@@ -173,7 +247,10 @@ class _CBackend(Backend):
 
     def info(self) -> dict:
         keep = ("simd", "compiler", "compiler_version", "flags")
-        return {**{k: self.build_info[k] for k in keep}, **self._floor_of_last_run()}
+        out = {**{k: self.build_info[k] for k in keep}, "variant": dict(self.variants)}
+        if self.autotune:
+            out["autotune"] = {k: self.autotune[k] for k in ("chosen", "measured", "planned", "from_cache")}
+        return {**out, **self._floor_of_last_run()}
 
     def _floor_of_last_run(self) -> dict:
         """The last timed run's exact multiply-adds per token and its floor at this machine's
@@ -255,14 +332,15 @@ class _CBackend(Backend):
     def generate_offline(self, n_streams: int, tokens_per_stream: int, seed: int, threads: int = 1) -> np.ndarray:
         ns, tps, seed, th = self._offline_args(n_streams, tokens_per_stream, seed, threads)
         out = np.zeros((ns, tps), dtype=np.int32)
-        self._check(self._fn("generate_offline")(self.handle, ns, tps, seed, th, native.int_ptr(out)),
+        self._check(self._off_fn("generate_offline")(self._off_handle, ns, tps, seed, th, native.int_ptr(out)),
                     "generate_offline")
         return out
 
     def timed_offline(self, n_streams: int, tokens_per_stream: int, seed: int, threads: int = 1) -> int:
         ns, tps, seed, th = self._offline_args(n_streams, tokens_per_stream, seed, threads)
         self._last_run = ("offline", ns, tps, seed)
-        return self._check(self._fn("generate_offline")(self.handle, ns, tps, seed, th, None), "generate_offline")
+        return self._check(self._off_fn("generate_offline")(self._off_handle, ns, tps, seed, th, None),
+                           "generate_offline")
 
     def logits_offline(self, sequences) -> list[np.ndarray]:
         seqs = [_check_tokens(s, f"sequence {i}") for i, s in enumerate(sequences)]
@@ -273,14 +351,16 @@ class _CBackend(Backend):
         for i, s in enumerate(seqs):
             toks[i, :s.size] = s
         out = np.zeros((len(seqs), BLOCK_SIZE, VOCAB), dtype=np.float32)
-        self._check(self._fn("logits_offline")(self.handle, len(seqs), native.int_ptr(toks), native.int_ptr(lens),
+        self._check(self._off_fn("logits_offline")(self._off_handle, len(seqs), native.int_ptr(toks), native.int_ptr(lens),
                                                native.float_ptr(out)), "logits_offline")
         return [out[i, :s.size].astype(np.float64) for i, s in enumerate(seqs)]
 
     def close(self) -> None:
-        if getattr(self, "handle", None) is not None and self.handle.value:
-            self._fn("destroy")(self.handle)
-            self.handle = None
+        for lib, _, handle in getattr(self, "_runs", {}).values():
+            if handle.value:
+                getattr(lib, self._p + "destroy")(handle)
+                handle.value = None
+        self.handle = None
 
 
 class CFp32Backend(_CBackend):
