@@ -438,11 +438,11 @@ MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, in
 
 /* ------------------------------------------------------------ the entry points */
 
-MG_SINGLE_STREAM_ENTRY_POINTS(mg_q412)
 
 /* ====================================================================== offline */
 
 #if defined(MG_SOA_Q) && !defined(MG_NO_SOA)
+#define MG_KERNEL_SOA 1
 typedef struct {
     mg_ringV ring;
     MG_ALIGN VF fb[48];    /* qs, k, v */
@@ -484,7 +484,7 @@ MG_INLINE VI dot8(const int16_t *w, const VI *xp)
     return vi_add(a0, a1);
 }
 
-static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, int step, VF *z)
+static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, int step, VF *z, float scale)
 {
     const int16_t *w = m->raw;
     VI xp[8], n0[8], n1[8], ap[8], x3[8], n2[8], yp[8];
@@ -531,121 +531,13 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
         }
         yp[mm] = vi_adds16(vi_pack2(r[0], r[1]), x3[mm]);
     }
-    const VF cz = vf_set1(m->cz);
+    const VF cz = vf_set1(scale);
     for (int v2 = 0; v2 < MG_VOCAB; v2++) z[v2] = vf_mul(vi_to_f(vi_srai(dot8(w + OFF_LM + v2 * 16, yp), 12)), cz);
 }
 
-MG_INLINE int lanes_max(VI v)
-{
-    int32_t a[VW];
-    vi_store(a, v);
-    int mx = a[0];
-    for (int i = 1; i < VW; i++) mx = a[i] > mx ? a[i] : mx;
-    return mx;
-}
 #endif
 
-MG_OFFLINE_JOB
-
-static void *offline_worker(void *arg)
-{
-    off_job *jb = arg;
-    const model_t *m = jb->m;
-    jb->sum = 0;
-#if defined(MG_SOA_Q) && !defined(MG_NO_SOA)
-    soa_t *st = mg_alloc(sizeof(soa_t));
-    if (!st) {
-        jb->err = MG_ERR_NOMEM;
-        return NULL;
-    }
-    for (int32_t b0 = 0; b0 < jb->count; b0 += VW) {
-        const int nl = jb->count - b0 < VW ? jb->count - b0 : VW;
-        memset(&st->ring, 0, sizeof st->ring);
-        int32_t seeds[VW];
-        for (int l = 0; l < VW; l++) seeds[l] = (int32_t)(l < nl ? mg_stream_seed(jb->base_seed, (uint32_t)(jb->first + b0 + l)) : 1u);
-        VI rng = vi_load(seeds), tok = vi_set1(MG_BOS), pos = vi_set1(0), acc = vi_set1(0);
-        int64_t sum = 0;
-        int maxpos = 0;
-        VF z[MG_VOCAB];
-        for (int64_t i = 0; i < jb->tps; i++) {
-            forwardV(m, st, tok, pos, maxpos, (int)(i & 15), z);
-            rng = mg_xorshiftV(rng);
-            VI nt = mg_nextV(z, mg_r24V(rng), m->greedy);
-            acc = vi_add(acc, nt);
-            if (jb->out) {
-                int32_t t[VW];
-                vi_store(t, nt);
-                for (int l = 0; l < nl; l++) jb->out[(int64_t)(jb->first + b0 + l) * jb->tps + i] = t[l];
-            }
-            pos = vi_add(pos, vi_set1(1));
-            VM reset = vm_or(vi_eq(nt, vi_set1(MG_BOS)), vi_eq(pos, vi_set1(MG_CTX)));
-            pos = vi_sel(reset, vi_set1(0), pos);
-            tok = vi_sel(reset, vi_set1(MG_BOS), nt);
-            maxpos = lanes_max(pos);
-            if ((i & 0xFFFF) == 0xFFFF || i == jb->tps - 1) {
-                int32_t a[VW];
-                vi_store(a, acc);
-                for (int l = 0; l < nl; l++) sum += a[l];
-                acc = vi_set1(0);
-            }
-        }
-        jb->sum += sum;
-    }
-    free(st);
-#else
-    for (int32_t s = 0; s < jb->count; s++) {
-        uint32_t seed = mg_stream_seed(jb->base_seed, (uint32_t)(jb->first + s));
-        jb->sum += gen1_xs(m, jb->tps, seed, jb->out ? jb->out + (int64_t)(jb->first + s) * jb->tps : NULL);
-    }
-#endif
-    return NULL;
-}
-
-MG_OFFLINE_GENERATE(mg_q412)
-
-MG_EXPORT int mg_q412_logits_offline(void *handle, int32_t n_streams, const int32_t *tokens, const int32_t *lengths,
-                                     float *out)
-{
-    const model_t *m = handle;
-    if (!m) return MG_ERR_NULL;
-    int bad = mg_check_offline_probe(n_streams, tokens, lengths, out);
-    if (bad) return bad;
-#if defined(MG_SOA_Q) && !defined(MG_NO_SOA)
-    soa_t *st = mg_alloc(sizeof(soa_t));
-    if (!st) return MG_ERR_NOMEM;
-    /* z = l * cz; with cz replaced by 1/4096 the lanes hold the logits */
-    model_t *mm = mg_alloc(sizeof(model_t));
-    if (!mm) {
-        free(st);
-        return MG_ERR_NOMEM;
-    }
-    memcpy(mm, m, sizeof(model_t));
-    mm->cz = 1.0f / 4096.0f;
-    for (int32_t b0 = 0; b0 < n_streams; b0 += VW) {
-        const int nl = n_streams - b0 < VW ? n_streams - b0 : VW;
-        memset(&st->ring, 0, sizeof st->ring);
-        int maxlen = 0;
-        for (int l = 0; l < nl; l++) maxlen = lengths[b0 + l] > maxlen ? lengths[b0 + l] : maxlen;
-        for (int p = 0; p < maxlen; p++) {
-            int32_t tk[VW];
-            for (int l = 0; l < VW; l++) tk[l] = (l < nl && p < lengths[b0 + l]) ? tokens[(b0 + l) * 16 + p] : MG_BOS;
-            VF z[MG_VOCAB];
-            forwardV(mm, st, vi_load(tk), vi_set1(p), p, p, z);
-            for (int v = 0; v < MG_VOCAB; v++) {
-                MG_ALIGN float lane[VW];
-                vf_store(lane, z[v]);
-                for (int l = 0; l < nl; l++)
-                    if (p < lengths[b0 + l]) out[((int64_t)(b0 + l) * 16 + p) * MG_VOCAB + v] = lane[l];
-            }
-        }
-    }
-    free(mm);
-    free(st);
-#else
-    for (int32_t s = 0; s < n_streams; s++) {
-        int rc = mg_q412_logits(handle, tokens + s * 16, lengths[s], out + (int64_t)s * 16 * MG_VOCAB);
-        if (rc) return rc;
-    }
-#endif
-    return 0;
-}
+#define MG_PREFIX mg_q412
+#define MG_LOGIT_UNIT (1.0f / 4096.0f)
+#define MG_SOA_MIN_LANES (VW / 4) /* measured: below a quarter batch, streams one by one are faster */
+#include "mg_driver.h"
