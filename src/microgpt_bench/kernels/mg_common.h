@@ -10,7 +10,8 @@
  *     association order, only laid out differently across lanes. So all paths give
  *     bit-identical logits and tokens, and stream i of an offline run equals the
  *     single-stream run with the same seed, token for token (tests check both).
- *   - exp2, the attention (ring-slot KV cache) and the sampler, per path;
+ *   - exp2 (once, on the vector layer, beside its scalar reference), the attention
+ *     (ring-slot KV cache) and the sampler, per path;
  *   - the structure-of-arrays (SoA, "streams in lanes") vector layer for offline runs;
  *   - a tiny pthread fan-out.
  *
@@ -322,25 +323,204 @@ MG_INLINE int mg_sample_s(const float *z, int python, float r, double u)
     return MG_VOCAB - 1;
 }
 
+/* ------------------------------------------- structure of arrays (offline) layer
+ * One vector holds the same quantity for VW independent streams. The operations are
+ * lane-wise images of the canonical scalar ones, so every lane computes exactly what
+ * the single-stream code computes for its stream. */
+
+#if defined(MG_AVX512)
+#define MG_SOA 1
+#define VW 16
+typedef __m512 VF;
+typedef __m512i VI;
+typedef __mmask16 VM;
+#define vf_load(p) _mm512_load_ps(p)
+#define vf_store(p, v) _mm512_store_ps(p, v)
+#define vf_set1(f) _mm512_set1_ps(f)
+#define vf_zero() _mm512_setzero_ps()
+#define vf_bc(p) _mm512_set1_ps(*(p))
+#define vf_add(a, b) _mm512_add_ps(a, b)
+#define vf_sub(a, b) _mm512_sub_ps(a, b)
+#define vf_mul(a, b) _mm512_mul_ps(a, b)
+#define vf_fma(a, b, c) _mm512_fmadd_ps(a, b, c)
+#define vf_max(a, b) _mm512_max_ps(a, b)
+#define vf_min(a, b) _mm512_min_ps(a, b)
+#define vf_ge(a, b) _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ)
+#define vf_le(a, b) _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ)
+#define vm_and(a, b) ((VM)((a) & (b)))
+#define vf_div(a, b) _mm512_div_ps(a, b)
+#define vf_sqrt(a) _mm512_sqrt_ps(a)
+#define vf_sel(m, t, f) _mm512_mask_blend_ps(m, f, t)
+#define vf_maskz(m, v) _mm512_maskz_mov_ps(m, v)
+#define vf_lt(a, b) _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)
+#define vf_as_vi(v) _mm512_castps_si512(v)
+#define vi_as_vf(v) _mm512_castsi512_ps(v)
+#define vi_set1(i) _mm512_set1_epi32(i)
+#define vi_load(p) _mm512_loadu_si512((const void *)(p))
+#define vi_store(p, v) _mm512_storeu_si512((void *)(p), v)
+#define vi_add(a, b) _mm512_add_epi32(a, b)
+#define vi_xor(a, b) _mm512_xor_si512(a, b)
+#define vi_slli(a, n) _mm512_slli_epi32(a, n)
+#define vi_srli(a, n) _mm512_srli_epi32(a, n)
+#define vi_eq(a, b) _mm512_cmpeq_epi32_mask(a, b)
+#define vi_ge(a, b) _mm512_cmpge_epi32_mask(a, b)
+#define vi_sel(m, t, f) _mm512_mask_blend_epi32(m, f, t)
+#define vi_to_f(a) _mm512_cvtepi32_ps(a)
+#define vm_or(a, b) ((VM)((a) | (b)))
+#define vf_gather(base, idx) _mm512_i32gather_ps(idx, base, 4)
+/* integer layer for the Q4.12 kernel: lanes hold int32, or two int16 (a pair) */
+#define MG_SOA_Q 1
+#define vi_gather(base, idx) _mm512_i32gather_epi32(idx, (const void *)(base), 4)
+#define vi_bc32(p) _mm512_set1_epi32(*(const int32_t *)(p))
+#if defined(__AVX512VNNI__)
+#define vi_dpwssd(acc, a, b) _mm512_dpwssd_epi32(acc, a, b)
+#else
+#define vi_dpwssd(acc, a, b) _mm512_add_epi32(acc, _mm512_madd_epi16(a, b))
+#endif
+#define vi_srai(a, n) _mm512_srai_epi32(a, n)
+#define vi_min(a, b) _mm512_min_epi32(a, b)
+#define vi_max(a, b) _mm512_max_epi32(a, b)
+#define vi_adds16(a, b) _mm512_adds_epi16(a, b)
+#define vi_max16(a, b) _mm512_max_epi16(a, b)
+#define vi_zero() _mm512_setzero_si512()
+#define vi_pack2(lo, hi) _mm512_mask_blend_epi16(0xAAAAAAAAu, lo, _mm512_slli_epi32(hi, 16))
+#define vi_lo16(a) _mm512_srai_epi32(_mm512_slli_epi32(a, 16), 16)
+#define vi_hi16(a) _mm512_srai_epi32(a, 16)
+#define vf_to_i(a) _mm512_cvtps_epi32(a)
+#elif defined(MG_AVX2)
+#define MG_SOA 1
+#define VW 8
+typedef __m256 VF;
+typedef __m256i VI;
+typedef __m256 VM;
+#define vf_load(p) _mm256_load_ps(p)
+#define vf_store(p, v) _mm256_store_ps(p, v)
+#define vf_set1(f) _mm256_set1_ps(f)
+#define vf_zero() _mm256_setzero_ps()
+#define vf_bc(p) _mm256_broadcast_ss(p)
+#define vf_add(a, b) _mm256_add_ps(a, b)
+#define vf_sub(a, b) _mm256_sub_ps(a, b)
+#define vf_mul(a, b) _mm256_mul_ps(a, b)
+#define vf_fma(a, b, c) _mm256_fmadd_ps(a, b, c)
+#define vf_max(a, b) _mm256_max_ps(a, b)
+#define vf_min(a, b) _mm256_min_ps(a, b)
+#define vf_ge(a, b) _mm256_cmp_ps(a, b, _CMP_GE_OQ)
+#define vf_le(a, b) _mm256_cmp_ps(a, b, _CMP_LE_OQ)
+#define vm_and(a, b) _mm256_and_ps(a, b)
+#define vf_div(a, b) _mm256_div_ps(a, b)
+#define vf_sqrt(a) _mm256_sqrt_ps(a)
+#define vf_sel(m, t, f) _mm256_blendv_ps(f, t, m)
+#define vf_maskz(m, v) _mm256_and_ps(m, v)
+#define vf_lt(a, b) _mm256_cmp_ps(a, b, _CMP_LT_OQ)
+#define vf_as_vi(v) _mm256_castps_si256(v)
+#define vi_as_vf(v) _mm256_castsi256_ps(v)
+#define vi_set1(i) _mm256_set1_epi32(i)
+#define vi_load(p) _mm256_loadu_si256((const __m256i *)(p))
+#define vi_store(p, v) _mm256_storeu_si256((__m256i *)(p), v)
+#define vi_add(a, b) _mm256_add_epi32(a, b)
+#define vi_xor(a, b) _mm256_xor_si256(a, b)
+#define vi_slli(a, n) _mm256_slli_epi32(a, n)
+#define vi_srli(a, n) _mm256_srli_epi32(a, n)
+#define vi_eq(a, b) _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b))
+#define vi_ge(a, b) _mm256_castsi256_ps(_mm256_xor_si256(_mm256_cmpgt_epi32(b, a), _mm256_set1_epi32(-1)))
+#define vi_sel(m, t, f) _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(f), _mm256_castsi256_ps(t), m))
+#define vi_to_f(a) _mm256_cvtepi32_ps(a)
+#define vm_or(a, b) _mm256_or_ps(a, b)
+#define vf_gather(base, idx) _mm256_i32gather_ps(base, idx, 4)
+#define MG_SOA_Q 1
+#define vi_gather(base, idx) _mm256_i32gather_epi32((const int *)(base), idx, 4)
+#define vi_bc32(p) _mm256_set1_epi32(*(const int32_t *)(p))
+#if defined(__AVXVNNI__)
+#define vi_dpwssd(acc, a, b) _mm256_dpwssd_avx_epi32(acc, a, b)
+#else
+#define vi_dpwssd(acc, a, b) _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
+#endif
+#define vi_srai(a, n) _mm256_srai_epi32(a, n)
+#define vi_min(a, b) _mm256_min_epi32(a, b)
+#define vi_max(a, b) _mm256_max_epi32(a, b)
+#define vi_adds16(a, b) _mm256_adds_epi16(a, b)
+#define vi_max16(a, b) _mm256_max_epi16(a, b)
+#define vi_zero() _mm256_setzero_si256()
+#define vi_pack2(lo, hi) _mm256_blend_epi16(lo, _mm256_slli_epi32(hi, 16), 0xAA)
+#define vi_lo16(a) _mm256_srai_epi32(_mm256_slli_epi32(a, 16), 16)
+#define vi_hi16(a) _mm256_srai_epi32(a, 16)
+#define vf_to_i(a) _mm256_cvtps_epi32(a)
+#elif defined(MG_NEON)
+#define MG_SOA 1
+#define VW 4
+typedef float32x4_t VF;
+typedef int32x4_t VI;
+typedef uint32x4_t VM;
+#define vf_load(p) vld1q_f32(p)
+#define vf_store(p, v) vst1q_f32(p, v)
+#define vf_set1(f) vdupq_n_f32(f)
+#define vf_zero() vdupq_n_f32(0.0f)
+#define vf_bc(p) vld1q_dup_f32(p)
+#define vf_add(a, b) vaddq_f32(a, b)
+#define vf_sub(a, b) vsubq_f32(a, b)
+#define vf_mul(a, b) vmulq_f32(a, b)
+#define vf_fma(a, b, c) vfmaq_f32(c, a, b)
+#define vf_max(a, b) vmaxq_f32(a, b) /* no NaN reaches a max */
+#define vf_min(a, b) vminq_f32(a, b)
+#define vf_ge(a, b) vcgeq_f32(a, b)
+#define vf_le(a, b) vcleq_f32(a, b)
+#define vm_and(a, b) vandq_u32(a, b)
+#define vf_div(a, b) vdivq_f32(a, b)
+#define vf_sqrt(a) vsqrtq_f32(a)
+#define vf_sel(m, t, f) vbslq_f32(m, t, f)
+#define vf_maskz(m, v) vreinterpretq_f32_u32(vandq_u32(m, vreinterpretq_u32_f32(v)))
+#define vf_lt(a, b) vcltq_f32(a, b)
+#define vf_as_vi(v) vreinterpretq_s32_f32(v)
+#define vi_as_vf(v) vreinterpretq_f32_s32(v)
+#define vi_set1(i) vdupq_n_s32(i)
+#define vi_load(p) vld1q_s32((const int32_t *)(p))
+#define vi_store(p, v) vst1q_s32((int32_t *)(p), v)
+#define vi_add(a, b) vaddq_s32(a, b)
+#define vi_xor(a, b) veorq_s32(a, b)
+#define vi_slli(a, n) vshlq_n_s32(a, n)
+#define vi_srli(a, n) vreinterpretq_s32_u32(vshrq_n_u32(vreinterpretq_u32_s32(a), n))
+#define vi_eq(a, b) vceqq_s32(a, b)
+#define vi_ge(a, b) vcgeq_s32(a, b)
+#define vi_sel(m, t, f) vbslq_s32(m, t, f)
+#define vi_to_f(a) vcvtq_f32_s32(a)
+#define vm_or(a, b) vorrq_u32(a, b)
+MG_INLINE VF vf_gather_neon(const float *base, VI idx)
+{
+    int32_t i[4];
+    vst1q_s32(i, idx);
+    float v[4] = {base[i[0]], base[i[1]], base[i[2]], base[i[3]]};
+    return vld1q_f32(v);
+}
+#define vf_gather(base, idx) vf_gather_neon(base, idx)
+#endif
+
+/* The canonical exp2, written once on the vector layer (VF is __m512, __m256 or
+ * float32x4_t): the single-stream helpers and the SoA code both use it; mg_exp2_s is
+ * its scalar reference. _nc: without the clamp (every live lane >= -126). */
+#if defined(MG_SOA)
+MG_INLINE VF mg_exp2V_nc(VF x)
+{
+    VF t = vf_add(x, vf_set1(MG_EXP_MAGIC));
+    VF f = vf_sub(x, vf_sub(t, vf_set1(MG_EXP_MAGIC)));
+    VF f2 = vf_mul(f, f);
+    VF p01 = vf_fma(f, vf_set1(MG_P1), vf_set1(1.0f));
+    VF p23 = vf_fma(f, vf_set1(MG_P3), vf_set1(MG_P2));
+    VF p45 = vf_fma(f, vf_set1(MG_P5), vf_set1(MG_P4));
+    VF f4 = vf_mul(f2, f2);
+    VF q0 = vf_fma(p23, f2, p01);
+    VF p = vf_fma(p45, f4, q0);
+    VI sb = vi_slli(vi_add(vf_as_vi(t), vi_set1(127)), 23);
+    return vf_mul(p, vi_as_vf(sb));
+}
+MG_INLINE VF mg_exp2V(VF x) { return mg_exp2V_nc(vf_max(x, vf_set1(MG_EXP_LO))); }
+#endif
+
 /* ------------------------------------------------ single-stream vector helpers */
 
 #if defined(MG_AVX512)
-/* the canonical exp2 on 16 lanes; _nc: without the clamp (every live lane >= -126) */
-MG_INLINE __m512 mg_exp2_16nc(__m512 x)
-{
-    __m512 t = _mm512_add_ps(x, _mm512_set1_ps(MG_EXP_MAGIC));
-    __m512 f = _mm512_sub_ps(x, _mm512_sub_ps(t, _mm512_set1_ps(MG_EXP_MAGIC)));
-    __m512 f2 = _mm512_mul_ps(f, f);
-    __m512 p01 = _mm512_fmadd_ps(f, _mm512_set1_ps(MG_P1), _mm512_set1_ps(1.0f));
-    __m512 p23 = _mm512_fmadd_ps(f, _mm512_set1_ps(MG_P3), _mm512_set1_ps(MG_P2));
-    __m512 p45 = _mm512_fmadd_ps(f, _mm512_set1_ps(MG_P5), _mm512_set1_ps(MG_P4));
-    __m512 f4 = _mm512_mul_ps(f2, f2);
-    __m512 q0 = _mm512_fmadd_ps(p23, f2, p01);
-    __m512 p = _mm512_fmadd_ps(p45, f4, q0);
-    __m512i sb = _mm512_slli_epi32(_mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(p, _mm512_castsi512_ps(sb));
-}
-MG_INLINE __m512 mg_exp2_16(__m512 x) { return mg_exp2_16nc(_mm512_max_ps(x, _mm512_set1_ps(MG_EXP_LO))); }
+/* the canonical exp2 on 16 lanes (the vector layer's) */
+MG_INLINE __m512 mg_exp2_16nc(__m512 x) { return mg_exp2V_nc(x); }
+MG_INLINE __m512 mg_exp2_16(__m512 x) { return mg_exp2V(x); }
 /* lanes of m (under mask k) outside the fast range */
 MG_INLINE __mmask16 mg_slow16(__mmask16 k, __m512 v)
 {
@@ -518,21 +698,8 @@ MG_INLINE v16 v16_fma(v16 a, v16 b, v16 c) { v16 r = {_mm256_fmadd_ps(a.lo, b.lo
 #define v16_perm(a, imm) ((v16){_mm256_permute_ps((a).lo, imm), _mm256_permute_ps((a).hi, imm)})
 MG_INLINE v16 v16_blendv(v16 a, v16 b, v16 m) { v16 r = {_mm256_blendv_ps(a.lo, b.lo, m.lo), _mm256_blendv_ps(a.hi, b.hi, m.hi)}; return r; }
 
-MG_INLINE __m256 mg_exp2_8nc(__m256 x)
-{
-    __m256 t = _mm256_add_ps(x, _mm256_set1_ps(MG_EXP_MAGIC));
-    __m256 f = _mm256_sub_ps(x, _mm256_sub_ps(t, _mm256_set1_ps(MG_EXP_MAGIC)));
-    __m256 f2 = _mm256_mul_ps(f, f);
-    __m256 p01 = _mm256_fmadd_ps(f, _mm256_set1_ps(MG_P1), _mm256_set1_ps(1.0f));
-    __m256 p23 = _mm256_fmadd_ps(f, _mm256_set1_ps(MG_P3), _mm256_set1_ps(MG_P2));
-    __m256 p45 = _mm256_fmadd_ps(f, _mm256_set1_ps(MG_P5), _mm256_set1_ps(MG_P4));
-    __m256 f4 = _mm256_mul_ps(f2, f2);
-    __m256 q0 = _mm256_fmadd_ps(p23, f2, p01);
-    __m256 p = _mm256_fmadd_ps(p45, f4, q0);
-    __m256i sb = _mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(sb));
-}
-MG_INLINE __m256 mg_exp2_8(__m256 x) { return mg_exp2_8nc(_mm256_max_ps(x, _mm256_set1_ps(MG_EXP_LO))); }
+MG_INLINE __m256 mg_exp2_8nc(__m256 x) { return mg_exp2V_nc(x); }
+MG_INLINE __m256 mg_exp2_8(__m256 x) { return mg_exp2V(x); }
 MG_INLINE v16 v16_exp2nc(v16 x) { v16 r = {mg_exp2_8nc(x.lo), mg_exp2_8nc(x.hi)}; return r; }
 MG_INLINE v16 v16_exp2(v16 x) { v16 r = {mg_exp2_8(x.lo), mg_exp2_8(x.hi)}; return r; }
 /* all-lanes masks: any lane of v (under mask k) outside the fast range */
@@ -697,21 +864,8 @@ MG_INLINE int mg_sample8x4(const __m256 *z, int python, float r, double u)
 typedef struct { float32x4_t v[4]; } n16;
 MG_INLINE n16 n16_load(const float *p) { n16 r = {{vld1q_f32(p), vld1q_f32(p + 4), vld1q_f32(p + 8), vld1q_f32(p + 12)}}; return r; }
 MG_INLINE void n16_store(float *p, n16 a) { for (int h = 0; h < 4; h++) vst1q_f32(p + 4 * h, a.v[h]); }
-MG_INLINE float32x4_t mg_exp2_4nc(float32x4_t x)
-{
-    float32x4_t t = vaddq_f32(x, vdupq_n_f32(MG_EXP_MAGIC));
-    float32x4_t f = vsubq_f32(x, vsubq_f32(t, vdupq_n_f32(MG_EXP_MAGIC)));
-    float32x4_t f2 = vmulq_f32(f, f);
-    float32x4_t p01 = vfmaq_f32(vdupq_n_f32(1.0f), f, vdupq_n_f32(MG_P1));
-    float32x4_t p23 = vfmaq_f32(vdupq_n_f32(MG_P2), f, vdupq_n_f32(MG_P3));
-    float32x4_t p45 = vfmaq_f32(vdupq_n_f32(MG_P4), f, vdupq_n_f32(MG_P5));
-    float32x4_t f4 = vmulq_f32(f2, f2);
-    float32x4_t q0 = vfmaq_f32(p01, p23, f2);
-    float32x4_t p = vfmaq_f32(q0, p45, f4);
-    int32x4_t sb = vshlq_n_s32(vaddq_s32(vreinterpretq_s32_f32(t), vdupq_n_s32(127)), 23);
-    return vmulq_f32(p, vreinterpretq_f32_s32(sb));
-}
-MG_INLINE float32x4_t mg_exp2_4(float32x4_t x) { return mg_exp2_4nc(vmaxq_f32(x, vdupq_n_f32(MG_EXP_LO))); }
+MG_INLINE float32x4_t mg_exp2_4nc(float32x4_t x) { return mg_exp2V_nc(x); }
+MG_INLINE float32x4_t mg_exp2_4(float32x4_t x) { return mg_exp2V(x); }
 /* nonzero if a lane of v under mask k is outside the fast range */
 MG_INLINE uint32_t mg_slow4(uint32x4_t k, float32x4_t v)
 {
@@ -857,177 +1011,6 @@ MG_INLINE int mg_sample4x8(const float32x4_t *z, int python, float r, double u)
 }
 #endif /* MG_NEON */
 
-/* ------------------------------------------- structure of arrays (offline) layer
- * One vector holds the same quantity for VW independent streams. The operations are
- * lane-wise images of the canonical scalar ones, so every lane computes exactly what
- * the single-stream code computes for its stream. */
-
-#if defined(MG_AVX512)
-#define MG_SOA 1
-#define VW 16
-typedef __m512 VF;
-typedef __m512i VI;
-typedef __mmask16 VM;
-#define vf_load(p) _mm512_load_ps(p)
-#define vf_store(p, v) _mm512_store_ps(p, v)
-#define vf_set1(f) _mm512_set1_ps(f)
-#define vf_zero() _mm512_setzero_ps()
-#define vf_bc(p) _mm512_set1_ps(*(p))
-#define vf_add(a, b) _mm512_add_ps(a, b)
-#define vf_sub(a, b) _mm512_sub_ps(a, b)
-#define vf_mul(a, b) _mm512_mul_ps(a, b)
-#define vf_fma(a, b, c) _mm512_fmadd_ps(a, b, c)
-#define vf_max(a, b) _mm512_max_ps(a, b)
-#define vf_min(a, b) _mm512_min_ps(a, b)
-#define vf_ge(a, b) _mm512_cmp_ps_mask(a, b, _CMP_GE_OQ)
-#define vf_le(a, b) _mm512_cmp_ps_mask(a, b, _CMP_LE_OQ)
-#define vm_and(a, b) ((VM)((a) & (b)))
-#define vf_div(a, b) _mm512_div_ps(a, b)
-#define vf_sqrt(a) _mm512_sqrt_ps(a)
-#define vf_sel(m, t, f) _mm512_mask_blend_ps(m, f, t)
-#define vf_maskz(m, v) _mm512_maskz_mov_ps(m, v)
-#define vf_lt(a, b) _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)
-#define vf_as_vi(v) _mm512_castps_si512(v)
-#define vi_as_vf(v) _mm512_castsi512_ps(v)
-#define vi_set1(i) _mm512_set1_epi32(i)
-#define vi_load(p) _mm512_loadu_si512((const void *)(p))
-#define vi_store(p, v) _mm512_storeu_si512((void *)(p), v)
-#define vi_add(a, b) _mm512_add_epi32(a, b)
-#define vi_xor(a, b) _mm512_xor_si512(a, b)
-#define vi_slli(a, n) _mm512_slli_epi32(a, n)
-#define vi_srli(a, n) _mm512_srli_epi32(a, n)
-#define vi_eq(a, b) _mm512_cmpeq_epi32_mask(a, b)
-#define vi_ge(a, b) _mm512_cmpge_epi32_mask(a, b)
-#define vi_sel(m, t, f) _mm512_mask_blend_epi32(m, f, t)
-#define vi_to_f(a) _mm512_cvtepi32_ps(a)
-#define vm_or(a, b) ((VM)((a) | (b)))
-#define vf_gather(base, idx) _mm512_i32gather_ps(idx, base, 4)
-/* integer layer for the Q4.12 kernel: lanes hold int32, or two int16 (a pair) */
-#define MG_SOA_Q 1
-#define vi_gather(base, idx) _mm512_i32gather_epi32(idx, (const void *)(base), 4)
-#define vi_bc32(p) _mm512_set1_epi32(*(const int32_t *)(p))
-#if defined(__AVX512VNNI__)
-#define vi_dpwssd(acc, a, b) _mm512_dpwssd_epi32(acc, a, b)
-#else
-#define vi_dpwssd(acc, a, b) _mm512_add_epi32(acc, _mm512_madd_epi16(a, b))
-#endif
-#define vi_srai(a, n) _mm512_srai_epi32(a, n)
-#define vi_min(a, b) _mm512_min_epi32(a, b)
-#define vi_max(a, b) _mm512_max_epi32(a, b)
-#define vi_adds16(a, b) _mm512_adds_epi16(a, b)
-#define vi_max16(a, b) _mm512_max_epi16(a, b)
-#define vi_zero() _mm512_setzero_si512()
-#define vi_pack2(lo, hi) _mm512_mask_blend_epi16(0xAAAAAAAAu, lo, _mm512_slli_epi32(hi, 16))
-#define vi_lo16(a) _mm512_srai_epi32(_mm512_slli_epi32(a, 16), 16)
-#define vi_hi16(a) _mm512_srai_epi32(a, 16)
-#define vf_to_i(a) _mm512_cvtps_epi32(a)
-#elif defined(MG_AVX2)
-#define MG_SOA 1
-#define VW 8
-typedef __m256 VF;
-typedef __m256i VI;
-typedef __m256 VM;
-#define vf_load(p) _mm256_load_ps(p)
-#define vf_store(p, v) _mm256_store_ps(p, v)
-#define vf_set1(f) _mm256_set1_ps(f)
-#define vf_zero() _mm256_setzero_ps()
-#define vf_bc(p) _mm256_broadcast_ss(p)
-#define vf_add(a, b) _mm256_add_ps(a, b)
-#define vf_sub(a, b) _mm256_sub_ps(a, b)
-#define vf_mul(a, b) _mm256_mul_ps(a, b)
-#define vf_fma(a, b, c) _mm256_fmadd_ps(a, b, c)
-#define vf_max(a, b) _mm256_max_ps(a, b)
-#define vf_min(a, b) _mm256_min_ps(a, b)
-#define vf_ge(a, b) _mm256_cmp_ps(a, b, _CMP_GE_OQ)
-#define vf_le(a, b) _mm256_cmp_ps(a, b, _CMP_LE_OQ)
-#define vm_and(a, b) _mm256_and_ps(a, b)
-#define vf_div(a, b) _mm256_div_ps(a, b)
-#define vf_sqrt(a) _mm256_sqrt_ps(a)
-#define vf_sel(m, t, f) _mm256_blendv_ps(f, t, m)
-#define vf_maskz(m, v) _mm256_and_ps(m, v)
-#define vf_lt(a, b) _mm256_cmp_ps(a, b, _CMP_LT_OQ)
-#define vf_as_vi(v) _mm256_castps_si256(v)
-#define vi_as_vf(v) _mm256_castsi256_ps(v)
-#define vi_set1(i) _mm256_set1_epi32(i)
-#define vi_load(p) _mm256_loadu_si256((const __m256i *)(p))
-#define vi_store(p, v) _mm256_storeu_si256((__m256i *)(p), v)
-#define vi_add(a, b) _mm256_add_epi32(a, b)
-#define vi_xor(a, b) _mm256_xor_si256(a, b)
-#define vi_slli(a, n) _mm256_slli_epi32(a, n)
-#define vi_srli(a, n) _mm256_srli_epi32(a, n)
-#define vi_eq(a, b) _mm256_castsi256_ps(_mm256_cmpeq_epi32(a, b))
-#define vi_ge(a, b) _mm256_castsi256_ps(_mm256_xor_si256(_mm256_cmpgt_epi32(b, a), _mm256_set1_epi32(-1)))
-#define vi_sel(m, t, f) _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(f), _mm256_castsi256_ps(t), m))
-#define vi_to_f(a) _mm256_cvtepi32_ps(a)
-#define vm_or(a, b) _mm256_or_ps(a, b)
-#define vf_gather(base, idx) _mm256_i32gather_ps(base, idx, 4)
-#define MG_SOA_Q 1
-#define vi_gather(base, idx) _mm256_i32gather_epi32((const int *)(base), idx, 4)
-#define vi_bc32(p) _mm256_set1_epi32(*(const int32_t *)(p))
-#if defined(__AVXVNNI__)
-#define vi_dpwssd(acc, a, b) _mm256_dpwssd_avx_epi32(acc, a, b)
-#else
-#define vi_dpwssd(acc, a, b) _mm256_add_epi32(acc, _mm256_madd_epi16(a, b))
-#endif
-#define vi_srai(a, n) _mm256_srai_epi32(a, n)
-#define vi_min(a, b) _mm256_min_epi32(a, b)
-#define vi_max(a, b) _mm256_max_epi32(a, b)
-#define vi_adds16(a, b) _mm256_adds_epi16(a, b)
-#define vi_max16(a, b) _mm256_max_epi16(a, b)
-#define vi_zero() _mm256_setzero_si256()
-#define vi_pack2(lo, hi) _mm256_blend_epi16(lo, _mm256_slli_epi32(hi, 16), 0xAA)
-#define vi_lo16(a) _mm256_srai_epi32(_mm256_slli_epi32(a, 16), 16)
-#define vi_hi16(a) _mm256_srai_epi32(a, 16)
-#define vf_to_i(a) _mm256_cvtps_epi32(a)
-#elif defined(MG_NEON)
-#define MG_SOA 1
-#define VW 4
-typedef float32x4_t VF;
-typedef int32x4_t VI;
-typedef uint32x4_t VM;
-#define vf_load(p) vld1q_f32(p)
-#define vf_store(p, v) vst1q_f32(p, v)
-#define vf_set1(f) vdupq_n_f32(f)
-#define vf_zero() vdupq_n_f32(0.0f)
-#define vf_bc(p) vld1q_dup_f32(p)
-#define vf_add(a, b) vaddq_f32(a, b)
-#define vf_sub(a, b) vsubq_f32(a, b)
-#define vf_mul(a, b) vmulq_f32(a, b)
-#define vf_fma(a, b, c) vfmaq_f32(c, a, b)
-#define vf_max(a, b) vmaxq_f32(a, b) /* no NaN reaches a max */
-#define vf_min(a, b) vminq_f32(a, b)
-#define vf_ge(a, b) vcgeq_f32(a, b)
-#define vf_le(a, b) vcleq_f32(a, b)
-#define vm_and(a, b) vandq_u32(a, b)
-#define vf_div(a, b) vdivq_f32(a, b)
-#define vf_sqrt(a) vsqrtq_f32(a)
-#define vf_sel(m, t, f) vbslq_f32(m, t, f)
-#define vf_maskz(m, v) vreinterpretq_f32_u32(vandq_u32(m, vreinterpretq_u32_f32(v)))
-#define vf_lt(a, b) vcltq_f32(a, b)
-#define vf_as_vi(v) vreinterpretq_s32_f32(v)
-#define vi_as_vf(v) vreinterpretq_f32_s32(v)
-#define vi_set1(i) vdupq_n_s32(i)
-#define vi_load(p) vld1q_s32((const int32_t *)(p))
-#define vi_store(p, v) vst1q_s32((int32_t *)(p), v)
-#define vi_add(a, b) vaddq_s32(a, b)
-#define vi_xor(a, b) veorq_s32(a, b)
-#define vi_slli(a, n) vshlq_n_s32(a, n)
-#define vi_srli(a, n) vreinterpretq_s32_u32(vshrq_n_u32(vreinterpretq_u32_s32(a), n))
-#define vi_eq(a, b) vceqq_s32(a, b)
-#define vi_ge(a, b) vcgeq_s32(a, b)
-#define vi_sel(m, t, f) vbslq_s32(m, t, f)
-#define vi_to_f(a) vcvtq_f32_s32(a)
-#define vm_or(a, b) vorrq_u32(a, b)
-MG_INLINE VF vf_gather_neon(const float *base, VI idx)
-{
-    int32_t i[4];
-    vst1q_s32(i, idx);
-    float v[4] = {base[i[0]], base[i[1]], base[i[2]], base[i[3]]};
-    return vld1q_f32(v);
-}
-#define vf_gather(base, idx) vf_gather_neon(base, idx)
-#endif
-
 #if defined(MG_AVX512)
 /* x[i] lane s = wte[tok_s][i] + wpe[pos_s][i]: 16 row loads and adds, then a 16 x 16
  * transpose in registers (far cheaper than 32 gathers) */
@@ -1095,22 +1078,6 @@ MG_INLINE void mg_embed16q(const int16_t *wte, const int16_t *wpe, VI tok, VI po
 #endif
 
 #if defined(MG_SOA)
-MG_INLINE VF mg_exp2V(VF x)
-{
-    x = vf_max(x, vf_set1(MG_EXP_LO));
-    VF t = vf_add(x, vf_set1(MG_EXP_MAGIC));
-    VF f = vf_sub(x, vf_sub(t, vf_set1(MG_EXP_MAGIC)));
-    VF f2 = vf_mul(f, f);
-    VF p01 = vf_fma(f, vf_set1(MG_P1), vf_set1(1.0f));
-    VF p23 = vf_fma(f, vf_set1(MG_P3), vf_set1(MG_P2));
-    VF p45 = vf_fma(f, vf_set1(MG_P5), vf_set1(MG_P4));
-    VF f4 = vf_mul(f2, f2);
-    VF q0 = vf_fma(p23, f2, p01);
-    VF p = vf_fma(p45, f4, q0);
-    VI sb = vi_slli(vi_add(vf_as_vi(t), vi_set1(127)), 23);
-    return vf_mul(p, vi_as_vf(sb));
-}
-
 /* the canonical offset, lane-wise */
 MG_INLINE VF mg_offsetV(VF mx, VF mn)
 {
