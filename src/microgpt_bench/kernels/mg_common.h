@@ -1077,6 +1077,57 @@ MG_INLINE void mg_embed16q(const int16_t *wte, const int16_t *wpe, VI tok, VI po
 }
 #endif
 
+#if defined(MG_AVX2)
+/* in-register 8 x 8 transpose of 32-bit elements: r[s] element i -> r[i] element s */
+MG_INLINE void mg_transpose8(__m256 *r)
+{
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int k = 0; k < 4; k++) {
+        r[k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x20);
+        r[4 + k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x31);
+    }
+}
+
+/* x[i] lane s = wte[tok_s][i] + wpe[pos_s][i]: 16 row loads and adds, then two
+ * transposes in registers (cheaper than 32 gathers, and AVX2 has no fast gather) */
+MG_INLINE void mg_embed8(const float *wte, const float *wpe, VI tok, VI pos, VF *x)
+{
+    int32_t t[8], p[8];
+    vi_store(t, tok);
+    vi_store(p, pos);
+    for (int s = 0; s < 8; s++) {
+        x[s] = _mm256_add_ps(_mm256_load_ps(wte + t[s] * 16), _mm256_load_ps(wpe + p[s] * 16));
+        x[8 + s] = _mm256_add_ps(_mm256_load_ps(wte + t[s] * 16 + 8), _mm256_load_ps(wpe + p[s] * 16 + 8));
+    }
+    mg_transpose8(x);
+    mg_transpose8(x + 8);
+}
+
+/* the same for Q4.12: xp[m] lane s = the int16 pair m of sat16(wte[tok_s] + wpe[pos_s]) */
+MG_INLINE void mg_embed8q(const int16_t *wte, const int16_t *wpe, VI tok, VI pos, VI *xp)
+{
+    int32_t t[8], p[8];
+    vi_store(t, tok);
+    vi_store(p, pos);
+    __m256 r[8];
+    for (int s = 0; s < 8; s++)
+        r[s] = _mm256_castsi256_ps(_mm256_adds_epi16(_mm256_load_si256((const __m256i *)(wte + t[s] * 16)),
+                                                     _mm256_load_si256((const __m256i *)(wpe + p[s] * 16))));
+    mg_transpose8(r);
+    for (int m = 0; m < 8; m++) xp[m] = _mm256_castps_si256(r[m]);
+}
+#endif
+
 #if defined(MG_SOA)
 /* the canonical offset, lane-wise */
 MG_INLINE VF mg_offsetV(VF mx, VF mn)

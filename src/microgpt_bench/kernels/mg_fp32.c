@@ -416,6 +416,9 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
 #if defined(MG_AVX512)
     (void)ti, (void)pi;
     mg_embed16(w + OFF_WTE, w + OFF_WPE, tok, pos, x);
+#elif defined(MG_AVX2)
+    (void)ti, (void)pi;
+    mg_embed8(w + OFF_WTE, w + OFF_WPE, tok, pos, x);
 #else
     MG_UNROLL
     for (int i = 0; i < 16; i++) x[i] = vf_add(vf_gather(w, vi_add(ti, vi_set1(i))), vf_gather(w, vi_add(pi, vi_set1(i))));

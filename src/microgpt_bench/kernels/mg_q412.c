@@ -490,6 +490,8 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
     VI xp[8], n0[8], n1[8], ap[8], x3[8], n2[8], yp[8];
 #if defined(MG_AVX512)
     mg_embed16q(w + OFF_WTE, w + OFF_WPE, tok, pos, xp);
+#elif defined(MG_AVX2)
+    mg_embed8q(w + OFF_WTE, w + OFF_WPE, tok, pos, xp);
 #else
     VI ti = vi_slli(tok, 3), pi = vi_slli(pos, 3);
     MG_UNROLL
