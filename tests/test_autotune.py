@@ -167,3 +167,34 @@ def test_a_bogus_simd_setting_is_a_usage_error(monkeypatch, capsys):
     assert cli.main(["info"]) == 2
     err = capsys.readouterr().err
     assert "MICROGPT_BENCH_SIMD='sse9'" in err and "avx2-evex" in err
+
+
+@pytest.mark.parametrize("cls", [CFp32Backend, CQ412Backend])
+def test_offline_batch_policy_never_changes_tokens(params, cls):
+    names = runnable(cls)
+    for name in names:
+        b = cls(params, variant=name)
+        lanes = b._off_fn("batch_lanes")()
+        runs = []
+        for n in (1, lanes + 1, 0):  # always batch, always one by one, the default
+            assert b._off_fn("set_batch_min")(b._off_handle, n) == 0
+            runs.append(b.generate_offline(lanes + 3, 120, 8, 2))
+        assert np.array_equal(runs[0], runs[1]) and np.array_equal(runs[0], runs[2]), name
+        assert b._off_fn("set_batch_min")(b._off_handle, 65) < 0
+
+
+def test_batch_policy_is_the_planned_crossover(params, monkeypatch, tmp_path):
+    runnable(CFp32Backend)
+    monkeypatch.delenv("MICROGPT_BENCH_SIMD", raising=False)
+    plan_file = tmp_path / "plan.json"
+    plan_file.write_text(json.dumps({"chosen": {"single-stream": "scalar", "offline": "avx2"},
+                                     "measured": {"scalar": {"single-stream": 900.0, "offline": 900.0},
+                                                  "avx2": {"single-stream": 200.0, "offline": 60.0}},
+                                     "planned": "t", "cpu": autotune.cpu_signature()}))
+    monkeypatch.setattr(autotune, "cache_file", lambda *a: plan_file)
+    if c_native.candidate_variants().get("avx2", "not x86") is not None:
+        pytest.skip("no AVX2 here")
+    b = CFp32Backend(params)
+    assert b.variants == {"single-stream": "scalar", "offline": "avx2"}
+    assert b.batch_min == 3 == b.info()["offline_batch_min"]  # ceil(8 lanes * 60 / 200)
+    assert b.info()["simd"] == "scalar"

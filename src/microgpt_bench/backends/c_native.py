@@ -113,6 +113,8 @@ def build_kernel(name: str, variant: str | None = None) -> tuple[ctypes.CDLL, di
        ctypes.POINTER(ctypes.c_uint64))
     fn("timer_source", ctypes.c_char_p)
     fn("timer_calibrate", None, _D)
+    fn("batch_lanes", ctypes.c_int)
+    fn("set_batch_min", ctypes.c_int, ctypes.c_void_p, ctypes.c_int)
     info = {"simd": getattr(lib, p + "simd")().decode(), "compiler": cc,
             "compiler_version": native.compiler_version(cc), "flags": " ".join(flags),
             "library": str(path)}
@@ -206,6 +208,20 @@ class _CBackend(Backend):
             self.variants = {"single-stream": forced, "offline": forced}
         self.lib, self.build_info, self.handle = self._open(self.variants["single-stream"])
         self._off_lib, _, self._off_handle = self._open(self.variants["offline"])
+        self.batch_min = self._tune_batch_min()
+
+    def _tune_batch_min(self) -> int | None:
+        """The offline batch policy from the plan's figures: a batch of n live streams costs
+        about a full batch's time, n single-stream runs n times the single-stream time, so
+        batches with fewer than lanes * offline / single live streams run one by one."""
+        variant = self.variants["offline"]
+        figures = (self.autotune or {}).get("measured", {}).get(variant)
+        lanes = self._off_fn("batch_lanes")()
+        if not isinstance(figures, dict) or lanes <= 1:
+            return None
+        n = min(lanes, math.ceil(lanes * figures["offline"] / figures["single-stream"]))
+        self._check(self._off_fn("set_batch_min")(self._off_handle, n), "set_batch_min")
+        return n
 
     @staticmethod
     def _forced_variant() -> str | None:
@@ -247,7 +263,8 @@ class _CBackend(Backend):
 
     def info(self) -> dict:
         keep = ("simd", "compiler", "compiler_version", "flags")
-        out = {**{k: self.build_info[k] for k in keep}, "variant": dict(self.variants)}
+        out = {**{k: self.build_info[k] for k in keep}, "variant": dict(self.variants),
+               "offline_batch_min": self.batch_min}
         if self.autotune:
             out["autotune"] = {k: self.autotune[k] for k in ("chosen", "measured", "planned", "from_cache")}
         return {**out, **self._floor_of_last_run()}

@@ -12,8 +12,9 @@
  *     soa_t                       its per-batch state (mg_ringV ring first)
  *     forwardV(m, st, tok, pos, maxpos, step, z, scale)   VW streams' logits * scale
  *     MG_LOGIT_UNIT               the scale at which z holds the logits themselves
- *     MG_SOA_MIN_LANES            fewer live streams than this in a batch run one by
- *                                 one on the single-stream kernel (faster there)
+ *     MG_SOA_MIN_LANES            the default batch policy: fewer live streams than this
+ *                                 in a batch run one by one on the single-stream kernel
+ *                                 (model_t.batch_min, set by the autotuner, overrides it)
  */
 #ifndef MG_DRIVER_H
 #define MG_DRIVER_H
@@ -183,16 +184,36 @@ static void *offline_worker(void *arg)
         jb->err = MG_ERR_NOMEM;
         return NULL;
     }
+    const int batch_min = jb->m->batch_min > 0 ? jb->m->batch_min : MG_SOA_MIN_LANES;
     for (int32_t b0 = 0; b0 < jb->count; b0 += VW) {
         const int nl = jb->count - b0 < VW ? jb->count - b0 : VW;
-        jb->sum += nl < MG_SOA_MIN_LANES ? offline_single(jb, jb->first + b0, nl)
-                                         : offline_batch(jb, st, jb->first + b0, nl);
+        jb->sum += nl < batch_min ? offline_single(jb, jb->first + b0, nl) : offline_batch(jb, st, jb->first + b0, nl);
     }
     free(st);
 #else
     jb->sum = offline_single(jb, jb->first, jb->count);
 #endif
     return NULL;
+}
+
+/* streams per vector batch (1: no batching), and the batch policy: a batch with fewer
+ * than n live streams runs them one by one on the single-stream kernel (n <= 0: the
+ * kernel's default); tokens are the same either way */
+MG_EXPORT int MG_FN(batch_lanes)(void)
+{
+#if MG_KERNEL_SOA
+    return VW;
+#else
+    return 1;
+#endif
+}
+MG_EXPORT int MG_FN(set_batch_min)(void *handle, int n)
+{
+    model_t *m = handle;
+    if (!m) return MG_ERR_NULL;
+    if (n > 64) return MG_ERR_ARG;
+    m->batch_min = n;
+    return 0;
 }
 
 /* split the streams evenly over the threads, run offline_worker on each share, sum the checksums */

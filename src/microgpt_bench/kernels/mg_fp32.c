@@ -22,7 +22,8 @@
 typedef struct {
     float cz;                          /* log2(e) / T */
     int greedy;                        /* temperature 0: next token = argmax */
-    int pad[14];
+    int batch_min;                     /* offline: fewer live streams run one by one (0: default) */
+    int pad[13];
     MG_ALIGN float raw[MG_NPARAM];     /* C flat order (rows), for SoA and scalar */
     MG_ALIGN float wqkvT[16 * 48];     /* [j][o]: o<16 q, <32 k, <48 v */
     MG_ALIGN float woT[16 * 16];       /* [j][o] */
@@ -457,5 +458,5 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
 
 #define MG_PREFIX mg_fp32
 #define MG_LOGIT_UNIT 1.0f
-#define MG_SOA_MIN_LANES (VW / 2) /* measured: below half a batch, streams one by one are faster */
+#define MG_SOA_MIN_LANES (VW / 2 + 1) /* default; the autotuner sets the measured crossover */
 #include "mg_driver.h"

@@ -28,7 +28,8 @@
 typedef struct {
     float cz;                           /* log2(e) / (T * 4096) */
     int greedy;                        /* temperature 0: next token = argmax */
-    int pad[14];
+    int batch_min;                     /* offline: fewer live streams run one by one (0: default) */
+    int pad[13];
     MG_ALIGN int16_t raw[MG_NPARAM];    /* C flat order (rows); a row pair j, j+1 is one int32 */
     /* single stream: pair-transposed matrices, P[m][r] = (W[r][2m], W[r][2m+1]) */
     MG_ALIGN int16_t qkvP[8 * 48 * 2];
@@ -541,5 +542,5 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
 
 #define MG_PREFIX mg_q412
 #define MG_LOGIT_UNIT (1.0f / 4096.0f)
-#define MG_SOA_MIN_LANES (VW / 4) /* measured: below a quarter batch, streams one by one are faster */
+#define MG_SOA_MIN_LANES (3 * VW / 8) /* default; the autotuner sets the measured crossover */
 #include "mg_driver.h"
