@@ -183,7 +183,7 @@ def _check_tokens(tokens, what="tokens") -> np.ndarray:
 class _CBackend(Backend):
     kernel: ClassVar[str] = "?"
     scenarios = ("single-stream", "offline")
-    samplers = ("xorshift32", "python")  # greedy decoding (temperature 0) comes with the kernels rework
+    samplers = SAMPLERS  # xorshift32, python, argmax (greedy: also any run at temperature 0)
 
     def __init__(self, params: Params, temperature: float = 0.5, variant: str | None = None):
         """variant: run that compiled variant; None: MICROGPT_BENCH_SIMD's if set, else the
@@ -302,10 +302,22 @@ class _CBackend(Backend):
         if sampler == "python":
             u = np.ascontiguousarray(python_uniforms(seed, n), dtype=np.float64)
             rc = self._fn("generate")(self.handle, n, 0, native.double_ptr(u), native.int_ptr(out))
+        elif sampler == "argmax":  # greedy whatever the temperature: a temperature-0 handle (no draws)
+            rc = self._fn("generate")(self._greedy_handle(), n, 1, None, native.int_ptr(out))
         else:
             rc = self._fn("generate")(self.handle, n, seed, None, native.int_ptr(out))
         self._check(rc, "generate")
         return out.tolist()
+
+    def _greedy_handle(self):
+        if self.temperature == 0.0:
+            return self.handle
+        if getattr(self, "_greedy", None) is None:
+            handle = self._fn("create")(native.float_ptr(self._w), ctypes.c_float(0.0))
+            if not handle:
+                raise NativeError(f"{self._p}create refused temperature 0")
+            self._greedy = ctypes.c_void_p(handle)
+        return self._greedy
 
     def generate_stamped(self, n_tokens: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         """The timed loop (xorshift32) with a timestamp after each token: (tokens, end_ns),
@@ -377,6 +389,9 @@ class _CBackend(Backend):
             if handle.value:
                 getattr(lib, self._p + "destroy")(handle)
                 handle.value = None
+        if getattr(self, "_greedy", None) is not None and self._greedy.value:
+            self._fn("destroy")(self._greedy)
+            self._greedy = None
         self.handle = None
 
 
