@@ -198,3 +198,20 @@ def test_batch_policy_is_the_planned_crossover(params, monkeypatch, tmp_path):
     assert b.variants == {"single-stream": "scalar", "offline": "avx2"}
     assert b.batch_min == 3 == b.info()["offline_batch_min"]  # ceil(8 lanes * 60 / 200)
     assert b.info()["simd"] == "scalar"
+
+
+def test_info_shows_the_cached_plan_or_the_forced_variant(monkeypatch, tmp_path):
+    runnable(CFp32Backend)
+    monkeypatch.delenv("MICROGPT_BENCH_SIMD", raising=False)
+    plan_file = tmp_path / "plan.json"
+    monkeypatch.setattr(autotune, "cache_file", lambda *a: plan_file)
+    assert CFp32Backend.build_info() == {"simd": "autotuned on first use"}
+    plan_file.write_text(json.dumps({"chosen": {"single-stream": "avx2", "offline": "scalar"},
+                                     "measured": {"avx2": {"single-stream": 200.4, "offline": 60.0},
+                                                  "scalar": {"single-stream": 900.0, "offline": 800.0},
+                                                  "avx512": "unavailable: this CPU lacks avx512f"}}))
+    info = CFp32Backend.build_info()
+    assert info["simd"].startswith("avx2 single stream, scalar offline; ")
+    assert "avx2 200/60" in info["simd"] and "avx512 unavailable" in info["simd"]
+    monkeypatch.setenv("MICROGPT_BENCH_SIMD", "scalar")
+    assert CFp32Backend.build_info() == {"simd": "scalar (forced by MICROGPT_BENCH_SIMD)"}

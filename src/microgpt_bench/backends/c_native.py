@@ -1,10 +1,12 @@
 """Native C backends: c-fp32 (float32) and c-q412 (TALOS's Q4.12 fixed point).
 
-The kernels (kernels/mg_fp32.c, kernels/mg_q412.c, sharing kernels/mg_common.h)
-are compiled on first use with the host C compiler (native.build, -O3
--march=native) and loaded with ctypes. The vector path is chosen at build time
-from the compiler's predefined macros (AVX-512, AVX2+FMA, NEON, else portable
-scalar C); MICROGPT_BENCH_SIMD=scalar|avx2|avx512|neon forces one.
+The kernels (kernels/mg_fp32.c, kernels/mg_q412.c: their arithmetic; the shared
+vector layer in kernels/mg_common.h, the driver in kernels/mg_driver.h, the shape
+in kernels/mg_model.h) are compiled on first use with the host C compiler
+(native.build, -O3 -march=native) in every variant this CPU can run, side by
+side (avx512, avx2-evex, avx2, scalar; neon on Arm), and loaded with ctypes. The
+autotuner (autotune.py) gates and times each variant once per CPU and picks the
+fastest per scenario; MICROGPT_BENCH_SIMD=<variant> forces one.
 
 Every path computes one canonical sequence of float operations (see
 mg_common.h), so all paths give bit-identical tokens, and stream i of an
@@ -18,8 +20,10 @@ latency measurement; timer_info says which clock and what one stamp costs.
 from __future__ import annotations
 
 import ctypes
+import json
 import math
 import platform
+from pathlib import Path
 from typing import ClassVar
 
 import numpy as np
@@ -140,10 +144,15 @@ def load_kernel(name: str, variant: str | None = None) -> tuple[ctypes.CDLL, dic
     return got
 
 
-def plan_variants(cls, params: Params) -> dict:
-    """The autotuner's plan for this kernel on this CPU (cached; see autotune.py)."""
+def plan_file(cls) -> Path:
+    """Where the autotuner keeps this kernel's plan for this CPU, sources and compiler."""
     cc = native.find_c_compiler() or "?"
     sources = [native.KERNEL_DIR / f"mg_{cls.kernel}.c", *sorted(native.KERNEL_DIR.glob("*.h"))]
+    return autotune.cache_file(cls.kernel, sources, cc)
+
+
+def plan_variants(cls, params: Params) -> dict:
+    """The autotuner's plan for this kernel on this CPU (cached; see autotune.py)."""
 
     def make_plan():
         variants = {}
@@ -156,7 +165,7 @@ def plan_variants(cls, params: Params) -> dict:
             variants[name] = why_not or (lambda name=name: cls(params, variant=name))
         return autotune.plan(variants, params, cls.precision)
 
-    got, cached = autotune.cached_plan(autotune.cache_file(cls.kernel, sources, cc), make_plan)
+    got, cached = autotune.cached_plan(plan_file(cls), make_plan)
     return {**got, "from_cache": cached}
 
 
@@ -249,6 +258,22 @@ class _CBackend(Backend):
         except Unavailable as exc:
             return str(exc)
         return None
+
+    @classmethod
+    def build_info(cls) -> dict:
+        """For `info`: the forced variant, or the cached plan's choice and figures (no planning here)."""
+        forced = cls._forced_variant()
+        if forced:
+            return {"simd": f"{forced} (forced by MICROGPT_BENCH_SIMD)"}
+        try:
+            plan = json.loads(plan_file(cls).read_text())
+            chosen, measured = plan["chosen"], plan["measured"]
+        except (OSError, ValueError, KeyError, TypeError):
+            return {"simd": "autotuned on first use"}
+        figures = ", ".join(f"{n} {m['single-stream']:.0f}/{m['offline']:.0f}" if isinstance(m, dict)
+                            else f"{n} {m.split(':')[0]}" for n, m in measured.items())
+        return {"simd": f"{chosen['single-stream']} single stream, {chosen['offline']} offline; "
+                        f"ns/token single/offline: {figures}", "autotune": plan}
 
     def _fn(self, name):
         return getattr(self.lib, self._p + name)
