@@ -93,7 +93,7 @@ def estimate_clock_ghz(peaks: dict | None = None) -> dict:
     after = peaks.get("clock_ghz_after")
     note = f"; {after:.3f} GHz after the peak probes" if after else ""
     return {"ghz": round(peaks["clock_ghz"], 3),
-            "method": f"dependent integer add chain, best of 9 x 5 ms (one add per cycle){note}"}
+            "method": f"dependent integer add chain, best of 15 x 3 ms (one add per cycle){note}"}
 
 
 def _clock_from_cpuinfo(why: str) -> dict:

@@ -64,7 +64,7 @@ def summarise(raw: dict) -> dict:
            "stable": raw.get("stable"), "fp32_lanes_per_cycle": raw.get("fp32", {}),
            "int16_macs_per_cycle": raw.get("int16", {}),
            "method": "kernels/peak.c in a subprocess: 12 independent accumulator chains per "
-                     "instruction, best of 9 x 5 ms, divided by a dependent-add-chain clock estimate"}
+                     "instruction, best of 15 x 3 ms, divided by a dependent-add-chain clock estimate"}
     for kind, key in (("fp32", "fp32_lanes_per_cycle"), ("int16", "int16_macs_per_cycle")):
         figures = out[key]
         if figures:

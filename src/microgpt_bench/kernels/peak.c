@@ -12,7 +12,7 @@
  *   int16[instruction]    int16 multiply-adds a cycle, likewise: vpdpwssd (VNNI), vpmaddwd
  *                         + vpaddd, or NEON smlal
  *
- * Each figure is the best of 9 trials of ~5 ms (interruptions only make a trial
+ * Each figure is the best of 15 trials of ~3 ms (interruptions only make a trial
  * slower). Compiled without -march: each probe enables its own ISA with a target
  * attribute and runs only when the CPU (and OS) support it.
  */
@@ -32,8 +32,8 @@ uint64_t mg_add_chain(uint64_t iterations); /* clock.c, linked beside */
 #endif
 
 #define CHAINS 12
-#define TRIALS 9
-#define TRIAL_NS 5000000.0
+#define TRIALS 15
+#define TRIAL_NS 3000000.0
 
 typedef uint64_t (*probe_fn)(uint64_t iterations); /* returns a sink value */
 
