@@ -215,3 +215,19 @@ def test_info_shows_the_cached_plan_or_the_forced_variant(monkeypatch, tmp_path)
     assert "avx2 200/60" in info["simd"] and "avx512 unavailable" in info["simd"]
     monkeypatch.setenv("MICROGPT_BENCH_SIMD", "scalar")
     assert CFp32Backend.build_info() == {"simd": "scalar (forced by MICROGPT_BENCH_SIMD)"}
+
+
+def test_without_cpuinfo_the_compilers_native_features_decide(monkeypatch):
+    if not c_native.X86 or c_native.native.find_c_compiler() is None:
+        pytest.skip("x86 with a C compiler only")
+    real = set(c_native.machine.cpu_flags())
+    detected = c_native.compiler_native_flags(c_native.native.find_c_compiler())
+    for need in ({"avx2", "fma"}, {"avx512f", "avx512bw", "avx512dq", "avx512vl"}):
+        if real:  # the compiler's -march=native sees what /proc/cpuinfo reports
+            assert (need <= real) == (need <= detected), need
+    monkeypatch.setattr(c_native.machine, "cpu_flags", lambda: [])
+    assert c_native.candidate_variants()["scalar"] is None
+    assert (c_native.candidate_variants()["avx512"] is None) == ({"avx512f", "avx512vl"} <= detected)
+    monkeypatch.setattr(c_native, "compiler_native_flags", lambda cc: frozenset({"avx2", "fma"}))
+    got = c_native.candidate_variants()
+    assert got["avx2"] is None and got["avx512"].startswith("this CPU lacks") and got["avx2-evex"]

@@ -22,7 +22,10 @@ from __future__ import annotations
 import ctypes
 import json
 import math
+import os
 import platform
+import subprocess
+from functools import lru_cache
 from pathlib import Path
 from typing import ClassVar
 
@@ -68,9 +71,28 @@ VARIANT_NEEDS = {"avx512": {"avx512f", "avx512bw", "avx512dq", "avx512vl"}, "avx
                  "avx2": {"avx2", "fma"}, "neon": {"asimd"}, "scalar": set()}
 
 
+MACRO_FLAGS = {"__AVX512F__": "avx512f", "__AVX512BW__": "avx512bw", "__AVX512DQ__": "avx512dq",
+               "__AVX512VL__": "avx512vl", "__AVX2__": "avx2", "__FMA__": "fma", "__ARM_NEON": "asimd"}
+
+
+@lru_cache(maxsize=None)
+def compiler_native_flags(compiler: str | None) -> frozenset[str]:
+    """The CPU features the compiler's -march=native (-mcpu=native) enables, as cpuinfo flag
+    names: where /proc/cpuinfo is missing (macOS), what the host compiler detected."""
+    if not compiler:
+        return frozenset()
+    arch = [f for f in native.c_flags() if f.startswith(("-march=", "-mcpu="))]
+    try:
+        out = subprocess.run([*compiler.split(), *arch, "-dM", "-E", "-x", "c", os.devnull], capture_output=True,
+                             text=True, timeout=60).stdout
+    except (OSError, subprocess.SubprocessError):
+        return frozenset()
+    return frozenset(flag for macro, flag in MACRO_FLAGS.items() if f"#define {macro} " in out)
+
+
 def candidate_variants() -> dict[str, str | None]:
     """Each variant of this architecture -> None if this CPU can run it, else why not."""
-    flags = set(machine.cpu_flags())
+    flags = set(machine.cpu_flags()) or set(compiler_native_flags(native.find_c_compiler()))
     names = ["avx512", "avx2-evex", "avx2", "scalar"] if X86 else ["neon", "scalar"]
     is_arm64 = platform.machine().lower() in ("arm64", "aarch64")
     out = {}
