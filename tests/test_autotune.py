@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -231,3 +232,16 @@ def test_without_cpuinfo_the_compilers_native_features_decide(monkeypatch):
     monkeypatch.setattr(c_native, "compiler_native_flags", lambda cc: frozenset({"avx2", "fma"}))
     got = c_native.candidate_variants()
     assert got["avx2"] is None and got["avx512"].startswith("this CPU lacks") and got["avx2-evex"]
+
+
+@pytest.mark.parametrize("cls", [CFp32Backend, CQ412Backend])
+def test_clang_builds_the_avx2_variant_bit_identical(params, cls, monkeypatch):
+    """clang wants literal immediates where gcc accepts unrolled loop counters; every variant
+    must build with either compiler, and give the same tokens."""
+    names = runnable(cls)
+    if "avx2" not in names or not shutil.which("clang"):
+        pytest.skip("needs AVX2 and clang")
+    expected = cls(params, variant="avx2").generate(3000, 5)
+    monkeypatch.setenv("CC", "clang")
+    b = cls(params, variant="avx2")
+    assert b.build_info["compiler"] == "clang" and b.generate(3000, 5) == expected

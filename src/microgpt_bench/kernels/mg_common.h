@@ -794,12 +794,16 @@ MG_INLINE v16 mg_attention8x2(v16 qs, v16 k, v16 v, float *KT, float *V, int slo
     l = v16_add(l, v16_perm(l, 0x4E));
     v16 rl = {_mm256_div_ps(_mm256_set1_ps(1.0f), l.lo), _mm256_div_ps(_mm256_set1_ps(1.0f), l.hi)};
     v16 a[4];
+/* j is an immediate of vpermilps: written out, as clang wants a constant even in an unrolled loop */
 #define MG_PJ8(x, j) v16_perm(x, (j) * 0x55)
-    for (int j = 0; j < 4; j++) {
-        v16 p = v16_fma(MG_PJ8(e[1], j), v16_load(V + (4 + j) * 16), v16_mul(MG_PJ8(e[0], j), v16_load(V + j * 16)));
-        v16 r = v16_fma(MG_PJ8(e[3], j), v16_load(V + (12 + j) * 16), v16_mul(MG_PJ8(e[2], j), v16_load(V + (8 + j) * 16)));
-        a[j] = v16_add(p, r);
-    }
+#define MG_AJ8(j)                                                                                                \
+    a[j] = v16_add(v16_fma(MG_PJ8(e[1], j), v16_load(V + (4 + j) * 16), v16_mul(MG_PJ8(e[0], j), v16_load(V + j * 16))), \
+                   v16_fma(MG_PJ8(e[3], j), v16_load(V + (12 + j) * 16), v16_mul(MG_PJ8(e[2], j), v16_load(V + (8 + j) * 16))))
+    MG_AJ8(0);
+    MG_AJ8(1);
+    MG_AJ8(2);
+    MG_AJ8(3);
+#undef MG_AJ8
 #undef MG_PJ8
     return v16_mul(v16_add(v16_add(a[0], a[1]), v16_add(a[2], a[3])), rl);
 }

@@ -85,8 +85,6 @@ MG_EXPORT void *mg_q412_create(const float *w, float temperature)
 
 MG_EXPORT void mg_q412_destroy(void *m) { free(m); }
 
-MG_INLINE int32_t sat16(int32_t v) { return v < -32768 ? -32768 : v > 32767 ? 32767 : v; }
-
 /* ================================================================ single stream */
 
 #if defined(MG_AVX512)
@@ -240,8 +238,9 @@ MG_INLINE __m256i to16(v16 f) { return pack16(_mm256_cvtps_epi32(f.lo), _mm256_c
 MG_INLINE v16 qnorm(v16 xf)
 {
     __m256 s = mg_rs8(_mm256_fmadd_ps(mg_hsum8x2(v16_mul(xf, xf)), _mm256_set1_ps(MG_Q28), _mm256_set1_ps(MG_EPS)));
-    const int rm = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    v16 r = {_mm256_round_ps(_mm256_mul_ps(xf.lo, s), rm), _mm256_round_ps(_mm256_mul_ps(xf.hi, s), rm)};
+#define MG_RM (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC) /* an immediate: clang wants a constant expression */
+    v16 r = {_mm256_round_ps(_mm256_mul_ps(xf.lo, s), MG_RM), _mm256_round_ps(_mm256_mul_ps(xf.hi, s), MG_RM)};
+#undef MG_RM
     return r;
 }
 
@@ -373,6 +372,7 @@ MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, in
 
 #else /* scalar: the reference for the canonical order */
 
+MG_INLINE int32_t sat16(int32_t v) { return v < -32768 ? -32768 : v > 32767 ? 32767 : v; }
 MG_INLINE int32_t rq(uint32_t acc) { return sat16((int32_t)acc >> 12); }
 
 MG_INLINE uint32_t dotq(const int16_t *w, const int16_t *x, int n)
