@@ -101,12 +101,14 @@ def cpu_signature() -> str:
     return native.cpu_signature()
 
 
-def cache_file(kernel: str, sources: list[Path], compiler: str) -> Path:
+def cache_file(kernel: str, sources: list[Path], compiler: str, others: list[str] = ()) -> Path:
+    """The plan's file: per CPU, kernel source, compiler (and version) and the other compilers tried."""
     digest = hashlib.sha256(cpu_signature().encode())
     for src in sources:
         digest.update(src.read_bytes())
-    digest.update(native.compiler_version(compiler).encode())
-    digest.update(compiler.encode())
+    for cc in (compiler, *others):
+        digest.update(cc.encode())
+        digest.update(native.compiler_version(cc).encode())
     return native.cache_dir() / f"autotune-{kernel}-{digest.hexdigest()[:16]}.json"
 
 

@@ -24,6 +24,7 @@ import json
 import math
 import os
 import platform
+import shutil
 import subprocess
 from functools import lru_cache
 from pathlib import Path
@@ -99,19 +100,42 @@ def candidate_variants() -> dict[str, str | None]:
     for name in names:
         missing = VARIANT_NEEDS[name] - flags - ({"asimd"} if is_arm64 else set())
         out[name] = f"this CPU lacks {', '.join(sorted(missing))}" if missing else None
+    for cc in other_compilers():  # the same code from another compiler is another variant
+        out.update({f"{name}@{cc}": why for name, why in list(out.items()) if "@" not in name})
     return out
+
+
+def other_compilers() -> list[str]:
+    """Compilers tried beside the default one (clang beside gcc: their code differs by up to
+    10% either way); none when $CC names the compiler."""
+    default = native.find_c_compiler()
+    if os.environ.get("CC") or not default:
+        return []
+    return [cc for cc in ("clang",) if shutil.which(cc) and cc not in compiler_name(default)]
+
+
+def compiler_name(compiler: str) -> str:
+    return native.compiler_version(compiler).lower()
+
+
+def split_variant(variant: str | None) -> tuple[str | None, str | None]:
+    """'avx512@clang' -> ('avx512', 'clang'); 'avx512' -> ('avx512', None): the default compiler."""
+    if not variant:
+        return variant, None
+    base, _, cc = variant.partition("@")
+    return base, cc or None
 
 
 def variant_flags(variant: str | None) -> list[str]:
     """-march=native flags plus the variant's (None: MICROGPT_BENCH_SIMD's, if set, else none)."""
-    variant = variant or native.forced_simd()
+    variant = split_variant(variant)[0] or native.forced_simd()
     base = [f for f in native.c_flags() if not f.startswith("-DMG_FORCE_")]
     return base + (VARIANT_FLAGS[variant] if variant else [])
 
 
 def build_kernel(name: str, variant: str | None = None) -> tuple[ctypes.CDLL, dict]:
     """Compile (or reuse from the cache) kernels/mg_<name>.c; raise native.BuildError."""
-    cc = native.find_c_compiler()
+    cc = split_variant(variant)[1] or native.find_c_compiler()
     if cc is None:
         raise native.BuildError("no C compiler found (set CC, or install cc, gcc or clang)")
     flags = variant_flags(variant)
@@ -168,9 +192,8 @@ def load_kernel(name: str, variant: str | None = None) -> tuple[ctypes.CDLL, dic
 
 def plan_file(cls) -> Path:
     """Where the autotuner keeps this kernel's plan for this CPU, sources and compiler."""
-    cc = native.find_c_compiler() or "?"
     sources = [native.KERNEL_DIR / f"mg_{cls.kernel}.c", *sorted(native.KERNEL_DIR.glob("*.h"))]
-    return autotune.cache_file(cls.kernel, sources, cc)
+    return autotune.cache_file(cls.kernel, sources, native.find_c_compiler() or "?", other_compilers())
 
 
 def plan_variants(cls, params: Params) -> dict:
@@ -222,7 +245,7 @@ class _CBackend(Backend):
         super().__init__(params, temperature)
         if not math.isfinite(self.temperature):
             raise ValueError(f"temperature must be finite, got {temperature}")
-        if variant is not None and variant not in VARIANT_FLAGS:
+        if variant is not None and split_variant(variant)[0] not in VARIANT_FLAGS:
             raise ValueError(f"unknown variant {variant!r}: choose one of {', '.join(VARIANT_FLAGS)}")
         self._p = f"mg_{self.kernel}_"
         self._w = np.ascontiguousarray(params.flat("c", np.float32))
