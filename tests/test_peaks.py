@@ -61,10 +61,16 @@ def _fake_program(tmp_path, body):
 def test_a_crashing_probe_is_an_error_not_a_crash(monkeypatch, tmp_path, body, why):
     program = _fake_program(tmp_path, body)
     monkeypatch.setattr(peaks, "_probe_program", lambda: program)
-    got = peaks.run_probe()
+    got = peaks.probe_here()
     assert why in got["error"]
     clock = machine.estimate_clock_ghz(got)
     assert "no add-chain estimate" in clock["method"]
+
+
+def test_a_probe_process_that_dies_is_an_error(monkeypatch):
+    monkeypatch.setattr(native, "run_probe", lambda *a, **k: (_ for _ in ()).throw(native.ProbeError("signal 6")))
+    assert "signal 6" in peaks.run_probe()["error"]
+    assert "no add-chain estimate" in machine.estimate_clock_ghz()["method"]
 
 
 def test_no_compiler_is_an_error(monkeypatch, tmp_path):

@@ -41,7 +41,16 @@ def _probe_program() -> Path:
 
 
 def run_probe(timeout: float = PROBE_TIMEOUT_S) -> dict:
-    """Build and run the probe; its JSON, or {"error": why}."""
+    """Build and run the probe, both in a fresh process (native.run_probe: a compiler or
+    probe that aborts costs the figures, never the tool); its JSON, or {"error": why}."""
+    try:
+        return native.run_probe("microgpt_bench.peaks:probe_here", timeout=timeout)
+    except native.ProbeError as exc:
+        return {"error": f"probe failed: {str(exc)[:300]}"}
+
+
+def probe_here(timeout: float = PROBE_TIMEOUT_S) -> dict:
+    """run_probe's work, in this process: build kernels/peak.c, run it, read its JSON."""
     try:
         program = _probe_program()
         proc = subprocess.run([str(program)], capture_output=True, text=True, timeout=timeout)
