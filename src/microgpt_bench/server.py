@@ -54,6 +54,32 @@ def request_seeds(seed: int, n_requests: int) -> np.ndarray:
     return np.array([stream_seed(seed, i) for i in range(n_requests)], dtype=np.uint32)
 
 
+MAX_SCHEDULE_S = 3600.0  # a schedule longer than an hour is a mistake, not a benchmark
+
+
+def check_schedule(arrivals_s, seeds) -> tuple[np.ndarray, np.ndarray]:
+    """(arrival ns as int64, seeds as uint32) of a valid schedule; ValueError (one line) else:
+    at least one request, finite non-decreasing times in 0..1 h, one nonzero seed each."""
+    arr = np.asarray(arrivals_s, dtype=np.float64)
+    sd = np.asarray(seeds)
+    if arr.ndim != 1 or arr.size < 1:
+        raise ValueError(f"the arrival schedule must be a non-empty 1-d sequence, got shape {arr.shape}")
+    if not np.all(np.isfinite(arr)) or arr.min() < 0 or arr.max() > MAX_SCHEDULE_S:
+        raise ValueError(f"arrival times must be finite and in 0..{MAX_SCHEDULE_S:g} s")
+    if np.any(np.diff(arr) < 0):
+        raise ValueError("arrival times must be in order (non-decreasing)")
+    if sd.shape != arr.shape or sd.dtype.kind not in "iu" or np.any(sd <= 0) or np.any(sd > 0xFFFFFFFF):
+        raise ValueError(f"one seed in 1..{0xFFFFFFFF} per request is needed ({arr.size} requests)")
+    return (np.ascontiguousarray(np.round(arr * 1e9), dtype=np.int64),
+            np.ascontiguousarray(sd, dtype=np.uint32))
+
+
+def check_threads(threads, most: int = 64) -> int:
+    if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or not 1 <= threads <= most:
+        raise ValueError(f"threads must be an integer in 1..{most}, got {threads!r}")
+    return int(threads)
+
+
 # ------------------------------------------------------------ continuous batching
 
 
@@ -95,8 +121,8 @@ class ServeResult:
 def serve(lanes: Lanes, arrivals_s: np.ndarray, seeds: np.ndarray,
           clock: Callable[[], int] = time.perf_counter_ns) -> ServeResult:
     """Run the schedule through continuous batching on `lanes`, timing with `clock` (ns)."""
-    n = len(arrivals_s)
-    arrivals_ns = np.round(np.asarray(arrivals_s) * 1e9).astype(np.int64)
+    arrivals_ns, seeds = check_schedule(arrivals_s, seeds)
+    n = len(arrivals_ns)
     latency = np.full(n, -1, np.int64)
     names: list[list[int]] = [[] for _ in range(n)]
     queue: deque[int] = deque()

@@ -8,6 +8,9 @@ must be able to
     a native backend runs the whole loop (sampling included) in native code.
 Scenario "offline" (many independent streams) is optional: a backend that
 supports it lists it in `scenarios` and implements the *_offline methods.
+Scenario "server" (Poisson arrivals, continuous batching; server.py) likewise:
+a backend offers `lanes(n)` (the Python loop of Backend.serve drives them) or
+overrides `serve` with a native loop.
 """
 from __future__ import annotations
 
@@ -113,6 +116,27 @@ class Backend:
     def logits_offline(self, sequences: list[list[int]]) -> list[np.ndarray]:
         """Logits of several sequences run as parallel streams (the offline kernels' gate)."""
         return [self.logits(s) for s in sequences]
+
+    # ----------------------------------------------------------------- server
+    def lanes(self, n_lanes: int):
+        """The server scenario's primitive (server.Lanes): n_lanes streams stepped together."""
+        raise NotImplementedError(f"{self.name} has no server scenario")
+
+    def serve_lanes(self) -> int:
+        """The lanes the server scenario uses by default."""
+        return 16
+
+    def serve(self, arrivals_s, seeds, n_lanes: int | None = None, threads: int = 1):
+        """The server scenario (server.ServeResult): the schedule through continuous batching
+        over self.lanes(n_lanes), the loop in Python on one thread (native backends override)."""
+        from .. import server
+
+        if server.check_threads(threads) != 1:
+            raise ValueError(f"{self.name} serves from one thread (its lanes batch within it), got threads={threads}")
+        n_lanes = self.serve_lanes() if n_lanes is None else n_lanes
+        if isinstance(n_lanes, bool) or not isinstance(n_lanes, (int, np.integer)) or not 1 <= n_lanes <= 4096:
+            raise ValueError(f"n_lanes must be an integer in 1..4096, got {n_lanes!r}")
+        return server.serve(self.lanes(int(n_lanes)), arrivals_s, seeds)
 
     def close(self) -> None:
         """Release native handles; called by the worker, and on garbage collection."""

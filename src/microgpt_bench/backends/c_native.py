@@ -35,6 +35,7 @@ import numpy as np
 from .. import autotune, machine, native, peaks
 from ..model import BLOCK_SIZE, VOCAB, Params
 from ..samplers import MASK32, SAMPLERS, check_seed, python_uniforms
+from ..server import ServeResult, check_schedule, first_name
 from .base import Backend, Unavailable
 
 C_ABI = 1
@@ -52,6 +53,8 @@ ERRORS = {
 _F = ctypes.POINTER(ctypes.c_float)
 _I = ctypes.POINTER(ctypes.c_int32)
 _D = ctypes.POINTER(ctypes.c_double)
+_I64 = ctypes.POINTER(ctypes.c_int64)
+_U32 = ctypes.POINTER(ctypes.c_uint32)
 
 # per process: kernel name -> (lib, info) or the BuildError's message
 _BUILDS: dict[str, tuple[ctypes.CDLL, dict] | str] = {}
@@ -165,6 +168,8 @@ def build_kernel(name: str, variant: str | None = None) -> tuple[ctypes.CDLL, di
     fn("timer_calibrate", None, _D)
     fn("batch_lanes", ctypes.c_int)
     fn("set_batch_min", ctypes.c_int, ctypes.c_void_p, ctypes.c_int)
+    fn("serve", ctypes.c_int, ctypes.c_void_p, ctypes.c_int32, _I64, _U32, ctypes.c_int32, ctypes.c_int32,
+       ctypes.c_double, _I64, _I, _I64)
     info = {"simd": getattr(lib, p + "simd")().decode(), "compiler": cc,
             "compiler_version": native.compiler_version(cc), "flags": " ".join(flags),
             "library": str(path)}
@@ -236,7 +241,7 @@ def _check_tokens(tokens, what="tokens") -> np.ndarray:
 
 class _CBackend(Backend):
     kernel: ClassVar[str] = "?"
-    scenarios = ("single-stream", "offline")
+    scenarios = ("single-stream", "offline", "server")
     samplers = SAMPLERS  # xorshift32, python, argmax (greedy: also any run at temperature 0)
 
     def __init__(self, params: Params, temperature: float = 0.5, variant: str | None = None):
@@ -453,6 +458,34 @@ class _CBackend(Backend):
         self._check(self._off_fn("logits_offline")(self._off_handle, len(seqs), native.int_ptr(toks), native.int_ptr(lens),
                                                native.float_ptr(out)), "logits_offline")
         return [out[i, :s.size].astype(np.float64) for i, s in enumerate(seqs)]
+
+    # ----------------------------------------------------------------- server
+    def serve_lanes(self) -> int:
+        """The lanes a worker owns by default (and the unit they come in): the SoA width."""
+        return self._off_fn("batch_lanes")()
+
+    def serve(self, arrivals_s, seeds, n_lanes: int | None = None, threads: int = 1) -> ServeResult:
+        """The server scenario's loop in C (mg_driver.h): the schedule, the clock, the shared
+        FIFO queue and continuous batching over n_lanes lanes per worker, one worker per thread."""
+        unit = self.serve_lanes()
+        n_lanes = unit if n_lanes is None else _check_count("n_lanes", n_lanes, 1, 4096)
+        if n_lanes % unit:
+            raise ValueError(f"n_lanes must be a multiple of {self.name}'s SoA width {unit}, got {n_lanes}")
+        th = _check_count("threads", threads, 1, MAX_THREADS)
+        arrivals_ns, seeds = check_schedule(arrivals_s, seeds)
+        n = len(arrivals_ns)
+        latency = np.full(n, -1, dtype=np.int64)
+        tokens = np.full((n, BLOCK_SIZE), -1, dtype=np.int32)
+        counts = np.zeros(2, dtype=np.int64)
+        per_ns = self.timer_info()["ticks_per_ns"]
+        self._check(self._off_fn("serve")(self._off_handle, n, arrivals_ns.ctypes.data_as(_I64),
+                                          seeds.ctypes.data_as(_U32), n_lanes, th, per_ns,
+                                          latency.ctypes.data_as(_I64), native.int_ptr(tokens),
+                                          counts.ctypes.data_as(_I64)), "serve")
+        names = [first_name(row) for row in tokens]
+        wall = float(np.max(arrivals_ns + latency) - arrivals_ns[0]) / 1e9
+        return ServeResult(np.asarray(arrivals_s, dtype=np.float64), latency, names, wall,
+                           int(counts[0]), int(counts[1]))
 
     def close(self) -> None:
         for lib, _, handle in getattr(self, "_runs", {}).values():

@@ -100,7 +100,7 @@ class NumpySimpleBackend(Backend):
 class NumpyBackend(NumpySimpleBackend):
     name = "numpy"
     description = "NumPy float32, fused: fewest calls per token, preallocated buffers"
-    scenarios = ("single-stream", "offline")
+    scenarios = ("single-stream", "offline", "server")
 
     def __init__(self, params, temperature=0.5):
         super().__init__(params, temperature)

@@ -292,4 +292,230 @@ MG_EXPORT int MG_FN(logits_offline)(void *handle, int32_t n_streams, const int32
     return 0;
 }
 
+
+/* ------------------------------------------------------------------- server */
+
+/* Continuous batching under a fixed arrival schedule (the server scenario; see server.py).
+ *
+ * The queue is SHARED: one atomic head index over the arrival-ordered requests, taken by
+ * compare-and-swap at each worker's step boundary. That keeps the queue FIFO across
+ * threads and no worker idles while another has a backlog; a fixed split (request i to
+ * worker i % T) would let one worker's queue grow behind a run of long names while the
+ * other sits idle, which is exactly what a p99 bound punishes. The CAS costs ~20 ns per
+ * request against ~ms of work per name.
+ *
+ * Each worker owns n_lanes lanes in blocks of VW (the SoA width). At each step boundary
+ * it fills its free lanes with requests whose scheduled arrival has passed, then
+ * advances every live lane one token. A request joining a block with at least the batch
+ * policy's crossover (batch_min) of live lanes runs in the block's SoA kernel; one joining
+ * a sparser block runs its whole name on the single-stream kernel in its own cache (a
+ * name never changes kernel half way: the two keep their KV state differently). The
+ * tokens are the same either way. A name that ends (BOS, or 16 tokens) frees its lane at
+ * once; its latency is its completion time minus its *scheduled* arrival, never its
+ * pickup. A worker with no live lane spins (pause) until the next scheduled arrival: the
+ * wait is bounded by the schedule, and the call ends when every request is done. */
+
+MG_INLINE void mg_cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
+#if MG_KERNEL_SOA
+#define MG_SERVE_BLOCK VW
+#define MG_SERVE_DEFAULT_MIN MG_SOA_MIN_LANES
+#else
+#define MG_SERVE_BLOCK 1
+#define MG_SERVE_DEFAULT_MIN 1
+#endif
+
+typedef struct {
+    const int64_t *arrival; /* scheduled arrivals in ticks (absolute) */
+    const uint32_t *seeds;
+    int32_t n;
+    int32_t *head;          /* the shared queue's head: next request to hand out */
+} serve_queue;
+
+typedef struct {
+    int req;                /* request in this lane, -1: free */
+    int single;             /* runs on the single-stream kernel */
+    int32_t tok, pos, len;
+    uint32_t rng;
+} serve_lane;
+
+typedef struct {
+    const model_t *m;
+    serve_queue *q;
+    int n_lanes;
+    double per_ns;
+    int64_t *latency_ns;
+    int32_t *tokens;        /* [n][MG_CTX] */
+    int64_t steps, lane_steps;
+    int err;
+} serve_job;
+
+/* the next request whose arrival has passed, or -1 (none yet, or none left) */
+static int serve_take(serve_queue *q, int64_t now)
+{
+    int32_t h = __atomic_load_n(q->head, __ATOMIC_ACQUIRE);
+    while (h < q->n && q->arrival[h] <= now)
+        if (__atomic_compare_exchange_n(q->head, &h, h + 1, 0, __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE)) return h;
+    return -1;
+}
+
+/* record lane l's new token; frees the lane when its name is done */
+static void serve_emit(serve_job *jb, serve_lane *ln, int nt, int *live)
+{
+    jb->tokens[(int64_t)ln->req * MG_CTX + ln->len] = nt;
+    ln->len++;
+    ln->pos++;
+    ln->tok = nt;
+    if (nt == MG_BOS || ln->len == MG_CTX) {
+        const int64_t late = (int64_t)mg_ticks() - jb->q->arrival[ln->req];
+        jb->latency_ns[ln->req] = (int64_t)((double)late / jb->per_ns);
+        ln->req = -1;
+        (*live)--;
+    }
+}
+
+#if MG_KERNEL_SOA
+/* one SoA step of the block's batched lanes (the others ride along as BOS at pos 0) */
+static void serve_soa_step(serve_job *jb, soa_t *st, serve_lane *ln, int64_t step, int *live)
+{
+    const model_t *m = jb->m;
+    int32_t tk[VW], ps[VW], rg[VW], out[VW];
+    int maxpos = 0;
+    for (int l = 0; l < VW; l++) {
+        const int on = ln[l].req >= 0 && !ln[l].single;
+        if (on) ln[l].rng = mg_xorshift32(ln[l].rng);
+        tk[l] = on ? ln[l].tok : MG_BOS;
+        ps[l] = on ? ln[l].pos : 0;
+        rg[l] = on ? (int32_t)ln[l].rng : 1;
+        maxpos = ps[l] > maxpos ? ps[l] : maxpos;
+    }
+    VF z[MG_VOCAB];
+    forwardV(m, st, vi_load(tk), vi_load(ps), maxpos, (int)(step & 15), z, m->cz);
+    vi_store(out, mg_nextV(z, mg_r24V(vi_load(rg)), m->greedy));
+    for (int l = 0; l < VW; l++)
+        if (ln[l].req >= 0 && !ln[l].single) serve_emit(jb, &ln[l], out[l], live);
+}
+#endif
+
+/* fill the free lanes; returns how many requests joined */
+static int serve_fill(serve_job *jb, serve_lane *ln, cache_t *caches, int *live)
+{
+    const int batch_min = jb->m->batch_min > 0 ? jb->m->batch_min : MG_SERVE_DEFAULT_MIN;
+    int joined = 0;
+    for (int b = 0; b < jb->n_lanes; b += MG_SERVE_BLOCK) {
+        int in_block = 0, fresh[MG_SERVE_BLOCK], nf = 0;
+        for (int l = b; l < b + MG_SERVE_BLOCK; l++) {
+            if (ln[l].req < 0) {
+                int r = serve_take(jb->q, (int64_t)mg_ticks());
+                if (r < 0) continue;
+                ln[l] = (serve_lane){r, 0, MG_BOS, 0, 0, jb->q->seeds[r]};
+                memset(&caches[l], 0, sizeof(cache_t));
+                fresh[nf++] = l;
+            }
+            in_block++;
+        }
+        for (int i = 0; i < nf; i++) ln[fresh[i]].single = MG_SERVE_BLOCK == 1 || in_block < batch_min;
+        joined += nf;
+    }
+    *live += joined;
+    return joined;
+}
+
+static void *serve_worker(void *arg)
+{
+    serve_job *jb = arg;
+    const model_t *m = jb->m;
+    const int mode = m->greedy ? MG_GREEDY : 0;
+    serve_lane *ln = mg_alloc(sizeof(serve_lane) * (size_t)jb->n_lanes);
+    cache_t *caches = mg_alloc(sizeof(cache_t) * (size_t)jb->n_lanes);
+#if MG_KERNEL_SOA
+    soa_t *st = mg_alloc(sizeof(soa_t) * (size_t)(jb->n_lanes / VW));
+    if (st) memset(st, 0, sizeof(soa_t) * (size_t)(jb->n_lanes / VW));
+#else
+    void *st = ln; /* no SoA state */
+#endif
+    if (!ln || !caches || !st) {
+        jb->err = MG_ERR_NOMEM;
+#if MG_KERNEL_SOA
+        free(st);
+#endif
+        free(ln), free(caches);
+        return NULL;
+    }
+    for (int l = 0; l < jb->n_lanes; l++) ln[l].req = -1;
+    int live = 0;
+    for (int64_t step = 0;; step++) {
+        serve_fill(jb, ln, caches, &live);
+        if (live == 0) {
+            int32_t h = __atomic_load_n(jb->q->head, __ATOMIC_ACQUIRE);
+            if (h >= jb->q->n) break; /* nothing left to take: this worker is done */
+            while ((int64_t)mg_ticks() < jb->q->arrival[h] && __atomic_load_n(jb->q->head, __ATOMIC_ACQUIRE) == h)
+                mg_cpu_relax(); /* until the next arrival, or another worker took it */
+            step--;
+            continue;
+        }
+        jb->steps++;
+        jb->lane_steps += live;
+#if MG_KERNEL_SOA
+        for (int b = 0; b < jb->n_lanes; b += VW) {
+            int batched = 0;
+            for (int l = b; l < b + VW; l++) batched += ln[l].req >= 0 && !ln[l].single;
+            if (batched) serve_soa_step(jb, (soa_t *)st + b / VW, ln + b, step, &live);
+        }
+#endif
+        for (int l = 0; l < jb->n_lanes; l++) {
+            if (ln[l].req < 0 || !ln[l].single) continue;
+            ln[l].rng = mg_xorshift32(ln[l].rng);
+            int nt = step1(m, &caches[l], ln[l].tok, ln[l].pos, ln[l].len, mode, mg_r24(ln[l].rng), 0.0);
+            serve_emit(jb, &ln[l], nt, &live);
+        }
+    }
+    free(ln), free(caches);
+#if MG_KERNEL_SOA
+    free(st);
+#endif
+    return NULL;
+}
+
+MG_EXPORT int MG_FN(serve)(void *handle, int32_t n, const int64_t *arrival_ns, const uint32_t *seeds,
+                           int32_t n_lanes, int32_t n_threads, double ticks_per_ns, int64_t *latency_ns,
+                           int32_t *tokens, int64_t *counts)
+{
+    const model_t *m = handle;
+    if (!m || !arrival_ns || !seeds || !latency_ns || !tokens || !counts) return MG_ERR_NULL;
+    if (n < 1 || n_threads < 1 || n_threads > 64 || n_lanes < 1 || n_lanes % MG_SERVE_BLOCK || n_lanes > 4096 ||
+        !(ticks_per_ns > 0.0))
+        return MG_ERR_ARG;
+    for (int32_t i = 0; i < n; i++) {
+        if (seeds[i] == 0) return MG_ERR_SEED;
+        if (arrival_ns[i] < 0 || (i && arrival_ns[i] < arrival_ns[i - 1])) return MG_ERR_ARG;
+    }
+    int64_t *arrival = mg_alloc(sizeof(int64_t) * (size_t)n);
+    if (!arrival) return MG_ERR_NOMEM;
+    int32_t head = 0;
+    serve_queue q = {arrival, seeds, n, &head};
+    serve_job jobs[64];
+    /* time 0 of the schedule: the first request arrives now */
+    const int64_t t0 = (int64_t)mg_ticks() - (int64_t)((double)arrival_ns[0] * ticks_per_ns);
+    for (int32_t i = 0; i < n; i++) arrival[i] = t0 + (int64_t)((double)arrival_ns[i] * ticks_per_ns);
+    for (int t = 0; t < n_threads; t++)
+        jobs[t] = (serve_job){m, &q, n_lanes, ticks_per_ns, latency_ns, tokens, 0, 0, 0};
+    int err = mg_run_threads(serve_worker, jobs, sizeof(serve_job), n_threads);
+    counts[0] = counts[1] = 0;
+    for (int t = 0; t < n_threads && !err; t++) {
+        err = jobs[t].err;
+        counts[0] += jobs[t].steps;
+        counts[1] += jobs[t].lane_steps;
+    }
+    free(arrival);
+    return err;
+}
+
 #endif /* MG_DRIVER_H */
