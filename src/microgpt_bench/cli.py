@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from . import backends as registry
-from .model import N_PARAMS, names_from_tokens
+from . import scenarios
+from .model import N_PARAMS
 from .table import format_accuracy
 
 EXIT_USAGE = 2
@@ -49,6 +50,20 @@ def int_list(text: str) -> list[int]:
     return values
 
 
+def cpu_list(text: str) -> list[int]:
+    """'0,2-3' -> [0, 2, 3]: CPU numbers as taskset takes them."""
+    cpus = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            lo, _, hi = part.partition("-")
+            cpus.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a CPU list like 0,2-3") from None
+    if not cpus or min(cpus) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a CPU list like 0,2-3")
+    return sorted(set(cpus))
+
+
 def seed_int(text: str) -> int:
     try:
         value = int(text, 0)
@@ -79,10 +94,16 @@ def build_parser() -> argparse.ArgumentParser:
                      help="comma-separated backend names, or 'all'")
     run.add_argument("--seconds", type=positive_float, default=1.0, help="length of one timed repeat")
     run.add_argument("--repeats", type=positive_int, default=5)
-    run.add_argument("--scenario", choices=["single-stream", "offline", "both"], default="single-stream")
+    run.add_argument("--scenario", choices=[*scenarios.known(), scenarios.BOTH], default=scenarios.DEFAULT)
     run.add_argument("--streams", type=positive_int, default=256, help="offline: independent streams")
     run.add_argument("--threads", type=positive_int, default=None, help="offline: threads (default: all cores)")
     run.add_argument("--timeout", type=positive_float, default=300.0, help="per-row limit in seconds")
+    run.add_argument("--cpu", type=cpu_list, default=None, metavar="LIST",
+                     help="pin every worker process to these CPUs (e.g. 1 or 0,2-3)")
+    run.add_argument("--no-latency", dest="latency", action="store_false",
+                     help="skip the timestamped latency pass of single-stream rows")
+    run.add_argument("--fpga-mhz", type=positive_float, default=None,
+                     help="FPGA clock for the latency comparison (default: TALOS-V2's 56.25 MHz)")
     run.add_argument("--json", help="results file (default: results/<date>-<machine>.json)")
     run.add_argument("--label", help="machine label in reports (default: host name)")
     run.add_argument("--quiet", action="store_true")
@@ -144,24 +165,26 @@ def cmd_run(args) -> int:
     from .harness import RunConfig, run_benchmark
     from .machine import machine_info
     from .results import write_json
+    from .latency_report import format_latency
     from .table import format_table
 
     names = registry.parse_backend_list(args.backends)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     say("measuring the machine (clock estimate) ...")
     machine = machine_info(args.label)
-    scenarios = ["single-stream", "offline"] if args.scenario == "both" else [args.scenario]
+    wanted = scenarios.expand(args.scenario)
     threads = args.threads or machine["cores"] or 1
     results = None
-    for scenario in scenarios:
-        # with both scenarios, each backend runs in the ones it has; with one, a backend
+    for scenario in wanted:
+        # with several scenarios, each backend runs in the ones it has; with one, a backend
         # lacking it gets an "unavailable" row saying so
-        chosen = [n for n in names if scenario in registry.backend_class(n).scenarios] if (
-            args.scenario == "both") else names
+        chosen = [n for n in names if scenarios.get(scenario).unavailable_reason(registry.backend_class(n)) is None
+                  ] if len(wanted) > 1 else names
+        extra = {"fpga_mhz": args.fpga_mhz} if args.fpga_mhz else {}
         cfg = RunConfig(backends=chosen, weights=args.weights, order=args.order, temperature=args.temperature,
                         seed=args.seed, seconds=args.seconds, repeats=args.repeats, scenario=scenario,
                         streams=args.streams, threads=threads, timeout=args.timeout, label=args.label,
-                        accuracy=args.accuracy)
+                        accuracy=args.accuracy, latency=args.latency, cpus=args.cpu, extra=extra)
         part = run_benchmark(cfg, machine, progress=say)
         if results is None:
             results = part
@@ -170,6 +193,9 @@ def cmd_run(args) -> int:
     out = Path(args.json) if args.json else default_results_path(machine)
     write_json(results, out)
     print(format_table(results))
+    latency = format_latency(results)
+    if latency:
+        print("\n" + latency)
     if args.accuracy:
         print("\n" + format_accuracy(results))
     print(f"\nresults: {out}")
@@ -192,8 +218,8 @@ def cmd_sweep(args) -> int:
     from .results import new_results, write_json
 
     cls = registry.backend_class(args.backend)
-    if "offline" not in cls.scenarios:
-        raise CliError(f"backend {args.backend} has no offline scenario to sweep")
+    if scenarios.get(scenarios.SWEEP).unavailable_reason(cls):
+        raise CliError(f"backend {args.backend} has no {scenarios.SWEEP} scenario to sweep")
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     machine = machine_info(args.label)
     threads = args.threads or sorted({1, machine["cores"] or 1})
@@ -204,7 +230,7 @@ def cmd_sweep(args) -> int:
         for n in args.streams:
             cfg = RunConfig(backends=[args.backend], weights=args.weights, order=args.order,
                             temperature=args.temperature, seed=args.seed, seconds=args.seconds,
-                            repeats=args.repeats, scenario="offline", streams=n, threads=t, timeout=args.timeout)
+                            repeats=args.repeats, scenario=scenarios.SWEEP, streams=n, threads=t, timeout=args.timeout)
             row = run_benchmark(cfg, machine)["rows"][0]
             tok_s = (row.get("tok_s") or {}).get("median")
             points.append({"streams": n, "threads": t, "status": row["status"], "tok_s": tok_s,
@@ -224,7 +250,7 @@ def cmd_sweep(args) -> int:
 
 
 def format_sweep(backend: str, points: list[dict]) -> str:
-    lines = [f"{backend} offline sweep", f"{'threads':>7} {'streams':>7} {'tok/s':>14} {'cycles/tok/core':>16}"]
+    lines = [f"{backend} {scenarios.SWEEP} sweep", f"{'threads':>7} {'streams':>7} {'tok/s':>14} {'cycles/tok/core':>16}"]
     for p in points:
         if p["tok_s"]:
             cyc = p.get("cycles_per_token_per_core")
@@ -256,11 +282,7 @@ def cmd_names(args) -> int:
     if args.sampler not in cls.samplers:
         raise CliError(f"backend {args.backend} supports samplers {', '.join(cls.samplers)}, not {args.sampler}")
     backend = cls(load_weights(args.weights, args.order), args.temperature)
-    found, n_tokens = [], 16 * args.count
-    while len(found) < args.count:
-        found = names_from_tokens(backend.generate(n_tokens, args.seed, args.sampler))
-        n_tokens *= 2
-    for i, name in enumerate(found[: args.count], 1):
+    for i, name in enumerate(backend.names(args.count, args.seed, args.sampler), 1):
         print(f"sample {i:2d}: {name}")
     return 0
 

@@ -25,7 +25,7 @@ import statistics
 import sys
 from pathlib import Path
 
-from . import __version__
+from . import __version__, scenarios
 from .power import DEFAULT_W_PER_CORE, resolve_power
 from .results import FPGA_TOK_S, load_results
 from .table import modelled_fpga_row, scenario_tag
@@ -117,7 +117,7 @@ def _entry(row: dict, mlabel: str, machine: dict, source: str, doc_index, watts)
     power = resolve_power(row, machine, watts) if source == "measured" else dict(row.get("power") or {})
     per_watt = tok / power["watts"] if tok and (power.get("watts") or 0) > 0 else None
     return {"label": f"{mlabel} · {backend} [{tag}]", "machine": mlabel, "backend": backend,
-            "scenario": row.get("scenario") or "single-stream", "tag": tag, "status": row.get("status", "failed"),
+            "scenario": scenarios.for_row(row).name, "tag": tag, "status": row.get("status", "failed"),
             "source": source, "tok_s": tok, "power": power, "per_watt": per_watt, "row": row, "doc": doc_index}
 
 
@@ -502,8 +502,7 @@ def build_document(docs: list[dict], entries: list[dict], paths: list[str], publ
             table.append(refs.pop(0)[1])
         row = e["row"]
         tok = row.get("tok_s") if isinstance(row.get("tok_s"), dict) else {}
-        offline = e["scenario"] == "offline"
-        cyc = row.get("cycles_per_token_per_core") if offline else row.get("cycles_per_token")
+        cyc = scenarios.for_row(row).cycles_per_token(row)
         w, basis = _power_text(e["power"])
         flag = " !" if row.get("unstable") else ""
         table.append([e["label"], str(rank), e["source"], _fmt(e["tok_s"]) + flag,

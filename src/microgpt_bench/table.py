@@ -1,19 +1,18 @@
 """The text table of a run, in the original write-up's shape plus cycles/token."""
 from __future__ import annotations
 
+from . import scenarios
 from .results import FPGA_TOK_S
 
 
 def scenario_tag(row: dict) -> str:
-    """'single-stream', or 'offline NxTt' (streams x threads)."""
-    if row.get("scenario") == "offline":
-        return f"offline {row.get('streams', '?')}x{row.get('threads', 1)}t"
-    return row.get("scenario") or "single-stream"
+    """The row's scenario as its label shows it: 'single-stream', 'offline NxTt', ..."""
+    return scenarios.for_row(row).tag(row)
 
 
 def row_label(row: dict, with_machine: bool = False) -> str:
     label = row["backend"]
-    if row.get("scenario") == "offline":
+    if not scenarios.for_row(row).is_default:
         label += f" [{scenario_tag(row)}]"
     if with_machine and row.get("machine"):
         label = f"{row['machine']} · {label}"
@@ -51,7 +50,7 @@ def format_table(results: dict, with_machine: bool = False) -> str:
             lines.append(f"{r['backend']:<{width}}  {med:>13,.0f}  {'':>7}  {1e9 / med:>9,.0f}  {'':>10}  "
                          f"{med / FPGA_TOK_S:>8.2f}x")
             continue
-        cyc = r.get("cycles_per_token_per_core") if r.get("scenario") == "offline" else r.get("cycles_per_token")
+        cyc = scenarios.for_row(r).cycles_per_token(r)
         cyc_text = f"{cyc:,.0f}" if cyc else "?"
         flag = " !" if r.get("unstable") else ""
         lines.append(f"{row_label(r, with_machine):<{width}}  {med:>13,.0f}  {r['tok_s']['spread']:>6.1%}  "
@@ -64,8 +63,9 @@ def format_table(results: dict, with_machine: bool = False) -> str:
         notes.append(f"TALOS-V2 modelled: {modelled['how']}")
     if any(r.get("unstable") for r in ok):
         notes.append("! unstable: repeats spread more than 10% (a busy machine?); rerun for firmer figures")
-    if any(r.get("scenario") == "offline" for r in ok):
-        notes.append("offline rows: total tok/s over all streams; cycles/tok is per core (clock x threads / tok/s)")
+    for scenario in dict.fromkeys(scenarios.for_row(r) for r in ok):
+        if scenario.table_note():
+            notes.append(scenario.table_note())
     clock = (results.get("machine", {}).get("clock") or {})
     if clock.get("ghz"):
         notes.append(f"cycles/tok from a {clock['ghz']:.2f} GHz clock estimate ({clock.get('method', '')})")

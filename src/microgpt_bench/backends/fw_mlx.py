@@ -138,6 +138,7 @@ class MlxCpuBackend(FrameworkBackend):
 
 class MlxGpuBackend(MlxCpuBackend):
     name = "mlx-gpu"
+    runs_on = "metal"
     description = "MLX on its GPU device (Metal on Apple silicon, or MLX's CUDA build): the same compiled step"
     device_kind = "gpu"
 

@@ -167,6 +167,7 @@ class TorchCompileBackend(TorchEagerBackend):
 
 class TorchCudaBackend(TorchEagerBackend):
     name = "torch-cuda"
+    runs_on = "cuda"
     description = "PyTorch eager on a CUDA device: the same batched step, one sync per run"
     device_name = "cuda"
 

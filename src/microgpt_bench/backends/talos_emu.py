@@ -137,6 +137,7 @@ def _check_probe(tokens) -> list[int]:
 class _TalosBackend(Backend):
     precision = "talos"
     samplers = (SAMPLER,)
+    timed_sampler = SAMPLER
     scenarios = ("single-stream",)
     implementation = "?"
 
