@@ -34,6 +34,8 @@ class Backend:
     precomputes: ClassVar[bool] = False
     # max abs logit error allowed by the gate; None: by precision (worker.GATE_TOLERANCE)
     gate_tolerance: ClassVar[float | None] = None
+    # where the rows run: "cpu", "cuda", "metal"; decides which power meter measures them
+    device: ClassVar[str] = "cpu"
 
     def __init__(self, params: Params, temperature: float = 0.5):
         if not temperature > 0:

@@ -262,6 +262,7 @@ class _CudaBackend(Backend):
     precision = "fp32"
     samplers = ("xorshift32",)
     variant: ClassVar[int] = VARIANT_PERSISTENT
+    device = "cuda"
 
     @classmethod
     def availability(cls) -> str | None:

@@ -169,6 +169,7 @@ class TorchCudaBackend(TorchEagerBackend):
     name = "torch-cuda"
     description = "PyTorch eager on a CUDA device: the same batched step, one sync per run"
     device_name = "cuda"
+    device = "cuda"
 
     @classmethod
     def _device_reason(cls, torch) -> None:
