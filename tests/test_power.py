@@ -1,15 +1,19 @@
-"""Power per row: RAPL on a fake sysfs tree, NVIDIA sampling with a fake nvidia-smi, defaults, --watts."""
+"""Power per row: RAPL on a fake sysfs tree, NVIDIA sampling with a fake nvidia-smi, defaults, --watts.
+
+Meters take their clock and sleep as arguments: nothing here sleeps or reads the real clock.
+"""
 import os
 import platform
 import stat
-import time
+import threading
 
 import pytest
 
-from microgpt_bench import power
-from microgpt_bench.power import (NvidiaMeter, PowerError, PowerMeter, RaplMeter, default_power, meter_for,
-                                  parse_watts, parse_watts_list, rapl_unreadable_reason, rapl_zones,
+from microgpt_bench import power, power_meters
+from microgpt_bench.power import (PowerError, default_power, meter_for, parse_watts, parse_watts_list,
                                   resolve_power)
+from microgpt_bench.power_meters import (NvidiaMeter, PowerMeter, RaplMeter, rapl_unreadable_reason,
+                                         rapl_zones)
 
 
 class FakeClock:
@@ -28,11 +32,13 @@ class FakeClock:
 
 
 @pytest.fixture
-def clock(monkeypatch):
-    fake = FakeClock()
-    monkeypatch.setattr(power.time, "perf_counter", fake.perf_counter)
-    monkeypatch.setattr(power.time, "sleep", fake.sleep)
-    return fake
+def clock():
+    return FakeClock()
+
+
+def rapl(root, clock, idle_seconds=0.0, machine=None, backend="numpy"):
+    fallback = (lambda why: default_power(backend, 1, machine)) if machine else None
+    return RaplMeter(root, idle_seconds, fallback=fallback, clock=clock.perf_counter, sleep=clock.sleep)
 
 
 def make_zone(root, name, energy_uj, max_uj=262143328850):
@@ -59,7 +65,7 @@ def test_rapl_zones_are_packages_not_subzones(tmp_path):
 
 def test_rapl_watts_over_the_window(tmp_path, clock):
     zone = make_zone(tmp_path, "intel-rapl:0", 5_000_000)
-    meter = RaplMeter("numpy", root=tmp_path, idle_seconds=0)
+    meter = rapl(tmp_path, clock)
     meter.start()
     clock.now += 2.0
     set_energy(zone, 5_000_000 + 30_000_000)  # 30 J in 2 s
@@ -73,7 +79,7 @@ def test_rapl_watts_over_the_window(tmp_path, clock):
 def test_rapl_wraparound(tmp_path, clock):
     max_uj = 1_000_000_000
     zone = make_zone(tmp_path, "intel-rapl:0", max_uj - 4_000_000, max_uj)
-    meter = RaplMeter("numpy", root=tmp_path, idle_seconds=0)
+    meter = rapl(tmp_path, clock)
     meter.start()
     clock.now += 1.0
     set_energy(zone, 5_999_999)  # wrapped: 4 J up to the top, then 6 J (the counter runs 0..max)
@@ -90,7 +96,7 @@ def test_rapl_sums_packages_and_subtracts_the_idle_baseline(tmp_path, clock):
             set_energy(z, energy[i])
 
     clock.on_sleep = idle_burn
-    meter = RaplMeter("c-fp32", root=tmp_path, idle_seconds=0.5)
+    meter = rapl(tmp_path, clock, idle_seconds=0.5)
     meter.start()
     clock.on_sleep = None
     clock.now += 4.0
@@ -106,8 +112,7 @@ def test_rapl_sums_packages_and_subtracts_the_idle_baseline(tmp_path, clock):
 
 def test_rapl_meter_that_breaks_gives_the_default(tmp_path, clock):
     zone = make_zone(tmp_path, "intel-rapl:0", 10)
-    meter = RaplMeter("numpy", root=tmp_path, idle_seconds=0,
-                      machine={"cpu": "AMD EPYC 9654", "arch": "x86_64", "os": "Linux 6.1"})
+    meter = rapl(tmp_path, clock, machine={"cpu": "AMD EPYC 9654", "arch": "x86_64", "os": "Linux 6.1"})
     meter.start()
     (zone / "energy_uj").unlink()
     got = meter.stop()
@@ -161,10 +166,11 @@ def test_this_vm_row_gets_the_default_unless_rapl_is_readable():
 
 
 FAKE_SMI = """#!/bin/sh
-# fake nvidia-smi: power.draw in watts; with -lms, a line every interval until killed
+# fake nvidia-smi: power.draw in watts; with -lms, three samples, then quiet until killed
 for a in "$@"; do [ "$a" = "-lms" ] && loop=1; done
 if [ -n "$loop" ]; then
-  while true; do echo "42.50"; sleep 0.05; done
+  echo "40.00"; echo "42.50"; echo "45.00"
+  exec sleep 300
 fi
 echo "17.25"
 """
@@ -179,7 +185,7 @@ def fake_smi(tmp_path, monkeypatch):
     smi.write_text(FAKE_SMI)
     smi.chmod(smi.stat().st_mode | stat.S_IEXEC)
     monkeypatch.setenv("PATH", f"{smi.parent}{os.pathsep}{os.environ['PATH']}")
-    monkeypatch.setattr(power, "_has_pynvml", lambda: False)
+    monkeypatch.setattr(power, "have_pynvml", lambda: False)
     import builtins
     real_import = builtins.__import__
 
@@ -191,24 +197,43 @@ def fake_smi(tmp_path, monkeypatch):
     return smi
 
 
-def test_nvidia_meter_samples_in_the_background(fake_smi, monkeypatch):
+def test_nvidia_meter_is_chosen_by_the_declared_device(fake_smi, monkeypatch):
     monkeypatch.setattr(power.platform, "system", lambda: "Linux")
-    meter = meter_for("cuda-persistent")
-    assert isinstance(meter, NvidiaMeter)
+    assert isinstance(meter_for("cuda-persistent"), NvidiaMeter)
+    assert isinstance(meter_for("torch-cuda"), NvidiaMeter)
+    assert not isinstance(meter_for("mlx-gpu"), NvidiaMeter)  # Metal, whatever the name says
+    monkeypatch.setattr(power, "backend_device", lambda name: "cuda")
+    assert isinstance(meter_for("my-accelerator"), NvidiaMeter)  # no "cuda"/"gpu" in the name
+
+
+def wait_until(condition, limit_s=60.0):
+    """Yield until another thread makes condition() true: a liveness limit, not a timing to assert."""
+    give_up = threading.Event()
+    timer = threading.Timer(limit_s, give_up.set)
+    timer.start()
+    try:
+        while not condition():
+            assert not give_up.wait(0.005), "gave up waiting"
+    finally:
+        timer.cancel()
+
+
+def test_nvidia_meter_samples_in_the_background(fake_smi, clock):
+    meter = NvidiaMeter(0, clock=clock.perf_counter)
     meter.start()
-    time.sleep(0.6)
+    wait_until(lambda: len(meter.samples) >= 3)
+    clock.now += 2.0
     got = meter.stop()
-    assert got["measured"] is True
-    assert got["watts"] == pytest.approx(42.5)
-    assert got["samples"] >= 2
+    assert got["measured"] is True and got["samples"] == 3
+    assert got["watts"] == pytest.approx(42.5) and got["max_w"] == 45.0 and got["seconds"] == 2.0
     assert got["idle_baseline_w"] == pytest.approx(17.25)
     assert "whole GPU board" in got["scope"] and "nvidia-smi" in got["method"]
-    assert meter._proc.poll() is not None  # the sampler was stopped
+    assert meter.proc.poll() is not None  # the sampler was stopped
 
 
 def test_gpu_row_without_a_meter_or_limit_has_no_figure(monkeypatch):
     monkeypatch.setattr(power.shutil, "which", lambda name: None)
-    monkeypatch.setattr(power, "_has_pynvml", lambda: False)
+    monkeypatch.setattr(power, "have_pynvml", lambda: False)
     monkeypatch.setattr(power.platform, "system", lambda: "Linux")
     meter = meter_for("cuda-naive", machine={"cpu": "x", "arch": "x86_64", "os": "Linux", "gpus": []})
     meter.start()

@@ -220,7 +220,7 @@ def test_missing_optional_fields_are_tolerated(tmp_path):
 def test_without_matplotlib_the_pages_are_still_written(tmp_path, files, monkeypatch):
     def missing():
         raise ImportError("No module named 'matplotlib'")
-    monkeypatch.setattr(report, "_figure_tools", missing)
+    monkeypatch.setattr(report, "figure_tools", missing)
     warnings = []
     written = report.write_report(files, tmp_path, warn=warnings.append)
     assert set(written) == {"report.md", "report.html"}

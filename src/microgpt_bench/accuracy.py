@@ -25,6 +25,13 @@ STEPS = 2000
 Q_FLOOR = 2.0 ** -24
 
 
+def describe() -> str:
+    """What the accuracy figures are, in the words the report prints."""
+    return (f"Over a fixed {STEPS:,}-step float64 reference generation: the KL divergence from the model's "
+            "softmax(logits/T) to the distribution each backend's sampler draws from, and the share of steps "
+            "where the same uniform draw picks a different token.")
+
+
 def reference_contexts(params: Params, temperature: float, steps: int = STEPS, seed: int = 42):
     """(sequences, reference logits per sequence): the reference generation split into names."""
     w = params.as_lists()

@@ -1,8 +1,18 @@
-"""The text table of a run, in the original write-up's shape plus cycles/token."""
+"""Tables of a run. One throughput table serves the terminal (format_table) and the report
+(report.py renders the same rows as Markdown and HTML): build lines with measured_line /
+reference_line, turn them into cells with throughput_rows, notes with throughput_notes.
+"""
 from __future__ import annotations
 
 from . import scenarios
-from .results import FPGA_TOK_S
+from .results import FPGA_TOK_S, UNSTABLE_SPREAD
+
+COLUMNS = ("row", "#", "source", "tok/s", "spread", "ns/token", "cycles/token", "vs FPGA",
+           "watts", "power", "tok/s per W")
+TERMINAL_COLUMNS = ("row", "tok/s", "spread", "ns/token", "cycles/token", "vs FPGA")
+NUMERIC_COLUMNS = frozenset({"#", "tok/s", "spread", "ns/token", "cycles/token", "vs FPGA", "watts",
+                             "tok/s per W"})
+TERMINAL_TITLES = {"row": "implementation"}
 
 
 def scenario_tag(row: dict) -> str:
@@ -33,44 +43,110 @@ def modelled_fpga_row(results: dict) -> dict | None:
     return None
 
 
-def format_table(results: dict, with_machine: bool = False) -> str:
-    ok = [r for r in results["rows"] if r.get("status") == "ok"]
-    bad = [r for r in results["rows"] if r.get("status") != "ok"]
-    fpga = [{"backend": "TALOS-V2 (FPGA, 56 MHz)", "fpga": True, "tok_s": {"median": FPGA_TOK_S}}]
+# ------------------------------------------------------------------ lines and cells
+
+
+def measured_line(label: str, row: dict, tok_s: float, source: str = "measured", power: dict | None = None,
+                  per_watt: float | None = None) -> dict:
+    """A table line for a timed row (tok_s: its median)."""
+    scenario = scenarios.for_row(row)
+    tok = row.get("tok_s") if isinstance(row.get("tok_s"), dict) else {}
+    return {"label": label, "tok_s": tok_s, "source": source, "spread": tok.get("spread"),
+            "note": scenario.table_note(), "cycles": scenario.cycles_per_token(row),
+            "unstable": bool(row.get("unstable")), "power": power or {}, "per_watt": per_watt, "reference": False}
+
+
+def reference_line(label: str, tok_s: float, source: str, power: dict | None = None, how: str = "") -> dict:
+    """A line that is not a row of this run: the published FPGA figure, or its cycle model."""
+    watts = (power or {}).get("watts")
+    return {"label": label, "tok_s": tok_s, "source": source, "spread": None, "note": None, "cycles": None,
+            "unstable": False, "power": power or {}, "per_watt": tok_s / watts if _positive(watts) else None,
+            "reference": True, "how": how}
+
+
+def fpga_lines(results: dict, prefix: str = "", published_label: str | None = None,
+               published_power: dict | None = None) -> list[dict]:
+    """The published TALOS-V2 line (when published_label is given) and the modelled one (if talos-emu ran)."""
+    lines = [reference_line(published_label, FPGA_TOK_S, "published", published_power)] if published_label else []
     modelled = modelled_fpga_row(results)
     if modelled:
-        fpga.append(modelled)
-    ordered = sorted(ok + fpga, key=lambda r: -r["tok_s"]["median"])
-    width = max([len(row_label(r, with_machine)) for r in ordered + bad] + [24])
-    head = f"{'implementation':<{width}}  {'tok/s':>13}  {'spread':>7}  {'ns/tok':>9}  {'cycles/tok':>10}  {'vs FPGA':>9}"
-    lines = [head, "-" * len(head)]
-    for r in ordered:
-        med = r["tok_s"]["median"]
-        if r.get("fpga"):
-            lines.append(f"{r['backend']:<{width}}  {med:>13,.0f}  {'':>7}  {1e9 / med:>9,.0f}  {'':>10}  "
-                         f"{med / FPGA_TOK_S:>8.2f}x")
-            continue
-        cyc = scenarios.for_row(r).cycles_per_token(r)
-        cyc_text = f"{cyc:,.0f}" if cyc else "?"
-        flag = " !" if r.get("unstable") else ""
-        lines.append(f"{row_label(r, with_machine):<{width}}  {med:>13,.0f}  {r['tok_s']['spread']:>6.1%}  "
-                     f"{r['ns_per_token']:>9,.1f}  {cyc_text:>10}  {med / FPGA_TOK_S:>8.2f}x{flag}")
-    for r in bad:
-        lines.append(f"{row_label(r, with_machine):<{width}}  {r.get('status', 'failed').upper():>13}  "
-                     f"{r.get('reason', '')}")
-    notes = []
-    if modelled:
-        notes.append(f"TALOS-V2 modelled: {modelled['how']}")
-    if any(r.get("unstable") for r in ok):
-        notes.append("! unstable: repeats spread more than 10% (a busy machine?); rerun for firmer figures")
-    for scenario in dict.fromkeys(scenarios.for_row(r) for r in ok):
-        if scenario.table_note():
-            notes.append(scenario.table_note())
-    clock = (results.get("machine", {}).get("clock") or {})
-    if clock.get("ghz"):
-        notes.append(f"cycles/tok from a {clock['ghz']:.2f} GHz clock estimate ({clock.get('method', '')})")
-    spread_note = "spread: (max - min) / median over the repeats; tok/s is the median"
-    return "\n".join(lines + [""] + notes + [spread_note])
+        lines.append(reference_line(prefix + modelled["backend"], modelled["tok_s"]["median"], "modelled",
+                                    how=modelled["how"]))
+    return lines
+
+
+def throughput_rows(lines: list[dict], fpga_tok_s: float = FPGA_TOK_S) -> list[dict[str, str]]:
+    """Every line as {column: text}, fastest first; measured rows ranked, reference lines not."""
+    rows, rank = [], 0
+    for line in sorted(lines, key=lambda x: -x["tok_s"]):
+        tok = line["tok_s"]
+        rank += not line["reference"]
+        watts = line["power"].get("watts")
+        rows.append({"row": line["label"], "#": "" if line["reference"] else str(rank), "source": line["source"],
+                     "tok/s": f"{tok:,.0f}" + (" !" if line["unstable"] else "  "),  # digits stay aligned
+                     "spread": _fmt(line["spread"], ".1%"), "ns/token": f"{1e9 / tok:,.1f}",
+                     "cycles/token": _fmt(line["cycles"], ",.0f", "" if line["reference"] else "?"),
+                     "vs FPGA": f"{tok / fpga_tok_s:.2f}x",
+                     "watts": f"{watts:.4g}" if _positive(watts) else "",
+                     "power": basis_word(line["power"]) if _positive(watts) else "",
+                     "tok/s per W": _fmt(line["per_watt"], ",.0f")})
+    return rows
+
+
+def throughput_notes(lines: list[dict], clock: str) -> list[str]:
+    """What the table's marks and columns mean, for the lines it has; clock: where cycles/token came from."""
+    notes = [f"TALOS-V2 modelled: {x['how']} (a model, not a measurement)" for x in lines if x.get("how")]
+    if any(x["unstable"] for x in lines):
+        notes.append(f"! unstable: repeats spread more than {UNSTABLE_SPREAD:.0%} (a busy machine?); "
+                     "rerun for firmer figures")
+    notes += list(dict.fromkeys(x["note"] for x in lines if x["note"]))  # each scenario's own, once
+    notes.append(f"cycles/token from {clock}")
+    notes.append("spread: (max - min) / median over the repeats; tok/s is the median")
+    return notes
+
+
+def basis_word(power: dict) -> str:
+    return {"measured": "measured", "given": "given", "assumed": "assumed"}.get(power.get("basis"), "?")
+
+
+def _fmt(value, spec: str, none: str = "") -> str:
+    return format(value, spec) if isinstance(value, (int, float)) and not isinstance(value, bool) else none
+
+
+def _positive(value) -> bool:
+    return isinstance(value, (int, float)) and value > 0
+
+
+# ------------------------------------------------------------------ the terminal
+
+
+def format_columns(rows: list[dict[str, str]], columns, titles: dict[str, str] | None = None,
+                   numeric=NUMERIC_COLUMNS) -> list[str]:
+    """Aligned text lines: a header, a rule, one line per row (the numeric columns right-aligned)."""
+    titles = titles or {}
+    heads = [titles.get(c, c) for c in columns]
+    widths = [max([len(h)] + [len(r[c]) for r in rows]) for h, c in zip(heads, columns)]
+
+    def line(cells):
+        return "  ".join(cell.rjust(w) if c in numeric else cell.ljust(w)
+                         for cell, w, c in zip(cells, widths, columns)).rstrip()
+    head = line(heads)
+    return [head, "-" * len(head)] + [line([r[c] for c in columns]) for r in rows]
+
+
+def format_table(results: dict, with_machine: bool = False) -> str:
+    ok = [r for r in results["rows"] if r.get("status") == "ok" and (r.get("tok_s") or {}).get("median")]
+    bad = [r for r in results["rows"] if r.get("status") != "ok"]
+    lines = [measured_line(row_label(r, with_machine), r, r["tok_s"]["median"]) for r in ok]
+    lines += fpga_lines(results, published_label="TALOS-V2 (FPGA, 56 MHz)")
+    text = format_columns(throughput_rows(lines), TERMINAL_COLUMNS, TERMINAL_TITLES)
+    width = max([len(x["label"]) for x in lines] + [len("implementation")])
+    text += [f"{row_label(r, with_machine):<{width}}  {r.get('status', 'failed').upper():>13}  {r.get('reason', '')}"
+             for r in bad]
+    clock = results.get("machine", {}).get("clock") or {}
+    where = (f"a {clock['ghz']:.2f} GHz clock estimate ({clock.get('method', '')})" if clock.get("ghz")
+             else "no clock estimate (? where unknown)")
+    return "\n".join(text + [""] + throughput_notes(lines, where))
 
 
 def format_accuracy(results: dict) -> str:

@@ -90,8 +90,8 @@ def check_windows(scenario, backend, job: dict, tokens: int, windows: list[tuple
     if shortest < MIN_WINDOW_S:
         raise MeasurementError(f"timed window of {shortest * 1e3:.3g} ms is below {MIN_WINDOW_S * 1e3:g} ms "
                                f"even at {tokens:,} tokens (raise max_tokens, or the loop skips work)")
-    ghz, runs_on = job.get("clock_ghz"), getattr(backend, "runs_on", "cpu")
-    if ghz and runs_on == "cpu":
+    ghz = job.get("clock_ghz")
+    if ghz and type(backend).device == "cpu":  # the class's: torch keeps a torch.device on the instance
         cycles = ghz * 1e9 * job["threads"] * shortest / tokens
         if cycles < MIN_CYCLES_PER_TOKEN:
             raise MeasurementError(f"{cycles:.3g} cycles a token a core at {ghz:.2f} GHz is physically impossible "

@@ -76,12 +76,12 @@ class Backend:
     samplers: ClassVar[tuple[str, ...]] = ("xorshift32", "python")
     # the sampler of the timed loop (and generate's default)
     timed_sampler: ClassVar[str] = "xorshift32"
-    # where the loop runs: cpu | cuda | metal (the impossible-rate check applies to cpu)
-    runs_on: ClassVar[str] = "cpu"
     # a variant that precomputes tables across tokens must say so here
     precomputes: ClassVar[bool] = False
     # max abs logit error allowed by the gate; None: by precision (worker.GATE_TOLERANCE)
     gate_tolerance: ClassVar[float | None] = None
+    # where the rows run: "cpu", "cuda", "metal"; decides which power meter measures them
+    device: ClassVar[str] = "cpu"
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

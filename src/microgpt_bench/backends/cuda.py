@@ -259,10 +259,10 @@ def _check_count(what: str, n) -> int:
 
 
 class _CudaBackend(Backend):
-    runs_on = "cuda"
     precision = "fp32"
     samplers = ("xorshift32",)
     variant: ClassVar[int] = VARIANT_PERSISTENT
+    device = "cuda"
 
     @classmethod
     def availability(cls) -> str | None:

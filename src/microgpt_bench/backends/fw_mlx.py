@@ -138,9 +138,9 @@ class MlxCpuBackend(FrameworkBackend):
 
 class MlxGpuBackend(MlxCpuBackend):
     name = "mlx-gpu"
-    runs_on = "metal"
     description = "MLX on its GPU device (Metal on Apple silicon, or MLX's CUDA build): the same compiled step"
     device_kind = "gpu"
+    device = "metal"  # Apple silicon; MLX's CUDA build would want the NVIDIA meter
 
     @classmethod
     def _device_reason(cls, mx) -> None:

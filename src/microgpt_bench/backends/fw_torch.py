@@ -167,9 +167,9 @@ class TorchCompileBackend(TorchEagerBackend):
 
 class TorchCudaBackend(TorchEagerBackend):
     name = "torch-cuda"
-    runs_on = "cuda"
     description = "PyTorch eager on a CUDA device: the same batched step, one sync per run"
     device_name = "cuda"
+    device = "cuda"
 
     @classmethod
     def _device_reason(cls, torch) -> None:

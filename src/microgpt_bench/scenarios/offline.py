@@ -38,4 +38,4 @@ class Offline(Scenario):
         return row.get("cycles_per_token_per_core")
 
     def table_note(self):
-        return "offline rows: total tok/s over all streams; cycles/tok is per core (clock x threads / tok/s)"
+        return "offline rows: total tok/s over all streams; cycles/token is per core (clock x threads / tok/s)"
