@@ -43,7 +43,7 @@ class RunConfig:
     seed: int = 42
     seconds: float = 1.0
     repeats: int = 5
-    scenario: str = "single-stream"
+    scenario: str = scenarios.DEFAULT
     streams: int = 1
     threads: int = 1
     timeout: float = 300.0
@@ -58,8 +58,8 @@ class RunConfig:
         """ValueError with a one-line message for the first setting that cannot work."""
         scenario = scenarios.get(self.scenario)  # an unknown name raises here
         checks = [
-            (self.seconds >= MIN_WINDOW_S, f"--seconds must be >= {MIN_WINDOW_S:g} (a shorter window is "
-                                           f"timer noise), got {self.seconds}"),
+            (self.seconds >= 2 * MIN_WINDOW_S, f"--seconds must be >= {2 * MIN_WINDOW_S:g} (windows under "
+                                               f"{MIN_WINDOW_S:g} s are rejected as timer noise), got {self.seconds}"),
             (self.repeats >= 1, f"--repeats must be >= 1, got {self.repeats}"),
             (self.temperature > 0, f"--temperature must be > 0, got {self.temperature}"),
             (1 <= self.seed <= 0xFFFFFFFF, f"--seed must be in 1..4294967295 (xorshift32), got {self.seed}"),

@@ -33,6 +33,7 @@ GATE_TOLERANCE = {"fp64": 1e-9, "fp32": 1e-4, "q412": 0.15, "talos": 0.6}
 MIN_CYCLES_PER_TOKEN = 50
 MIN_WINDOW_S = 0.010     # shorter windows are timer noise, not a measurement
 MIN_TOKENS = 100         # the smallest window calibration starts from
+VERIFY_MAX_TOKENS = 16_000_000  # windows up to this size are checksum-verified as timed
 
 Clock = Callable[[], int]  # nanoseconds, monotonic
 
@@ -79,13 +80,9 @@ def calibrate(scenario, backend, job: dict, clock: Clock) -> int:
     return max(unit, min(job["max_tokens"], tokens // unit * unit))
 
 
-def check_windows(scenario, backend, job: dict, tokens: int, windows: list[tuple[float, int]]) -> None:
-    """Raise MeasurementError unless every window computed what it counts, at a possible rate."""
-    expected = scenario.checksum(backend, job, tokens)
-    wrong = [c for _, c in windows if c != expected]
-    if wrong:
-        raise MeasurementError(f"timed window checksum {wrong[0]} != {expected} from generate() for the same "
-                               f"{tokens:,} tokens: the timed loop did not compute the tokens it counts")
+def check_windows(scenario, backend, job: dict, tokens: int, windows: list[tuple[float, int]]) -> dict:
+    """Raise MeasurementError unless the windows are long enough, at a possible rate, and computed
+    what they count (checksum vs the untimed generation); returns how the checksum was verified."""
     shortest = min(s for s, _ in windows)
     if shortest < MIN_WINDOW_S:
         raise MeasurementError(f"timed window of {shortest * 1e3:.3g} ms is below {MIN_WINDOW_S * 1e3:g} ms "
@@ -96,6 +93,17 @@ def check_windows(scenario, backend, job: dict, tokens: int, windows: list[tuple
         if cycles < MIN_CYCLES_PER_TOKEN:
             raise MeasurementError(f"{cycles:.3g} cycles a token a core at {ghz:.2f} GHz is physically impossible "
                                    f"(a token is ~3,600 multiply-adds; floor {MIN_CYCLES_PER_TOKEN})")
+    checked, got = tokens, [c for _, c in windows]
+    if tokens > VERIFY_MAX_TOKENS:  # too many to hold untimed: verify one window of a size that fits
+        unit = scenario.unit(job)
+        checked = max(unit, VERIFY_MAX_TOKENS // unit * unit)
+        got = [scenario.timed(backend, job, checked)]
+    expected = scenario.checksum(backend, job, checked)
+    wrong = [c for c in got if c != expected]
+    if wrong:
+        raise MeasurementError(f"timed window checksum {wrong[0]} != {expected} from generate() for the same "
+                               f"{checked:,} tokens: the timed loop did not compute the tokens it counts")
+    return {"tokens": checked, "windows": len(got), "checksum": expected}
 
 
 def measure(scenario, backend, job: dict, clock: Clock = time.perf_counter_ns) -> dict:
@@ -104,9 +112,9 @@ def measure(scenario, backend, job: dict, clock: Clock = time.perf_counter_ns) -
     meter.start()
     windows = [timed_window(scenario, backend, job, tokens, clock) for _ in range(job["repeats"])]
     power = meter.stop()
-    check_windows(scenario, backend, job, tokens, windows)
+    verified = check_windows(scenario, backend, job, tokens, windows)
     return {"tokens_per_repeat": tokens, "repeats_tok_s": [tokens / s for s, _ in windows],
-            "checksum": windows[0][1], "power": power}
+            "checksum": windows[0][1], "checksum_verified": verified, "power": power}
 
 
 def run_job(job: dict) -> dict:

@@ -26,7 +26,9 @@ import numpy as np
 from ..model import Params, names_from_tokens
 from ..samplers import softmax_t
 
-STAMP_CALIBRATION_CALLS = 20_001  # back-to-back clock reads that measure the timer's own cost
+STAMP_CALIBRATION_CALLS = 20_001
+# (method, takes a sampler argument): wrapped with the shared argument checks in every class
+CHECKED_METHODS = (("generate", True), ("timed_generate", False), ("generate_stamped", False))  # back-to-back clock reads that measure the timer's own cost
 
 
 def check_token_count(n_tokens) -> int:
@@ -74,6 +76,8 @@ class Backend:
     precision: ClassVar[str] = "fp32"
     scenarios: ClassVar[tuple[str, ...]] = ("single-stream",)
     samplers: ClassVar[tuple[str, ...]] = ("xorshift32", "python")
+    # the clock the default generate_stamped reads (a test injects a fake one)
+    stamp_clock: ClassVar = staticmethod(time.perf_counter_ns)
     # the sampler of the timed loop (and generate's default)
     timed_sampler: ClassVar[str] = "xorshift32"
     # a variant that precomputes tables across tokens must say so here
@@ -85,7 +89,7 @@ class Backend:
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
-        for name, with_sampler in (("generate", True), ("timed_generate", False), ("generate_stamped", False)):
+        for name, with_sampler in CHECKED_METHODS:
             method = cls.__dict__.get(name)
             if method is not None and not getattr(method, "checked", False):
                 setattr(cls, name, _checked(method, with_sampler))
@@ -161,7 +165,7 @@ class Backend:
         """(tokens int32[n], end_ns int64[n]) of the timed loop: end_ns[i] is the time from a stamp
         taken just before token 0 to the end of token i. This default stamps each token of
         iter_tokens with perf_counter_ns; a native loop overrides it and stamps in native code."""
-        now = time.perf_counter_ns
+        now = self.stamp_clock
         tokens, ends = [0] * n_tokens, [0] * n_tokens
         steps = self.iter_tokens(n_tokens, seed, self.timed_sampler)
         start = now()
@@ -196,3 +200,8 @@ class Backend:
             self.close()
         except Exception:  # interpreter shutdown, or a constructor that failed half way
             pass
+
+
+# the base class's own generation methods get the same checks as every override
+for _name, _with_sampler in CHECKED_METHODS:
+    setattr(Backend, _name, _checked(getattr(Backend, _name), _with_sampler))

@@ -270,6 +270,11 @@ class TalosEmuPyBackend(_TalosBackend):
     def timed_generate(self, n_tokens: int, seed: int) -> int:
         return sum(self.generate(n_tokens, seed))
 
+    def iter_tokens(self, n_tokens: int, seed: int, sampler: str = SAMPLER):
+        """The per-token primitive (the latency pass): the same loop as generate, one step at a time."""
+        seed = _check_run(n_tokens, seed, sampler)
+        return (st.token_out for st in talos.iter_steps(self.core, int(n_tokens), seed, self.tq))
+
 
 # ------------------------------------------------------- the modelled FPGA row
 
