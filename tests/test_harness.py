@@ -128,6 +128,15 @@ def test_a_scenario_registered_from_a_test_plugs_in(plugins):
     assert f"numpy [echo {row['tokens_per_repeat']}]" in format_table(res)
 
 
+def test_cpu_list_pins_the_worker():
+    cpu = min(os.sched_getaffinity(0))
+    row = run(["numpy"], repeats=1, cpus=[cpu])["rows"][0]
+    assert row["status"] == "ok", row
+    lat = row["latency"]
+    assert lat["status"] == "ok" and lat["affinity"] == [cpu] and lat["cpu"] == cpu
+    assert set(lat["context_switches"]) == {"voluntary", "involuntary"}
+
+
 def test_summary_statistics():
     row = summarise({"repeats_tok_s": [100.0, 120.0, 110.0], "threads": 2}, 2.0)
     assert row["tok_s"] == {"median": 110.0, "min": 100.0, "max": 120.0, "spread": pytest.approx(20 / 110)}
