@@ -359,3 +359,38 @@ def test_html_opens_in_chromium_without_console_errors(tmp_path, files):
         assert e["label"] in text, e["label"]
     if report.have_matplotlib():
         assert dom.count("<img") == 3
+
+
+# ------------------------------------------------------------------ extending the report
+
+
+def test_a_chart_and_a_section_are_one_function_and_one_line_each(tmp_path, files, monkeypatch):
+    def chart_rows(ctx, path):
+        Figure, FigureCanvasAgg, _, _ = report.figure_tools()
+        fig = Figure()
+        FigureCanvasAgg(fig)
+        fig.add_subplot(1, 1, 1).bar([0], [len(ctx.entries)])
+        fig.savefig(path)
+        return {"count": len(ctx.entries)}
+
+    def section_rows(ctx, d):
+        d.h(2, "Row count")
+        ctx.figure(d, "rows.png")
+        d.table(["rows"], [[str(len(ctx.entries))]])
+
+    monkeypatch.setattr(report, "CHARTS", [*report.CHARTS, report.Chart("rows.png", chart_rows, "rows per file")])
+    monkeypatch.setattr(report, "SECTIONS", [*report.SECTIONS, section_rows])
+    md = report.write_report(files, tmp_path)["report.md"].read_text()
+    assert md.rstrip().endswith("| rows |\n| --- |\n| 9 |")
+    if report.have_matplotlib():
+        assert (tmp_path / "rows.png").read_bytes().startswith(PNG_MAGIC)
+        assert "![rows per file](rows.png)" in md
+
+
+def test_the_terminal_and_the_report_share_one_throughput_table(tmp_path, files):
+    from microgpt_bench.table import format_table
+
+    md = report.write_report([files[0]], tmp_path)["report.md"].read_text()
+    terminal = format_table(doc_alpha())
+    for cells in ("3,500,000", "285.7", "66.04x", "7,000,000", "142.9", "132.08x"):
+        assert cells in terminal and f"| {cells} |" in md

@@ -1,4 +1,4 @@
-"""The command line: microgpt-bench {run,names,train,info,weights} (also python -m microgpt_bench)."""
+"""The command line: microgpt-bench {run,sweep,names,train,info,weights,report,compare} (also python -m microgpt_bench)."""
 from __future__ import annotations
 
 import argparse
@@ -29,14 +29,23 @@ def positive_int(text: str) -> int:
     return value
 
 
-def positive_float(text: str) -> float:
+def finite_float(text: str, ok, rule: str) -> float:
+    """A finite float for which ok(value) holds, else an argparse error saying `rule`."""
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value != value or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number > 0, got {text}")
+    if not (value == value and abs(value) != float("inf") and ok(value)):
+        raise argparse.ArgumentTypeError(f"must be a finite number {rule}, got {text}")
     return value
+
+
+def positive_float(text: str) -> float:
+    return finite_float(text, lambda v: v > 0, "> 0")
+
+
+def percent(text: str) -> float:
+    return finite_float(text, lambda v: v >= 0, ">= 0")
 
 
 def int_list(text: str) -> list[int]:
@@ -129,7 +138,7 @@ def build_parser() -> argparse.ArgumentParser:
     names.add_argument("--count", type=positive_int, default=20)
 
     train = sub.add_parser("train", help="train microGPT (Karpathy's recipe, vectorised float64)")
-    train.add_argument("--data", required=True, help="one word per line (e.g. names.txt)")
+    train.add_argument("--data", help="one word per line (default: the shipped names.txt, makemore's list)")
     train.add_argument("--steps", type=positive_int, default=1000)
     train.add_argument("--seed", type=seed_int, default=42)
     train.add_argument("--out", default="model.npz")
@@ -155,6 +164,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help="add the original write-up's published rows and TALOS-V2, labelled 'published'")
     report.add_argument("--watts", action="append", metavar="BACKEND=W", default=[],
                         help="power for a backend's rows where none was measured (beats the assumed default)")
+    compare = sub.add_parser("compare", help="what changed between results files, and whether it is noise")
+    compare.add_argument("results", nargs="+", metavar="RESULTS.json",
+                         help="BASE NEW [MORE ...]: each later file is compared with the first")
+    compare.add_argument("--fail-slower", type=percent, metavar="PCT",
+                         help="exit 1 if any row is significantly slower by more than PCT percent")
+    compare.add_argument("--format", choices=["text", "markdown", "json"], default="text")
     return ap
 
 
@@ -270,6 +285,14 @@ def cmd_report(args) -> int:
     return 0
 
 
+def cmd_compare(args) -> int:
+    from .compare import run_compare
+
+    text, status = run_compare(args.results, args.fail_slower, args.format)
+    sys.stdout.write(text)
+    return status
+
+
 def cmd_names(args) -> int:
     from .weights import load_weights
 
@@ -289,8 +312,9 @@ def cmd_names(args) -> int:
 
 def cmd_train(args) -> int:
     from .train import load_docs, train, training_manifest
-    from .weights import save_npz
+    from .weights import save_npz, shipped_data_path
 
+    args.data = args.data or str(shipped_data_path("names.txt"))
     docs = load_docs(args.data)
 
     def progress(step, loss):
@@ -356,7 +380,7 @@ def cmd_weights(args) -> int:
 
 
 COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "names": cmd_names, "train": cmd_train, "info": cmd_info, "weights": cmd_weights,
-            "report": cmd_report}
+            "report": cmd_report, "compare": cmd_compare}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -98,8 +98,7 @@ def analyse(tokens, end_ns, mhz: float = talos.FPGA_MHZ) -> dict:
                                  "names": _slower(name_ns, fpga["name_ns"])},
             "fpga": {"mhz": mhz, "model": FPGA_MODEL, "per_token_ns": ftok_h.summary(),
                      "per_name_ns": fname_h.summary() if fname_h.count else None,
-                     "board_cycles": int(fpga["token_cycles"].sum()),
-                     "histograms": {"per_token_ns": ftok_h.to_dict(), "per_name_ns": fname_h.to_dict()}}}
+                     "board_cycles": int(fpga["token_cycles"].sum())}}
 
 
 def current_cpu() -> int | None:

@@ -52,6 +52,10 @@ FPGA_COLOUR = "#d62728"
 PUBLISHED_COLOUR = "#b8b8b8"
 MACHINE_COLOURS = ["#1f77b4", "#2ca02c", "#9467bd", "#ff7f0e", "#17becf", "#8c564b", "#e377c2", "#bcbd22"]
 HATCH = {"measured": "", "given": "..", "assumed": "///", "none": ""}
+# A report is read by people: past a few hundred rows its bar charts stop being legible and
+# drawing them costs hundreds of MB. Bigger inputs are refused up front (split the files).
+MAX_REPORT_ROWS = 400
+CHART_LABEL_CHARS = 80  # longer labels are cut in the charts (the tables keep them whole)
 
 
 class ReportError(ValueError):
@@ -165,7 +169,7 @@ class Context:
     def figure(self, d: "Doc", name: str) -> None:
         """The chart `name` in the page, if it was drawn, with its registered caption."""
         if name in self.charts:
-            d.img(name, CHART_CAPTIONS[name])
+            d.img(name, next(c.caption for c in CHARTS if c.name == name))
 
     def measured(self) -> list[dict]:
         return [e for e in self.entries if e["source"] == "measured"]
@@ -216,8 +220,9 @@ class BarSpec:
 def _bar_chart(entries: list[dict], values: list[float], path, spec: BarSpec) -> dict:
     Figure, FigureCanvasAgg, _, _ = figure_tools()
     labels = [e["label"] for e in entries]
+    shown = [_cut(x) for x in labels]
     n = len(labels)
-    longest = max([len(s) for s in labels] + [10])
+    longest = max([len(s) for s in shown] + [10])
     fig = Figure(figsize=(max(10.0, 6.5 + longest * 0.075), 1.9 + 0.34 * max(n, 1)), dpi=110)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(1, 1, 1)
@@ -231,7 +236,7 @@ def _bar_chart(entries: list[dict], values: list[float], path, spec: BarSpec) ->
         for bar, e in zip(bars, entries):
             bar.set_hatch(HATCH.get(e["power"].get("basis"), ""))
     ax.set_yticks(ys)
-    ax.set_yticklabels(labels, fontsize=9)
+    ax.set_yticklabels(shown, fontsize=9)
     ax.invert_yaxis()  # fastest at the top
     for y, v, e in zip(ys, values, entries):
         ax.text(v * (1.06 if log else 1.0) + (0 if log else max(span) * 0.01), y, spec.value_text(e, v),
@@ -254,6 +259,10 @@ def _bar_chart(entries: list[dict], values: list[float], path, spec: BarSpec) ->
     return {"labels": labels, "values": list(values), "log": log, "reference": spec.ref_value, "path": str(path)}
 
 
+def _cut(text: str) -> str:
+    return text if len(text) <= CHART_LABEL_CHARS else text[:CHART_LABEL_CHARS - 1] + "…"
+
+
 def _reference_line(ax, spec: BarSpec, log: bool, n: int) -> None:
     ax.axvline(spec.ref_value, color=FPGA_COLOUR, linestyle="--", linewidth=2.2, zorder=3)
     lo, hi = ax.get_xlim()
@@ -269,7 +278,7 @@ def _bar_legend(fig, ax, entries: list[dict], spec: BarSpec) -> None:
     from matplotlib import transforms
 
     _, _, Patch, Line2D = figure_tools()
-    handles = [Patch(facecolor=c, edgecolor="#333333", label=m) for m, c in _colours(entries).items()]
+    handles = [Patch(facecolor=c, edgecolor="#333333", label=_cut(m)) for m, c in _colours(entries).items()]
     if any(e["source"] == "published" for e in entries):
         handles.append(Patch(facecolor=PUBLISHED_COLOUR, edgecolor="#333333", label="published (not measured here)"))
     if spec.with_basis:
@@ -357,7 +366,7 @@ def chart_scaling(ctx: Context, path: Path) -> dict | None:
         ax.set_yscale("log")
         ax.set_xlabel("independent streams")
         ax.set_ylabel("tokens per second (all streams)")
-        ax.set_title(s["title"], fontsize=11, loc="left")
+        ax.set_title(_cut(s["title"]), fontsize=11, loc="left")
         ax.grid(True, which="major", color="#dddddd")
         ax.yaxis.set_major_formatter(_thousands_formatter())
         ax.xaxis.set_major_formatter(_thousands_formatter())
@@ -382,8 +391,6 @@ CHARTS = [
           "offline throughput against the number of streams, one line per thread count"),
     Chart("latency_ccdf.png", chart_latency, "per-token latency CCDF, log-log; the FPGA's fixed band shaded"),
 ]
-CHART_NAMES = tuple(c.name for c in CHARTS)
-CHART_CAPTIONS = {c.name: c.caption for c in CHARTS}
 
 
 def draw_charts(ctx: Context, out: Path) -> dict[str, dict]:
@@ -587,8 +594,24 @@ def build_document(ctx: Context) -> "Doc":
 # ------------------------------------------------------------------ the document
 
 
+MD_SPECIAL = re.compile(r"([\\`*_<>&|~$])")
+
+
+def md_text(text) -> str:
+    """Text as Markdown shows it literally: no HTML, no emphasis or code, no link, one line, a safe table cell."""
+    flat = " ".join(str(text).splitlines())
+    return MD_SPECIAL.sub(r"\\\1", flat).replace("](", "]\\(")
+
+
+def markdown_table(headers: list[str], rows: list[list], numeric=frozenset()) -> str:
+    """A Markdown table, every cell escaped; the columns numbered in numeric right-aligned."""
+    lines = ["| " + " | ".join(map(md_text, headers)) + " |",
+             "| " + " | ".join("---:" if i in numeric else "---" for i in range(len(headers))) + " |"]
+    return "\n".join(lines + ["| " + " | ".join(map(md_text, r)) + " |" for r in rows])
+
+
 class Doc:
-    """A few block kinds rendered both as Markdown and as HTML, so the two pages agree."""
+    """A few block kinds rendered both as Markdown and as HTML, so the two pages agree; both escape all text."""
 
     def __init__(self):
         self.blocks: list[tuple] = []
@@ -613,20 +636,15 @@ class Doc:
         out = []
         for b in self.blocks:
             if b[0] == "h":
-                out.append("#" * b[1] + " " + b[2])
+                out.append("#" * b[1] + " " + md_text(b[2]))
             elif b[0] == "p":
-                out.append(b[1])
+                out.append(md_text(b[1]))
             elif b[0] == "ul":
-                out.append("\n".join(f"- {i}" for i in b[1]))
+                out.append("\n".join(f"- {md_text(i)}" for i in b[1]))
             elif b[0] == "img":
-                out.append(f"![{b[2]}]({b[1]})")
+                out.append(f"![{md_text(b[2])}]({b[1]})")
             elif b[0] == "table":
-                _, headers, rows, numeric, _ = b
-                esc = lambda s: str(s).replace("|", "\\|").replace("\n", " ")  # noqa: E731
-                lines = ["| " + " | ".join(esc(h) for h in headers) + " |",
-                         "| " + " | ".join("---:" if i in numeric else "---" for i in range(len(headers))) + " |"]
-                lines += ["| " + " | ".join(esc(c) for c in r) + " |" for r in rows]
-                out.append("\n".join(lines))
+                out.append(markdown_table(*b[1:4]))
         return "\n\n".join(out) + "\n"
 
     def html(self, title: str, images: dict[str, bytes]) -> str:
@@ -707,6 +725,10 @@ def write_report(paths: list[str | Path], out_dir: str | Path, with_published: b
         doc = load_results(p)
         doc["_path_stem"] = Path(p).stem
         docs.append(doc)
+    rows = sum(len(doc["rows"]) + sum(len(s.get("points") or []) for s in doc["sweeps"]) for doc in docs)
+    if rows > MAX_REPORT_ROWS:
+        raise ReportError(f"{rows:,} rows and sweep points in {len(docs)} file(s); a report shows at most "
+                          f"{MAX_REPORT_ROWS:,} (report fewer files, or split them)")
     published = load_published() if with_published else None
     ctx = Context(docs, [str(p) for p in paths], build_entries(docs, published, watts), published, watts or {})
     for backend in ctx.watts:
@@ -717,8 +739,8 @@ def write_report(paths: list[str | Path], out_dir: str | Path, with_published: b
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ReportError(f"--out {out}: cannot make the directory ({exc.strerror or exc})") from None
-    for name in CHART_NAMES:  # never leave an older run's chart beside this report
-        (out / name).unlink(missing_ok=True)
+    for chart in CHARTS:  # never leave an older run's chart beside this report
+        (out / chart.name).unlink(missing_ok=True)
     if have_matplotlib():
         ctx.charts = draw_charts(ctx, out)
     else:

@@ -6,7 +6,9 @@ never leaves half a file where a good one was.
 from __future__ import annotations
 
 import json
+import math
 import os
+import stat
 import statistics
 import tempfile
 from pathlib import Path
@@ -68,21 +70,144 @@ def _jsonable(obj):
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
-def load_results(path: str | os.PathLike) -> dict:
-    """Read a results file, refusing foreign or newer schemas with a clear message."""
+MAX_RESULTS_BYTES = 16 * 1024 * 1024  # a run of every backend is about 50 KB
+# fields a reader uses, and the JSON types they may have (None: null is allowed too)
+MACHINE_FIELDS = {"label": str, "cpu": str, "arch": str, "cores": int, "simd": list, "clock": dict, "os": str,
+                  "python": str, "numpy": str, "blas": str, "compilers": dict, "gpus": list}
+ROW_FIELDS = {"backend": str, "scenario": str, "status": str, "reason": str, "precision": str,
+              "description": str, "streams": int, "threads": int, "repeats_tok_s": list, "tok_s": (dict, float),
+              "power": dict, "gate": dict, "info": dict, "accuracy": dict, "unstable": bool,
+              "latency": dict}
+TOK_S_FIELDS = {"median": float, "min": float, "max": float, "spread": float}
+SWEEP_POINT_FIELDS = {"streams": int, "threads": int, "tok_s": (dict, float), "status": str}
+
+
+def read_regular_file(path: str | os.PathLike, max_bytes: int, what: str = "file") -> bytes:
+    """The bytes of a regular file of at most max_bytes; anything else (FIFO, device, too big) refused.
+
+    Opened without blocking and checked on the open descriptor, so a FIFO cannot hang the
+    read and a symlink to /dev/zero cannot fill memory.
+    """
     try:
-        data = json.loads(Path(path).read_text())
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
     except OSError as exc:
-        raise ResultsError(f"{path}: cannot read ({exc})") from exc
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ResultsError(f"{path}: not JSON ({exc})") from exc
+        raise ResultsError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    with os.fdopen(fd, "rb") as fh:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise ResultsError(f"{path}: not a regular file (a device, FIFO or directory); a {what} must be one")
+        if info.st_size > max_bytes:
+            raise ResultsError(f"{path}: {info.st_size:,} bytes; a {what} is at most {max_bytes:,}")
+        data = fh.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise ResultsError(f"{path}: more than {max_bytes:,} bytes; a {what} is at most {max_bytes:,}")
+    return data
+
+
+def load_results(path: str | os.PathLike) -> dict:
+    """Read and validate a results file; anything wrong is one ResultsError line."""
+    raw = read_regular_file(path, MAX_RESULTS_BYTES, "results file")
+    try:
+        data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
+    except RecursionError:
+        raise ResultsError(f"{path}: not a results file (JSON nested too deeply)") from None
+    except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+        raise ResultsError(f"{path}: not JSON ({_short(exc)})") from None
     if not isinstance(data, dict) or data.get("schema") != SCHEMA:
         raise ResultsError(f"{path}: not a microgpt-bench results file (no \"schema\": \"{SCHEMA}\")")
     version = data.get("schema_version")
     if version != SCHEMA_VERSION:
-        raise ResultsError(f"{path}: results schema version {version!r}; this tool reads version {SCHEMA_VERSION}")
-    if not isinstance(data.get("rows"), list):
-        raise ResultsError(f"{path}: \"rows\" must be a list")
-    data.setdefault("machine", {})
-    data.setdefault("sweeps", [])
+        raise ResultsError(f"{path}: results schema version {_short(version)}; this tool reads version "
+                           f"{SCHEMA_VERSION}")
+    problem = schema_problem(data)
+    if problem:
+        raise ResultsError(f"{path}: {problem}")
+    if data.get("machine") is None:
+        data["machine"] = {}
+    if data.get("sweeps") is None:
+        data["sweeps"] = []
     return data
+
+
+def schema_problem(data: dict) -> str | None:
+    """What is wrong with a results document's shape, or None."""
+    if not isinstance(data.get("rows"), list):
+        return "\"rows\" must be a list"
+    for key, kind in (("machine", dict), ("config", dict), ("sweeps", list)):
+        if data.get(key) is not None and not isinstance(data[key], kind):
+            return f"\"{key}\" must be {_kind_name(kind)}, not {_type_name(data[key])}"
+    problem = _fields_problem(data.get("machine") or {}, MACHINE_FIELDS, "machine")
+    for i, row in enumerate(data["rows"]):
+        problem = problem or _row_problem(row, f"rows[{i}]")
+    for i, sweep in enumerate(data.get("sweeps") or []):
+        problem = problem or _sweep_problem(sweep, f"sweeps[{i}]")
+    return problem
+
+
+def _row_problem(row, where: str) -> str | None:
+    if not isinstance(row, dict):
+        return f"{where} must be an object, not {_type_name(row)}"
+    if not isinstance(row.get("backend"), str):
+        return f"{where} has no \"backend\" name"
+    problem = _fields_problem(row, ROW_FIELDS, where)
+    if problem:
+        return problem
+    rates = row.get("repeats_tok_s") or []
+    if not all(_is_number(r) and r >= 0 for r in rates):
+        return f"{where}.repeats_tok_s must hold numbers >= 0"
+    if isinstance(row.get("tok_s"), dict):
+        return _fields_problem(row["tok_s"], TOK_S_FIELDS, f"{where}.tok_s")
+    return None
+
+
+def _sweep_problem(sweep, where: str) -> str | None:
+    if not isinstance(sweep, dict) or not isinstance(sweep.get("points") or [], list):
+        return f"{where} must be an object with a list of \"points\""
+    for j, point in enumerate(sweep.get("points") or []):
+        if not isinstance(point, dict):
+            return f"{where}.points[{j}] must be an object, not {_type_name(point)}"
+        problem = _fields_problem(point, SWEEP_POINT_FIELDS, f"{where}.points[{j}]")
+        if problem:
+            return problem
+    return None
+
+
+def _fields_problem(obj: dict, fields: dict, where: str) -> str | None:
+    for key, kind in fields.items():
+        value = obj.get(key)
+        if value is not None and not _has_kind(value, kind):
+            return f"{where}.{key} must be {_kind_name(kind)}, not {_type_name(value)}"
+    return None
+
+
+def _has_kind(value, kind) -> bool:
+    kinds = kind if isinstance(kind, tuple) else (kind,)
+    return any(_is_number(value) if k is float else
+               (isinstance(value, int) and not isinstance(value, bool)) if k is int else isinstance(value, k)
+               for k in kinds)
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+JSON_NAMES = {dict: "an object", list: "a list", str: "a string", int: "a whole number", float: "a number",
+              bool: "true/false"}
+
+
+def _kind_name(kind) -> str:
+    return " or ".join(JSON_NAMES[k] for k in (kind if isinstance(kind, tuple) else (kind,)))
+
+
+def _type_name(value) -> str:
+    return "null" if value is None else JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def _no_constant(name: str):
+    raise ValueError(f"{name} is not a number JSON allows")
+
+
+def _short(value, limit: int = 200) -> str:
+    """repr of a value for a message, cut so that a huge field cannot make a huge line."""
+    text = repr(value) if not isinstance(value, BaseException) else str(value)
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text):,} characters)"

@@ -83,7 +83,7 @@ def throughput_rows(lines: list[dict], fpga_tok_s: float = FPGA_TOK_S) -> list[d
         rank += not line["reference"]
         watts = line["power"].get("watts")
         rows.append({"row": line["label"], "#": "" if line["reference"] else str(rank), "source": line["source"],
-                     "tok/s": f"{tok:,.0f}" + (" !" if line["unstable"] else "  "),  # digits stay aligned
+                     "tok/s": f"{tok:,.0f}" + (" !" if line["unstable"] else ""),
                      "spread": _fmt(line["spread"], ".1%"), "ns/token": f"{1e9 / tok:,.1f}",
                      "cycles/token": _fmt(line["cycles"], ",.0f", "" if line["reference"] else "?"),
                      "vs FPGA": f"{tok / fpga_tok_s:.2f}x",
@@ -139,7 +139,10 @@ def format_table(results: dict, with_machine: bool = False) -> str:
     bad = [r for r in results["rows"] if r.get("status") != "ok"]
     lines = [measured_line(row_label(r, with_machine), r, r["tok_s"]["median"]) for r in ok]
     lines += fpga_lines(results, published_label="TALOS-V2 (FPGA, 56 MHz)")
-    text = format_columns(throughput_rows(lines), TERMINAL_COLUMNS, TERMINAL_TITLES)
+    rows = throughput_rows(lines)
+    for r in rows:  # the digits of flagged and unflagged rows line up
+        r["tok/s"] += "" if r["tok/s"].endswith("!") else "  "
+    text = format_columns(rows, TERMINAL_COLUMNS, TERMINAL_TITLES)
     width = max([len(x["label"]) for x in lines] + [len("implementation")])
     text += [f"{row_label(r, with_machine):<{width}}  {r.get('status', 'failed').upper():>13}  {r.get('reason', '')}"
              for r in bad]

@@ -1,6 +1,6 @@
 """TALOS-V2's FPGA core, bit for bit, in plain Python (the readable reference).
 
-This follows ../shared/reference/talos-rtl-spec.md (TALOS-V2 commit 86d346e):
+This follows the project's TALOS-V2 RTL notes (talos-rtl-spec.md, TALOS-V2 commit 86d346e):
 every activation and weight is a Q4.12 int16, sums are exact integers, shifts
 floor (Python's >> and // floor, like the RTL's arithmetic shifts), results
 saturate to int16, softmax is a 32-entry exp table, and the sampler is an
@@ -438,16 +438,15 @@ def modelled_fpga_rate(tokens, mhz: float = FPGA_MHZ) -> dict:
 
 
 def find_vectors():
-    """The RTL reference vectors, if this machine has them: $MICROGPT_BENCH_TALOS_VECTORS, else
-    ../shared/data/talos/rtl-vectors.jsonl beside the working directory or the source tree."""
+    """The RTL reference vectors: $MICROGPT_BENCH_TALOS_VECTORS if set, else the copy shipped
+    in the package (data/talos-rtl-vectors.jsonl; provenance in data/README.md)."""
     import os
     from pathlib import Path
 
+    from .weights import shipped_data_path
+
     env = os.environ.get("MICROGPT_BENCH_TALOS_VECTORS")
-    candidates = [Path(env)] if env else []
-    for base in (Path.cwd(), Path(__file__).resolve().parents[2]):
-        candidates.append(base.parent / "shared" / "data" / "talos" / "rtl-vectors.jsonl")
-    return next((p for p in candidates if p.is_file()), None)
+    return Path(env) if env else shipped_data_path("talos-rtl-vectors.jsonl")
 
 
 def check_vectors(core, path) -> tuple[int, int]:

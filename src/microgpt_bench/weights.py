@@ -204,6 +204,41 @@ def _load_npz(path: Path) -> tuple[Params, dict]:
     return validate(arrays, str(path)), manifest
 
 
+def rom_hex_text(words: np.ndarray) -> str:
+    """TALOS-V2's ROM image format: one 4-digit lowercase hex word (int16, two's complement) a line."""
+    return "".join(f"{int(w) & 0xFFFF:04x}\n" for w in np.asarray(words, np.int16).ravel())
+
+
+def save_rom_dir(params: Params, directory: str | os.PathLike) -> list[Path]:
+    """Write the Q4.12 ROM images of params (rint(w * 4096), clipped to int16), one file a tensor.
+
+    This is how the project derives TALOS-V2's ROMs (which it may not ship) from its own weights."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    written = []
+    for name in TENSOR_SHAPES:
+        q12 = np.clip(np.rint(params[name] * 4096), -32768, 32767).astype(np.int16)
+        written.append(_write_text_atomic(directory / ROM_NAMES[name], rom_hex_text(q12)))
+    return written
+
+
+def _write_text_atomic(path: Path, text: str) -> Path:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def shipped_data_path(name: str) -> Path:
+    """A data file shipped in the package (names.txt, talos-rtl-vectors.jsonl; see data/README.md)."""
+    return Path(str(resources.files("microgpt_bench") / "data" / name))
+
+
 def shipped_weights_path() -> Path:
     return Path(str(resources.files("microgpt_bench") / "data" / "microgpt-names.npz"))
 

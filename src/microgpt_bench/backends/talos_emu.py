@@ -163,9 +163,9 @@ class _TalosBackend(Backend):
 
     def custom_gate(self, probe, reference) -> dict:
         """Bit-exactness, not closeness: the integer logits of the probe must equal those of
-        the Python reference core (itself held to the RTL's vectors by the tests), and, where
-        the vectors file is found (MICROGPT_BENCH_TALOS_VECTORS or ../shared/data beside the
-        working directory), every vector step must be reproduced. The distance from the
+        the Python reference core (itself held to the RTL's vectors by the tests), and every
+        step of the RTL's reference vectors (shipped in the package, or
+        $MICROGPT_BENCH_TALOS_VECTORS) must be reproduced. The distance from the
         float64 model is reported, not gated: TALOS's arithmetic is meant to differ."""
         want = talos.TalosCore(self.rom)
         mismatches = sum(int(np.any(self.logits_q12(seq) != np.array(talos.logits_q12(want, seq))))
@@ -175,12 +175,13 @@ class _TalosBackend(Backend):
                 "error_is": "vs float64 model (informational)", "tolerance": 0.0,
                 "mismatched_sequences": mismatches}
         vectors = talos.find_vectors()
-        if vectors is not None:
-            gate["vector_steps"], gate["vector_mismatches"] = talos.check_vectors(self._vector_core(), vectors)
-            gate["method"] += f" and the RTL vectors ({vectors})"
-        gate["passed"] = mismatches == 0 and not gate.get("vector_mismatches")
+        if not vectors.is_file():  # the shipped copy is part of the package: its absence is a failure
+            return {**gate, "passed": False, "failure": f"the RTL reference vectors are missing ({vectors})"}
+        gate["vector_steps"], gate["vector_mismatches"] = talos.check_vectors(self._vector_core(), vectors)
+        gate["method"] += f" and the RTL vectors ({vectors.name})"
+        gate["passed"] = mismatches == 0 and not gate["vector_mismatches"]
         if not gate["passed"]:
-            gate["failure"] = (f"{mismatches} probe sequences and {gate.get('vector_mismatches', 0)} "
+            gate["failure"] = (f"{mismatches} probe sequences and {gate['vector_mismatches']} "
                                "vector steps differ from the reference core")
         return gate
 

@@ -65,6 +65,10 @@ class Scenario:
         """The bracketed part of a row's label: 'single-stream', 'offline 256x2t', ..."""
         return self.name
 
+    def row_key(self, row: dict) -> tuple:
+        """(scenario, streams, threads) of a row, as `compare` matches rows of two runs."""
+        return (self.name, 1, 1)
+
     def cycles_per_token(self, row: dict) -> float | None:
         return row.get("cycles_per_token")
 

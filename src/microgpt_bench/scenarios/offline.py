@@ -34,6 +34,9 @@ class Offline(Scenario):
     def tag(self, row):
         return f"offline {row.get('streams', '?')}x{row.get('threads', 1)}t"
 
+    def row_key(self, row):
+        return (self.name, int(row.get("streams") or 1), int(row.get("threads") or 1))
+
     def cycles_per_token(self, row):
         return row.get("cycles_per_token_per_core")
 
