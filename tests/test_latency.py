@@ -156,3 +156,19 @@ def test_latency_table_lists_rows_and_the_fpga():
     assert "TALOS-V2 (cycle model, 56.25 MHz" in text and "30 µs" in text
     assert "p50 x tok/s = 1.00" in text and "c-fp32: latency unavailable: no stamps here" in text
     assert format_latency({"rows": []}) == ""
+
+
+def test_report_has_the_latency_section_and_a_ccdf_of_20_rows(tmp_path):
+    from microgpt_bench import report
+    from microgpt_bench.results import new_results, write_json
+    doc = new_results({"label": "m", "clock": {"ghz": 4.0}}, {})
+    for i in range(20):
+        lat = latency.measure_latency(DelayBackend(np.full(90, 10_000 * (i + 1))), {"seed": 1}, 90)
+        doc["rows"].append({"backend": f"fake{i}", "scenario": "single-stream", "status": "ok",
+                            "repeats_tok_s": [1e9 / (10_000 * (i + 1))], "latency": lat})
+    written = report.write_report([write_json(doc, tmp_path / "r.json")], tmp_path / "out")
+    md = written["report.md"].read_text()
+    assert "## Latency" in md and "| m · fake19 [single-stream] | 90 | 200 µs |" in md
+    assert "TALOS-V2 (cycle model, 56.25 MHz" in md
+    if report.have_matplotlib():
+        assert "latency_ccdf.png" in written and "(latency_ccdf.png)" in md

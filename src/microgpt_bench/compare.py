@@ -41,9 +41,9 @@ from pathlib import Path
 
 import numpy as np
 
+from . import scenarios
 from .report import markdown_table, md_text
 from .results import ResultsError, load_results
-from . import scenarios
 from .table import format_columns, scenario_tag
 
 ALPHA = 0.05

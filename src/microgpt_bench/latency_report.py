@@ -142,7 +142,13 @@ def chart_latency(ctx, path: Path) -> dict | None:
                label=f"TALOS-V2 per token, {fpga['min'] / 1e3:.1f}-{fpga['max'] / 1e3:.1f} µs (fixed by position)")
     ax.set_xscale("log")
     ax.set_yscale("log")
-    ax.set_xlabel("per-token latency (ns)")
+    # plain-text tick labels: the report turns mathtext off, so matplotlib's 10^k labels would show raw
+    from matplotlib.ticker import FuncFormatter, LogLocator
+    ax.xaxis.set_major_locator(LogLocator(base=10))
+    ax.yaxis.set_major_locator(LogLocator(base=10))
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _ns(v)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    ax.set_xlabel("per-token latency")
     ax.set_ylabel("share of tokens slower than x")
     ax.set_title("Per-token latency, complementary CDF (lower and further left is better)")
     ax.grid(True, which="both", alpha=0.25)

@@ -4,9 +4,7 @@ Entries are "module:Class" strings so that listing backends imports nothing heav
 """
 from __future__ import annotations
 
-import importlib
-import os
-
+from ..plugins import from_env, load
 from .base import Backend, Unavailable
 
 REGISTRY: dict[str, str] = {
@@ -40,12 +38,7 @@ class UnknownBackend(ValueError):
 
 def plugins() -> dict[str, str]:
     """Out-of-tree backends: MICROGPT_BENCH_PLUGINS="name=package.module:Class;..."."""
-    found = {}
-    for item in os.environ.get("MICROGPT_BENCH_PLUGINS", "").split(";"):
-        if "=" in item:
-            name, target = item.split("=", 1)
-            found[name.strip()] = target.strip()
-    return found
+    return from_env("MICROGPT_BENCH_PLUGINS")
 
 
 def known_backends() -> list[str]:
@@ -55,12 +48,10 @@ def known_backends() -> list[str]:
 def backend_class(name: str) -> type[Backend]:
     extra = plugins()
     if name in extra:
-        module, cls = extra[name].split(":")
-        return getattr(importlib.import_module(module), cls)
+        return load(extra[name])
     if name not in REGISTRY:
         raise UnknownBackend(f"unknown backend {name!r}; known backends: {', '.join(known_backends())}")
-    module, cls = REGISTRY[name].split(":")
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)
+    return load("." + REGISTRY[name], __name__)
 
 
 def parse_backend_list(text: str) -> list[str]:

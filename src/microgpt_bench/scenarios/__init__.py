@@ -10,9 +10,7 @@ inherit the variable, so a plugin runs end to end without touching the harness).
 """
 from __future__ import annotations
 
-import importlib
-import os
-
+from ..plugins import from_env, load
 from .base import Scenario
 
 REGISTRY: dict[str, str] = {
@@ -26,12 +24,7 @@ BOTH = "both"               # the CLI's word for every built-in scenario
 
 
 def plugins() -> dict[str, str]:
-    found = {}
-    for item in os.environ.get("MICROGPT_BENCH_SCENARIOS", "").split(";"):
-        if "=" in item:
-            name, target = item.split("=", 1)
-            found[name.strip()] = target.strip()
-    return found
+    return from_env("MICROGPT_BENCH_SCENARIOS")
 
 
 def known() -> list[str]:
@@ -47,14 +40,12 @@ def get(name: str | None) -> Scenario:
     if name not in _CACHE:
         extra = plugins()
         if name in extra:
-            module, cls = extra[name].split(":")
-            mod = importlib.import_module(module)
+            cls = load(extra[name])
         elif name in REGISTRY:
-            module, cls = REGISTRY[name].split(":")
-            mod = importlib.import_module(f"{__name__}.{module}")
+            cls = load("." + REGISTRY[name], __name__)
         else:
             raise ValueError(f"--scenario must be one of {', '.join(known())}, got {name!r}")
-        _CACHE[name] = getattr(mod, cls)()
+        _CACHE[name] = cls()
     return _CACHE[name]
 
 
