@@ -20,3 +20,25 @@ bootstrap() {
         touch "$stamp"
     fi
 }
+
+# The optional frameworks with rows of their own (numba, MLX's CPU build, PyTorch, JAX): each is
+# installed where the platform has a wheel for it; one that fails is a warning (its rows then
+# say why they cannot run), never a failure. torch 2.13.0 is the CPU wheel this machine kind
+# holds locally; other versions pull gigabytes of CUDA.
+install_frameworks() {
+    local frameworks="torch==2.13.0 numba mlx[cpu] jax jaxlib"
+    local stamp=".venv/.frameworks-$(echo "$frameworks" | cksum | cut -d' ' -f1)"
+    [ -f "$stamp" ] && return 0
+    echo "installing the optional frameworks: $frameworks (./run.sh --core skips them)" >&2
+    local failed=""
+    if ! .venv/bin/python -m pip install -q --disable-pip-version-check $frameworks 2>/dev/null; then
+        for pkg in $frameworks; do   # one at a time, so one without a wheel here stops no other
+            .venv/bin/python -m pip install -q --disable-pip-version-check "$pkg" 2>/dev/null || failed="$failed $pkg"
+        done
+    fi
+    if [ -n "$failed" ]; then
+        echo "warning: not installed:$failed; their rows will say so" >&2
+    else
+        touch "$stamp"
+    fi
+}

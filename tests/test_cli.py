@@ -32,10 +32,41 @@ def test_run_writes_table_and_json(tmp_path, talos_weights):
 
 
 def test_run_default_json_goes_under_results(tmp_path, talos_weights):
-    proc = cli("run", "--backends", "numpy", "--weights", talos_weights, "--seconds", "0.05", "--repeats", "1",
-               cwd=tmp_path)
+    proc = cli("run", "--backends", "numpy,torch-cuda,cuda-naive", "--weights", talos_weights, "--seconds", "0.05",
+               "--repeats", "1", cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert len(list((tmp_path / "results").glob("*.json"))) == 1
+    [results] = list((tmp_path / "results").glob("*.json"))
+    doc = json.loads(results.read_text())
+    # the machine is named by its CPU and cores, not its host name
+    from microgpt_bench.machine import default_label
+    assert doc["machine"]["label"] == default_label() and "core" in default_label()
+    # and the report is written beside the results by default
+    report = results.with_name(results.stem + "-report") / "report.html"
+    assert report.is_file() and f"report: {report.relative_to(tmp_path)}" in proc.stdout
+    # rows that cannot run here fold into one footer line, grouped by reason; no UNAVAILABLE rows
+    unavailable = [r for r in doc["rows"] if r["status"] == "unavailable"]
+    if unavailable:
+        assert "UNAVAILABLE" not in proc.stdout
+        [footer] = [ln for ln in proc.stdout.splitlines() if ln.startswith("not run here: ")]
+        assert all(r["backend"] in footer for r in unavailable)
+        assert all(len(r["reason"]) > 0 for r in unavailable)  # the file keeps the full reasons
+
+
+def test_not_run_footer_groups_rows_by_reason():
+    from microgpt_bench.table import not_run_footer, short_reason
+    rows = [{"backend": "cuda-naive", "reason": "no NVIDIA driver: libcuda.so.1 cannot be loaded (x)"},
+            {"backend": "cuda-graph", "reason": "no NVIDIA driver: libcuda.so.1 cannot be loaded (x)"},
+            {"backend": "mlx-gpu", "reason": "MLX has no GPU device here (y); needs Apple silicon"}]
+    assert short_reason(rows[0]["reason"]) == "no NVIDIA driver"
+    assert not_run_footer(rows) == ("not run here: cuda-naive, cuda-graph (no NVIDIA driver); "
+                                    "mlx-gpu (MLX has no GPU device here)")
+
+
+def test_no_report_writes_only_the_results(tmp_path, talos_weights):
+    proc = cli("run", "--backends", "numpy", "--weights", talos_weights, "--seconds", "0.05", "--repeats", "1",
+               "--no-report", "--json", "r.json", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r.json"] and "report:" not in proc.stdout
 
 
 @pytest.mark.parametrize("args, message", [

@@ -303,10 +303,12 @@ def test_cli_report_missing_file_exit_2(tmp_path):
 
 
 @needs_matplotlib
-def test_run_charts_option(tmp_path, shared_data):
+def test_run_writes_its_report(tmp_path, shared_data):
     proc = cli("run", "--backends", "numpy", "--weights", shared_data / "talos" / "weights_only.npy",
-               "--seconds", "0.05", "--repeats", "1", "--json", tmp_path / "r.json", "--charts", tmp_path / "ch")
+               "--seconds", "0.05", "--repeats", "1", "--json", tmp_path / "r.json", "--report", tmp_path / "ch")
     assert proc.returncode == 0, proc.stderr
+    assert f"report: {tmp_path / 'ch' / 'report.html'}" in proc.stdout
+    assert "TALOS-V2" in (tmp_path / "ch" / "report.html").read_text()
     assert (tmp_path / "ch" / "throughput.png").read_bytes().startswith(PNG_MAGIC)
     assert (tmp_path / "ch" / "perf_per_watt.png").exists()
     doc = json.loads((tmp_path / "r.json").read_text())

@@ -66,3 +66,9 @@ def test_train_defaults_to_the_shipped_names(tmp_path, capsys):
     from microgpt_bench.train import load_docs
     n_docs = len(load_docs(shipped_data_path("names.txt")))
     assert n_docs > 32_000 and f"on {n_docs} documents" in capsys.readouterr().out and out.exists()
+
+
+def test_weights_export_rom_command(tmp_path, capsys):
+    assert main(["weights", "export-rom", str(tmp_path / "rom")]) == 0
+    assert len(capsys.readouterr().out.splitlines()) == 9
+    assert {p.name: sha256(p) for p in (tmp_path / "rom").iterdir()} == PUBLISHED_ROM_SHA256

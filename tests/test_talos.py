@@ -200,10 +200,12 @@ def test_c_entry_points_reject_bad_arguments(rom):
     assert lib.talos_logits(h, i32(np.array([26, 27], np.int32)), 2, i32(logits)) == -3
     assert lib.talos_logits(h, None, 1, i32(logits)) == -1
     stats = np.zeros(4, np.uint64).ctypes.data_as(ctypes.POINTER(ctypes.c_uint64))
-    assert lib.talos_generate(h, -1, 42, 128, None, stats) == -7
-    assert lib.talos_generate(h, 10, 42, 1 << 16, None, stats) == -5
-    assert lib.talos_generate(h, 10, 42, 128, None, None) == -1
-    assert lib.talos_generate(h, 10, 42, 128, None, stats) == 0
+    assert lib.talos_generate(h, -1, 42, 128, 1, None, stats) == -7
+    assert lib.talos_generate(h, 10, 42, 1 << 16, 1, None, stats) == -5
+    assert lib.talos_generate(h, 10, 42, 128, 2, None, stats) == -6
+    assert lib.talos_generate(h, 10, 42, 128, 1, None, None) == -1
+    assert lib.talos_generate(h, 10, 42, 128, 1, None, stats) == 0
+    assert lib.talos_generate(h, 10, 42, 128, 0, None, stats) == 0
     assert lib.talos_destroy(h) == 0
     assert lib.talos_destroy(None) == -1
     assert lib.talos_strerror(-8) == b"not a live handle from talos_create"
@@ -212,7 +214,7 @@ def test_c_entry_points_reject_bad_arguments(rom):
 @pytest.mark.parametrize("impl", IMPLS)
 def test_backend_rejects_bad_requests(impl, params):
     backend = make_backend(impl, params)
-    with pytest.raises(ValueError, match="samples with talos, not 'xorshift32'"):
+    with pytest.raises(ValueError, match="samples with .talos."):
         backend.generate(5, 42, "xorshift32")
     with pytest.raises(ValueError, match="32-bit"):
         backend.generate(5, -1)
@@ -282,3 +284,64 @@ def test_cycle_model_and_fpga_rate(params):
     assert rate["fpga_tokens_per_s"] == pytest.approx(5000 * 56.25e6 / rate["fpga_cycles"])
     doubled = modelled_fpga_run(params, n_tokens=5000, seed=42, mhz=112.5)
     assert doubled["fpga_tokens_per_s"] == pytest.approx(2 * rate["fpga_tokens_per_s"])
+
+
+# ------------------------------------------- every temperature the core takes, and argmax
+
+
+def first_name_tokens(backend, seed, sampler=None):
+    """The tokens of the first generation from seed (up to and including its BOS, or 16)."""
+    tokens = backend.generate(16, seed) if sampler is None else backend.generate(16, seed, sampler)
+    return tokens[: tokens.index(BOS) + 1] if BOS in tokens else tokens
+
+
+def vector_tokens(vec):
+    return [st["token_out"] for st in vec["steps"]]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_every_vector_temperature_gives_the_fpgas_names(impl, params, vectors):
+    """Backends made at the vector's Q8.8 temperature reproduce its generation token for token."""
+    for vec in vectors:
+        if vec["mode"] != "sample":
+            continue
+        backend = make_backend(impl, params, vec["temperature_q8_8"] / 256)
+        assert first_name_tokens(backend, vec["seed"]) == vector_tokens(vec), vec["seed"]
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_temperature_zero_is_the_cores_quantised_input(impl, params, vectors):
+    """T = 0 is a legal Q8.8 input; the core samples at it as at every T <= 0.5 (spec section 3),
+    so its names are the FPGA's at 0.5 and 0.25, and so are those of T = 0.001 (input 0)."""
+    for t in (0, 0.001, 0.3):
+        backend = make_backend(impl, params, t)
+        assert backend.tq == round(t * 256)
+        for vec in (v for v in vectors if v["mode"] == "sample" and v["temperature_q8_8"] <= 128):
+            assert first_name_tokens(backend, vec["seed"]) == vector_tokens(vec)
+
+
+@pytest.mark.parametrize("impl", IMPLS)
+def test_argmax_is_the_cores_sample_mode_0(impl, params, vectors):
+    vec = next(v for v in vectors if v["mode"] == "argmax")
+    greedy = (TalosEmuBackend if impl == "c" else TalosEmuPyBackend).create(params, 0.5, "argmax")
+    if impl == "c":
+        need_c()
+    assert greedy.sample_mode is False and greedy.info()["sample_mode"] == 0
+    assert first_name_tokens(greedy, vec["seed"]) == vector_tokens(vec)
+    sampled = make_backend(impl, params)
+    assert first_name_tokens(sampled, vec["seed"], "argmax") == vector_tokens(vec)
+    # the cycle model of the argmax steps: 752 + 20p in the core, + 2 on the board
+    n = len(vec["steps"])
+    greedy.generate(n, vec["seed"])
+    assert greedy.last_run["fpga_cycles"] == sum(752 + 20 * p + 2 for p in range(n))
+    assert [st["cycles"] for st in vec["steps"]] == [752 + 20 * p for p in range(n)]
+
+
+@pytest.mark.parametrize("bad", [-0.1, float("nan"), float("inf"), 256.0, 1e9])
+def test_out_of_range_core_temperatures_are_refused(params, bad):
+    with pytest.raises(ValueError, match="Q8.8"):
+        TalosEmuPyBackend(params, bad)
+
+
+def test_largest_q8_8_temperature_is_accepted(params):
+    assert TalosEmuPyBackend(params, 255.996).tq == 0xFFFF

@@ -40,7 +40,7 @@ def reference_contexts(params: Params, temperature: float, steps: int = STEPS, s
     for _ in range(steps):
         row = reference_forward(w, seq[-1], len(seq) - 1, keys, values)
         rows.append(row)
-        tok = draw(softmax([v / temperature for v in row]))
+        tok = draw(softmax([v / temperature for v in row]) if temperature else softmax_t(row, 0).tolist())
         if tok == BOS or len(seq) == BLOCK_SIZE:
             sequences.append(seq)
             logits.append(np.array(rows))

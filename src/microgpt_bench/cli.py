@@ -40,6 +40,11 @@ def finite_float(text: str, ok, rule: str) -> float:
     return value
 
 
+def temperature_arg(text: str) -> float:
+    """A finite number >= 0; each backend then checks its own range (Backend.validate_temperature)."""
+    return finite_float(text, lambda v: v >= 0, ">= 0")
+
+
 def positive_float(text: str) -> float:
     return finite_float(text, lambda v: v > 0, "> 0")
 
@@ -86,11 +91,19 @@ def seed_int(text: str) -> int:
 def add_model_args(p: argparse.ArgumentParser, sampler_default: str | None = None) -> None:
     p.add_argument("--weights", help="weights file or ROM directory (default: the shipped weights)")
     p.add_argument("--order", choices=["c", "talos"], default="c", help="flat order of a flat .npy/.bin")
-    p.add_argument("--temperature", type=positive_float, default=0.5)
+    p.add_argument("--temperature", type=temperature_arg, default=0.5,
+                   help="sampling temperature (default 0.5). 0 decodes greedily (argmax) on the float "
+                        "backends; elsewhere 0.001..1000. talos-emu takes the FPGA's Q8.8 input, "
+                        "0..255.996, quantised as the core does (T = 0 is a legal input it samples at)")
     p.add_argument("--seed", type=seed_int, default=42)
     if sampler_default:
-        p.add_argument("--sampler", choices=["python", "xorshift32", "talos"], default=None,
-                       help=f"default: {sampler_default} where the backend has it, else the backend's own")
+        p.add_argument("--sampler", choices=["python", "xorshift32", "talos", "argmax"], default=None,
+                       help=f"default: {sampler_default} where the backend has it, else the backend's own; "
+                            "argmax: greedy decoding (the lowest index of the maximum logit)")
+    else:
+        p.add_argument("--sampler", choices=["xorshift32", "argmax"], default="xorshift32",
+                       help="the timed loop's sampler (default xorshift32; talos-emu uses its core's own); "
+                            "argmax: greedy decoding, the core's sample_mode = 0 for talos-emu")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -101,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(run)
     run.add_argument("--backends", default=",".join(registry.DEFAULT_BACKENDS),
                      help="comma-separated backend names, or 'all'")
-    run.add_argument("--seconds", type=positive_float, default=1.0, help="length of one timed repeat")
+    run.add_argument("--seconds", type=positive_float, default=0.5,
+                     help="length of one timed repeat (default 0.5: a default run of every row takes about 2 minutes)")
     run.add_argument("--repeats", type=positive_int, default=5)
     run.add_argument("--scenario", choices=[*scenarios.known(), scenarios.BOTH], default=scenarios.DEFAULT)
     run.add_argument("--streams", type=positive_int, default=256, help="offline: independent streams")
@@ -114,9 +128,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--fpga-mhz", type=positive_float, default=None,
                      help="FPGA clock for the latency comparison (default: TALOS-V2's 56.25 MHz)")
     run.add_argument("--json", help="results file (default: results/<date>-<machine>.json)")
-    run.add_argument("--label", help="machine label in reports (default: host name)")
+    run.add_argument("--label", help="machine label in reports (default: the CPU model and core count)")
     run.add_argument("--quiet", action="store_true")
-    run.add_argument("--charts", metavar="DIR", help="also draw this run's charts (PNG) into DIR")
+    run.add_argument("--report", metavar="DIR",
+                     help="where the report (charts, report.md, report.html) goes (default: beside the "
+                          "results file, <results>-report/)")
+    run.add_argument("--no-report", action="store_true", help="write only the results file")
+    run.add_argument("--charts", metavar="DIR", help=argparse.SUPPRESS)  # older name of --report
     run.add_argument("--accuracy", action="store_true",
                      help="also measure each backend's next-token distribution against the float64 model")
 
@@ -153,6 +171,10 @@ def build_parser() -> argparse.ArgumentParser:
     show = wsub.add_parser("show", help="load a weights file, validate it and summarise it")
     show.add_argument("path", nargs="?")
     show.add_argument("--order", choices=["c", "talos"], default="c")
+    rom = wsub.add_parser("export-rom", help="write Q4.12 ROM images (*_q12.hex, TALOS-V2's format) of the weights")
+    rom.add_argument("out", help="directory for the nine *_q12.hex files")
+    rom.add_argument("--weights", help="weights to export (default: the shipped weights)")
+    rom.add_argument("--order", choices=["c", "talos"], default="c")
     conv = wsub.add_parser("convert", help="convert any supported format to the project's .npz")
     conv.add_argument("path")
     conv.add_argument("out")
@@ -197,6 +219,7 @@ def cmd_run(args) -> int:
                   ] if len(wanted) > 1 else names
         extra = {"fpga_mhz": args.fpga_mhz} if args.fpga_mhz else {}
         cfg = RunConfig(backends=chosen, weights=args.weights, order=args.order, temperature=args.temperature,
+                        sampler=args.sampler,
                         seed=args.seed, seconds=args.seconds, repeats=args.repeats, scenario=scenario,
                         streams=args.streams, threads=threads, timeout=args.timeout, label=args.label,
                         accuracy=args.accuracy, latency=args.latency, cpus=args.cpu, extra=extra)
@@ -206,25 +229,44 @@ def cmd_run(args) -> int:
         else:
             results["rows"].extend(part["rows"])
     out = Path(args.json) if args.json else default_results_path(machine)
-    write_json(results, out)
     print(format_table(results))
     latency = format_latency(results)
     if latency:
         print("\n" + latency)
     if args.accuracy:
         print("\n" + format_accuracy(results))
+    write_json(results, out)
     print(f"\nresults: {out}")
-    if args.charts:
-        from .report import write_charts
-        for name in write_charts(results, args.charts):
-            print(f"chart: {Path(args.charts) / name}")
+    if not args.no_report:
+        write_run_report(out, args.report or args.charts or out.with_name(out.stem + "-report"))
     return 0 if all(r.get("status") != "failed" for r in results["rows"]) else 1
+
+
+def write_run_report(results_path: Path, out_dir) -> None:
+    """The run's report beside its results (with the published rows for comparison); a report
+    that cannot be written is a warning, never the loss of the results already saved."""
+    from .report import have_matplotlib, write_report
+
+    if not have_matplotlib():
+        print("report: charts need matplotlib (pip install 'microgpt-bench[charts]'); writing the pages only",
+              file=sys.stderr)
+    try:
+        written = write_report([results_path], out_dir, with_published=True)
+    except (OSError, ValueError) as exc:
+        print(f"microgpt-bench: warning: no report written ({exc})", file=sys.stderr)
+        return
+    print(f"report: {written['report.html']} (charts and report.md beside it)")
 
 
 def default_results_path(machine: dict, suffix: str = "") -> Path:
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
-    label = "".join(c if c.isalnum() or c in "-_" else "_" for c in machine.get("label", "machine"))
-    return Path("results") / f"{stamp}-{label}{suffix}.json"
+    return Path("results") / f"{stamp}-{label_slug(machine.get('label') or 'machine')}{suffix}.json"
+
+
+def label_slug(label: str, limit: int = 60) -> str:
+    """'Intel Xeon Processor (family 6 model 167), 2 cores' -> 'intel-xeon-processor-family-6-...'."""
+    words = "".join(c.lower() if c.isalnum() else " " for c in label).split()
+    return "-".join(words)[:limit].strip("-") or "machine"
 
 
 def cmd_sweep(args) -> int:
@@ -304,7 +346,9 @@ def cmd_names(args) -> int:
         args.sampler = "python" if "python" in cls.samplers else cls.samplers[0]
     if args.sampler not in cls.samplers:
         raise CliError(f"backend {args.backend} supports samplers {', '.join(cls.samplers)}, not {args.sampler}")
-    backend = cls(load_weights(args.weights, args.order), args.temperature)
+    cls.validate_temperature(args.temperature)  # a ValueError: one line, exit 2
+    timed_sampler = "argmax" if args.sampler == "argmax" else "xorshift32"
+    backend = cls.create(load_weights(args.weights, args.order), args.temperature, timed_sampler)
     for i, name in enumerate(backend.names(args.count, args.seed, args.sampler), 1):
         print(f"sample {i:2d}: {name}")
     return 0
@@ -365,6 +409,11 @@ def cmd_weights(args) -> int:
     if args.weights_command == "fetch":
         for name in SOURCES:
             print(f"{name}: {fetch(name)} (sha256 verified)")
+        return 0
+    if args.weights_command == "export-rom":
+        from .weights import save_rom_dir
+        for path in save_rom_dir(load_weights_with_manifest(args.weights, args.order)[0], args.out):
+            print(path)
         return 0
     if args.weights_command == "convert":
         params, _ = load_weights_with_manifest(args.path, args.order)

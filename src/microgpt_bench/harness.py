@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import scenarios
+from .backends import backend_class
 from .model import BOS, encode, reference_logits
 from .results import new_results, summarise
 from .weights import load_weights, shipped_weights_path
@@ -40,6 +41,7 @@ class RunConfig:
     weights: str | None = None
     order: str = "c"
     temperature: float = 0.5
+    sampler: str = "xorshift32"  # the timed loop's: xorshift32, or argmax (greedy decoding)
     seed: int = 42
     seconds: float = 1.0
     repeats: int = 5
@@ -61,7 +63,7 @@ class RunConfig:
             (self.seconds >= 2 * MIN_WINDOW_S, f"--seconds must be >= {2 * MIN_WINDOW_S:g} (windows under "
                                                f"{MIN_WINDOW_S:g} s are rejected as timer noise), got {self.seconds}"),
             (self.repeats >= 1, f"--repeats must be >= 1, got {self.repeats}"),
-            (self.temperature > 0, f"--temperature must be > 0, got {self.temperature}"),
+            (self.sampler in ("xorshift32", "argmax"), f"--sampler must be xorshift32 or argmax, got {self.sampler!r}"),
             (1 <= self.seed <= 0xFFFFFFFF, f"--seed must be in 1..4294967295 (xorshift32), got {self.seed}"),
             (self.streams >= 1, f"--streams must be >= 1, got {self.streams}"),
             (1 <= self.threads <= 4 * (os.cpu_count() or 1) and self.threads <= 1024,
@@ -78,6 +80,13 @@ class RunConfig:
         for ok, message in checks:
             if not ok:
                 raise ValueError(message)
+        for name in self.backends:  # each backend's own temperature range (talos-emu: Q8.8)
+            try:
+                backend_class(name).validate_temperature(self.temperature)
+            except ValueError as exc:
+                raise ValueError(f"--temperature for {name}: {exc}") from None
+            except ImportError:
+                pass  # an optional framework missing: its row says so
 
     def needed_seconds(self) -> float:
         """Least time one row's timing takes: the repeats plus about OVERHEAD_WINDOWS more windows."""
@@ -99,6 +108,7 @@ def worker_env(threads: int) -> dict:
 
 def make_job(cfg: RunConfig, backend: str, reference, clock_ghz: float | None = None) -> dict:
     return {"backend": backend, "weights": cfg.weights, "order": cfg.order, "temperature": cfg.temperature,
+            "sampler": cfg.sampler,
             "seed": cfg.seed, "seconds": cfg.seconds, "repeats": cfg.repeats, "scenario": cfg.scenario,
             **scenarios.get(cfg.scenario).job_fields(cfg), "max_tokens": cfg.max_tokens, "probe": PROBE,
             "reference_logits": [r.tolist() for r in reference], "clock_ghz": clock_ghz,
@@ -134,7 +144,7 @@ def run_benchmark(cfg: RunConfig, machine: dict, progress=None) -> dict:
     reference = [reference_logits(params, seq) for seq in PROBE]
     weights = str(Path(cfg.weights).resolve()) if cfg.weights else str(shipped_weights_path())
     config = {"backends": cfg.backends, "weights": weights, "order": cfg.order, "temperature": cfg.temperature,
-              "seed": cfg.seed, "sampler": "xorshift32", "seconds": cfg.seconds, "repeats": cfg.repeats,
+              "seed": cfg.seed, "sampler": cfg.sampler, "seconds": cfg.seconds, "repeats": cfg.repeats,
               "timeout": cfg.timeout, "probe": PROBE_NAMES, "cpus": cfg.cpus}
     if cfg.accuracy and scenarios.get(cfg.scenario).measures_accuracy:
         from .accuracy import STEPS, reference_contexts
@@ -143,20 +153,44 @@ def run_benchmark(cfg: RunConfig, machine: dict, progress=None) -> dict:
         config["accuracy"] = {"steps": STEPS, "contexts": "float64 reference generation, xorshift32 seed 42"}
     results = new_results(machine, config)
     clock = (machine.get("clock") or {}).get("ghz")
+    eta = RowTimeEstimate(len(cfg.backends))
     for i, name in enumerate(cfg.backends, 1):
         job = make_job(cfg, name, reference, clock)
         if progress:
-            progress(f"[{i}/{len(cfg.backends)}] {name} ({cfg.scenario}) ...")
+            progress(f"[{i}/{len(cfg.backends)}] {name} ({cfg.scenario}) ...{eta.text()}")
         t0 = time.perf_counter()
         row = run_worker(job, cfg.timeout)
         row.update(streams=job["streams"], threads=job["threads"], wall_seconds=time.perf_counter() - t0)
+        eta.done(row)
         results["rows"].append(summarise(row, clock))
         if progress:
             progress("    " + row_status(row))
     return results
 
 
+class RowTimeEstimate:
+    """Time left in a run: the mean wall time of the rows that ran so far times the rows left
+    (rows that could not run take no time and are not counted as ones that will)."""
+
+    def __init__(self, total: int):
+        self.left, self.timed, self.seconds = total, 0, 0.0
+
+    def done(self, row: dict) -> None:
+        self.left -= 1
+        if row.get("status") != "unavailable":
+            self.timed += 1
+            self.seconds += row.get("wall_seconds", 0.0)
+
+    def text(self) -> str:
+        if not self.timed or not self.left:
+            return ""
+        return f"  (about {self.seconds / self.timed * self.left:.0f} s left)"
+
+
 def row_status(row: dict) -> str:
+    if row.get("status") == "unavailable":
+        from .table import short_reason
+        return f"not run here: {short_reason(row.get('reason', ''))}"
     if row.get("status") != "ok":
         return f"{row.get('status', 'failed').upper()}: {row.get('reason', '')}"
     gate = row["gate"]

@@ -10,8 +10,8 @@ Both go into log-bucketed histograms (histogram.py).
 The FPGA row comes from TALOS-V2's cycle model over the same tokens: a step at
 position p takes 866 + 20p cycles in the core and 868 + 20p back to back on the
 board (talos-rtl-spec section 6; the back-to-back figure is used, as a stream of
-names runs), at 56.25 MHz unless the job says otherwise; a name is the sum of its
-steps. The rare RMS shortcut (-25 cycles) is not modelled, so the band is an
+names runs; 752 + 20p and 754 + 20p when a greedy run is compared with its greedy
+mode), at 56.25 MHz unless the job says otherwise; a name is the sum of its steps. The rare RMS shortcut (-25 cycles) is not modelled, so the band is an
 upper bound by at most 75 cycles a step. The timer's own overhead is measured and
 reported, never subtracted.
 """
@@ -28,8 +28,15 @@ from .histogram import LogHistogram
 from .model import BLOCK_SIZE, BOS
 
 LATENCY_MAX_TOKENS = 1_000_000   # one stamped pass: at most this many tokens (or one repeat's worth)
-FPGA_CYCLES_AT_POS0 = talos.CYCLES_SAMPLE + talos.BOARD_EXTRA_CYCLES  # 868: back-to-back period at pos 0
-FPGA_MODEL = "868 + 20*pos board cycles a step (back-to-back, core 866 + 20*pos); a name is the sum of its steps"
+# back-to-back period at pos 0: 868 sampling, 754 greedy (sample_mode = 0)
+FPGA_CYCLES_AT_POS0 = {True: talos.CYCLES_SAMPLE + talos.BOARD_EXTRA_CYCLES,
+                       False: talos.CYCLES_ARGMAX + talos.BOARD_EXTRA_CYCLES}
+
+
+def fpga_model_text(sample_mode: bool = True) -> str:
+    base = FPGA_CYCLES_AT_POS0[sample_mode]
+    return (f"{base} + 20*pos board cycles a step (back-to-back, core {base - talos.BOARD_EXTRA_CYCLES} + 20*pos"
+            f"{'' if sample_mode else ', greedy: sample_mode = 0'}); a name is the sum of its steps")
 
 
 def positions(tokens: np.ndarray) -> np.ndarray:
@@ -47,8 +54,8 @@ def name_ends(tokens: np.ndarray, pos: np.ndarray) -> np.ndarray:
     return np.nonzero((tokens == BOS) | (pos == BLOCK_SIZE - 1))[0]
 
 
-def fpga_step_cycles(pos: np.ndarray) -> np.ndarray:
-    return FPGA_CYCLES_AT_POS0 + talos.CYCLES_PER_POS * np.asarray(pos, np.int64)
+def fpga_step_cycles(pos: np.ndarray, sample_mode: bool = True) -> np.ndarray:
+    return FPGA_CYCLES_AT_POS0[sample_mode] + talos.CYCLES_PER_POS * np.asarray(pos, np.int64)
 
 
 def per_name(values: np.ndarray, ends: np.ndarray) -> np.ndarray:
@@ -58,11 +65,12 @@ def per_name(values: np.ndarray, ends: np.ndarray) -> np.ndarray:
     return cum[ends + 1] - cum[starts]
 
 
-def fpga_latency(tokens, mhz: float = talos.FPGA_MHZ) -> dict:
-    """The FPGA's per-token and per-name latency (ns and board cycles) for this token stream."""
+def fpga_latency(tokens, mhz: float = talos.FPGA_MHZ, sample_mode: bool = True) -> dict:
+    """The FPGA's per-token and per-name latency (ns and board cycles) for this token stream
+    (sample_mode False: the core's greedy decoding, as a greedy run is compared with)."""
     tokens = np.asarray(tokens, np.int64)
     pos = positions(tokens)
-    cycles = fpga_step_cycles(pos)
+    cycles = fpga_step_cycles(pos, sample_mode)
     ends = name_ends(tokens, pos)
     name_cycles = per_name(cycles, ends)
     ns_per_cycle = 1e3 / mhz
@@ -82,11 +90,11 @@ def _slower(measured: np.ndarray, fpga: np.ndarray) -> dict:
     return {"count": slower, "of": n, "share": slower / n if n else None}
 
 
-def analyse(tokens, end_ns, mhz: float = talos.FPGA_MHZ) -> dict:
+def analyse(tokens, end_ns, mhz: float = talos.FPGA_MHZ, sample_mode: bool = True) -> dict:
     """Histograms, summaries and the FPGA comparison of one stamped pass."""
     tokens, end_ns = np.asarray(tokens, np.int64), np.asarray(end_ns, np.int64)
     token_ns = np.diff(np.concatenate([[0], end_ns]))
-    fpga = fpga_latency(tokens, mhz)
+    fpga = fpga_latency(tokens, mhz, sample_mode)
     name_ns = per_name(token_ns, fpga["ends"])
     tok_h, name_h = _histogram(token_ns), _histogram(name_ns)
     ftok_h, fname_h = _histogram(fpga["token_ns"]), _histogram(fpga["name_ns"])
@@ -96,7 +104,7 @@ def analyse(tokens, end_ns, mhz: float = talos.FPGA_MHZ) -> dict:
             "histograms": {"per_token_ns": tok_h.to_dict(), "per_name_ns": name_h.to_dict()},
             "slower_than_fpga": {"tokens": _slower(token_ns, fpga["token_ns"]),
                                  "names": _slower(name_ns, fpga["name_ns"])},
-            "fpga": {"mhz": mhz, "model": FPGA_MODEL, "per_token_ns": ftok_h.summary(),
+            "fpga": {"mhz": mhz, "model": fpga_model_text(sample_mode), "per_token_ns": ftok_h.summary(),
                      "per_name_ns": fname_h.summary() if fname_h.count else None,
                      "board_cycles": int(fpga["token_cycles"].sum())}}
 
@@ -136,4 +144,9 @@ def measure_latency(backend, job: dict, tokens_per_repeat: int) -> dict:
         return {"status": "failed", "reason": "the stamps go backwards", **context}
     return {"status": "ok", "timer": timer, "stamped_in": "native code" if native else
             "Python (perf_counter_ns after each token of iter_tokens)", **context,
-            **analyse(tokens, end_ns, job.get("fpga_mhz") or talos.FPGA_MHZ)}
+            **analyse(tokens, end_ns, job.get("fpga_mhz") or talos.FPGA_MHZ, not is_greedy(backend, job))}
+
+
+def is_greedy(backend, job: dict) -> bool:
+    """The run decodes greedily (--sampler argmax, or temperature 0 on a float backend)."""
+    return job.get("sampler") == "argmax" or (backend.temperature == 0 and type(backend).greedy_at_zero_temperature)

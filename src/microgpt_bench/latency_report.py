@@ -78,7 +78,7 @@ def agreement(g: dict) -> float | None:
 def latency_notes(good: list[dict], bad: list[dict]) -> list[str]:
     notes = ["per token: gap between consecutive end stamps; a name: BOS to BOS or 16 tokens. "
              "name p90 is MLPerf's SingleStream figure (p90 per-query latency, a query = one name).",
-             "the FPGA's line: TALOS-V2's cycle model (868 + 20*pos board cycles a step, back to back), "
+             f"the FPGA's line: TALOS-V2's cycle model ({good[0]['latency']['fpga']['model'] if good else '868 + 20*pos'}), "
              "deterministic given the tokens; a row's token is 'slower' when it took longer than the FPGA's "
              "step at the same position, a name when it took longer than the FPGA's same name.",
              "timer overhead: the median cost of one clock read, measured and shown, not subtracted. "

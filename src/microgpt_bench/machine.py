@@ -30,6 +30,31 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+def cpu_family_model() -> str | None:
+    """'family 6 model 167' from /proc/cpuinfo (x86), else None: it tells apart CPUs a VM names alike."""
+    try:
+        fields = {}
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        return None
+    family, model = fields.get("cpu family"), fields.get("model")
+    return f"family {family} model {model}" if family and model else None
+
+
+def default_label() -> str:
+    """The machine as reports name it by default: the CPU model and core count, not the host name
+    (a VM's host name says nothing). A model name without digits (a VM's generic 'Intel Xeon
+    Processor') gets its family and model numbers."""
+    name = " ".join(cpu_model().replace("(R)", "").replace("(TM)", "").split())
+    if not any(ch.isdigit() for ch in name):
+        fm = cpu_family_model()
+        name += f" ({fm})" if fm else ""
+    cores = os.cpu_count() or 1
+    return f"{name}, {cores} core{'s' if cores != 1 else ''}"
+
+
 def _run(cmd: list[str], timeout: float = 10) -> str:
     try:
         proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
@@ -143,7 +168,8 @@ def machine_info(label: str | None = None, clock: dict | None = None) -> dict:
     import numpy as np
 
     return {
-        "label": label or platform.node() or "this machine",
+        "label": label or default_label(),
+        "host": platform.node(),
         "cpu": cpu_model(),
         "arch": platform.machine(),
         "cores": os.cpu_count(),

@@ -6,6 +6,14 @@
   handed the u values (see python_uniforms) and applying that rule.
 `xorshift32`: the 13/17/5 xorshift on a 32-bit state; r = (x >> 8) / 2**24; the
   first id whose running sum c has r < c, else the last id.
+`argmax`: greedy decoding, the lowest index of the maximum logit; no random state.
+
+Temperature 0 is greedy decoding for every float backend (the usual convention, the
+T -> 0 limit of softmax(logits / T) with ties going to the lowest index): softmax_t
+returns that one-hot distribution, so any sampler drawing from it picks the argmax.
+Positive temperatures must lie in [MIN_TEMPERATURE, MAX_TEMPERATURE]: below 1e-3,
+logits / T leaves float32's exponent range in the native kernels for no gain (the
+result is already greedy to within rounding), so those values are refused, not run.
 """
 from __future__ import annotations
 
@@ -14,8 +22,22 @@ from bisect import bisect
 
 import numpy as np
 
-SAMPLERS = ("xorshift32", "python")
+SAMPLERS = ("xorshift32", "python", "argmax")
+MIN_TEMPERATURE = 1e-3
+MAX_TEMPERATURE = 1e3
 MASK32 = 0xFFFFFFFF
+
+
+def check_temperature(temperature) -> float:
+    """0 (greedy) or a finite value in [MIN_TEMPERATURE, MAX_TEMPERATURE]; else ValueError."""
+    try:
+        value = float(temperature)
+    except (TypeError, ValueError):
+        raise ValueError(f"temperature must be a number, got {temperature!r}") from None
+    if value == 0.0 or MIN_TEMPERATURE <= value <= MAX_TEMPERATURE:
+        return value
+    raise ValueError(f"temperature must be 0 (greedy) or in {MIN_TEMPERATURE:g}..{MAX_TEMPERATURE:g}, "
+                     f"got {temperature!r}")
 
 
 def check_seed(sampler: str, seed: int) -> int:
@@ -33,11 +55,22 @@ def xorshift32_next(x: int) -> int:
     return x
 
 
+def argmax_onehot(logits) -> np.ndarray:
+    """The greedy distribution: 1 at the lowest index of the maximum, 0 elsewhere."""
+    z = np.asarray(logits, np.float64)
+    out = np.zeros(z.shape)
+    np.put_along_axis(out, np.argmax(z, axis=-1)[..., None], 1.0, axis=-1)
+    return out
+
+
 def softmax_t(logits, temperature: float) -> np.ndarray:
-    """softmax(logits / T) in float64: the distribution both samplers draw from."""
+    """softmax(logits / T) in float64 over the last axis: the distribution every sampler draws
+    from; at T = 0 the greedy one-hot (argmax_onehot)."""
+    if temperature == 0:
+        return argmax_onehot(logits)
     z = np.asarray(logits, np.float64) / temperature
-    e = np.exp(z - z.max())
-    return e / e.sum()
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
 
 
 def pick_cumulative(cumulative: np.ndarray, r: float) -> int:
@@ -73,8 +106,15 @@ class PythonSampler:
         return self.rng.choices(range(len(probs)), weights=probs)[0]
 
 
+def argmax_sampler(probs) -> int:
+    """Greedy: the lowest index of the maximum (of the logits, or of any monotone map of them)."""
+    return int(np.argmax(probs))
+
+
 def make_sampler(sampler: str, seed: int):
     check_seed(sampler, seed)
+    if sampler == "argmax":
+        return argmax_sampler
     return XorShift32Sampler(seed) if sampler == "xorshift32" else PythonSampler(seed)
 
 

@@ -134,9 +134,31 @@ def format_columns(rows: list[dict[str, str]], columns, titles: dict[str, str] |
     return [head, "-" * len(head)] + [line([r[c] for c in columns]) for r in rows]
 
 
+def short_reason(reason: str) -> str:
+    """The gist of an unavailable row's reason, for grouping: up to the first ':', ' (' or ';'
+    ('no NVIDIA driver: libcuda.so.1 cannot be loaded (...)' -> 'no NVIDIA driver')."""
+    text = " ".join(str(reason or "unavailable").split())
+    cut = min((i for i in (text.find(": "), text.find(" ("), text.find("; ")) if i > 0), default=len(text))
+    return text[:cut][:80]
+
+
+def not_run_footer(rows: list[dict]) -> str | None:
+    """'not run here: a, b (reason); c (other reason)': the rows that cannot run on this machine,
+    grouped by reason; the results file keeps each row's full reason."""
+    groups: dict[str, list[str]] = {}
+    for r in rows:
+        names = groups.setdefault(short_reason(r.get("reason", "")), [])
+        if row_label(r) not in names:
+            names.append(row_label(r))
+    if not groups:
+        return None
+    return "not run here: " + "; ".join(f"{', '.join(names)} ({why})" for why, names in groups.items())
+
+
 def format_table(results: dict, with_machine: bool = False) -> str:
     ok = [r for r in results["rows"] if r.get("status") == "ok" and (r.get("tok_s") or {}).get("median")]
-    bad = [r for r in results["rows"] if r.get("status") != "ok"]
+    unavailable = [r for r in results["rows"] if r.get("status") == "unavailable"]
+    bad = [r for r in results["rows"] if r.get("status") not in ("ok", "unavailable")]
     lines = [measured_line(row_label(r, with_machine), r, r["tok_s"]["median"]) for r in ok]
     lines += fpga_lines(results, published_label="TALOS-V2 (FPGA, 56 MHz)")
     rows = throughput_rows(lines)
@@ -149,7 +171,8 @@ def format_table(results: dict, with_machine: bool = False) -> str:
     clock = results.get("machine", {}).get("clock") or {}
     where = (f"a {clock['ghz']:.2f} GHz clock estimate ({clock.get('method', '')})" if clock.get("ghz")
              else "no clock estimate (? where unknown)")
-    return "\n".join(text + [""] + throughput_notes(lines, where))
+    footer = [not_run_footer(unavailable)] if unavailable else []
+    return "\n".join(text + [""] + footer + throughput_notes(lines, where))
 
 
 def format_accuracy(results: dict) -> str:

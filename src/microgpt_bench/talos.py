@@ -101,11 +101,17 @@ def xorshift32(x: int) -> int:
 # --------------------------------------------------------------- sampler (§3.10)
 
 
+MAX_TEMPERATURE = 0xFFFF / 256  # 255.996: the largest Q8.8 input
+
+
 def temperature_q8_8(temperature: float) -> int:
-    """The core's 16-bit Q8.8 temperature input for a float temperature (rounded, clamped)."""
-    if not math.isfinite(temperature) or temperature < 0:
-        raise ValueError(f"temperature must be finite and >= 0, got {temperature}")
-    return min(0xFFFF, int(round(temperature * 256)))
+    """The core's 16-bit Q8.8 temperature input for a float temperature, rounded to the nearest
+    1/256. Every value 0..255.996 is legal (T = 0 and T < 1/512 give input 0, which the core
+    samples at as T = 0.5: see effective_temperature); others raise ValueError."""
+    if not isinstance(temperature, (int, float, np.integer, np.floating)) or not math.isfinite(temperature) \
+            or temperature < 0 or round(temperature * 256) > 0xFFFF:
+        raise ValueError(f"TALOS-V2's temperature input is Q8.8: 0..{MAX_TEMPERATURE:.3f}, got {temperature!r}")
+    return int(round(temperature * 256))
 
 
 def effective_temperature(tq: int) -> float:
@@ -347,25 +353,27 @@ def run_generation(core: TalosCore, seed: int, tq: int, sample_mode: bool = True
     return steps
 
 
-def generate_stream(core: TalosCore, n_tokens: int, seed: int, tq: int) -> tuple[list[int], int, int]:
+def generate_stream(core: TalosCore, n_tokens: int, seed: int, tq: int,
+                    sample_mode: bool = True) -> tuple[list[int], int, int]:
     """The benchmark loop on the core: (tokens, board cycles, final RNG state).
 
     Names follow each other; each restarts at BOS/pos 0 with the RNG carried on.
-    Board cycles are the back-to-back period L(p) + 2 of every step (section 6).
+    Board cycles are the back-to-back period L(p) + 2 of every step (section 6);
+    sample_mode = False is the core's argmax decoding (752 + 20p a step).
     """
     tokens, cycles, rng = [], 0, check_seed(seed)
-    for st in iter_steps(core, n_tokens, seed, tq):
+    for st in iter_steps(core, n_tokens, seed, tq, sample_mode):
         tokens.append(st.token_out)
         cycles += st.cycles + BOARD_EXTRA_CYCLES
         rng = st.rng_out
     return tokens, cycles, rng
 
 
-def iter_steps(core: TalosCore, n_tokens: int, seed: int, tq: int) -> Iterator[Step]:
+def iter_steps(core: TalosCore, n_tokens: int, seed: int, tq: int, sample_mode: bool = True) -> Iterator[Step]:
     """The benchmark loop's core steps one at a time (names back to back, RNG carried on)."""
     token, pos, rng = BOS, 0, check_seed(seed)
     for _ in range(n_tokens):
-        st = core.step(token, pos, rng, pos == 0, tq)
+        st = core.step(token, pos, rng, pos == 0, tq, sample_mode)
         yield st
         rng, token, pos = st.rng_out, st.token_out, pos + 1
         if token == BOS or pos == BLOCK_SIZE:
@@ -406,7 +414,8 @@ def stream_board_cycles(tokens) -> int:
     return cycles
 
 
-def fpga_rate(n_tokens: int, board_cycles: int, mhz: float = FPGA_MHZ, n_chars: int | None = None) -> dict:
+def fpga_rate(n_tokens: int, board_cycles: int, mhz: float = FPGA_MHZ, n_chars: int | None = None,
+              sample_mode: bool = True) -> dict:
     """Modelled board throughput for n_tokens that took board_cycles at mhz.
 
     tokens = every sampled token (BOS included), the benchmark's unit. TALOS-V2's own
@@ -419,7 +428,7 @@ def fpga_rate(n_tokens: int, board_cycles: int, mhz: float = FPGA_MHZ, n_chars: 
     out = {"fpga_mhz": mhz, "fpga_cycles": int(board_cycles), "fpga_tokens": int(n_tokens),
            "fpga_tokens_per_s": n_tokens / seconds,
            "fpga_rate_model": (f"cycle model of TALOS-V2's RTL (Verilator-measured): per step "
-                               f"{CYCLES_SAMPLE}+{CYCLES_PER_POS}*pos core cycles, +{BOARD_EXTRA_CYCLES} "
+                               f"{CYCLES_SAMPLE if sample_mode else CYCLES_ARGMAX}+{CYCLES_PER_POS}*pos core cycles, +{BOARD_EXTRA_CYCLES} "
                                f"back to back on the board, -{CYCLES_RMS_SHORTCUT} per RMS shortcut; "
                                f"tokens / (cycles / {mhz} MHz)")}
     if n_chars is not None:

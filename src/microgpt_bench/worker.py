@@ -125,10 +125,14 @@ def run_job(job: dict) -> dict:
     reason = cls.availability() or scenario.unavailable_reason(cls)
     if reason:
         return {**result, "status": "unavailable", "reason": reason}
+    sampler = job.get("sampler", "xorshift32")
+    greedy = sampler == "argmax" or (job["temperature"] == 0 and cls.greedy_at_zero_temperature)
+    if greedy and "argmax" not in cls.samplers:
+        return {**result, "status": "unavailable", "reason": "no greedy (argmax) decoding in this backend"}
     params = load_weights(job["weights"], job.get("order", "c"))
     t0 = time.perf_counter()
     try:
-        backend = cls(params, job["temperature"])
+        backend = cls.create(params, job["temperature"], sampler)
     except Unavailable as exc:
         return {**result, "status": "unavailable", "reason": str(exc)}
     result["setup_seconds"] = time.perf_counter() - t0

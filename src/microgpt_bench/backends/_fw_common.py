@@ -81,7 +81,7 @@ class FrameworkBackend(Backend):
     """Base of the framework rows: the generation loop's bookkeeping in one place."""
 
     scenarios = ("single-stream", "offline")
-    samplers = ("xorshift32", "python")
+    samplers = ("xorshift32", "python", "argmax")
     precision = "fp32"
     framework = "?"          # shown in info()
     framework_module = "?"   # the module whose import availability() tries
@@ -193,15 +193,14 @@ class FrameworkBackend(Backend):
             out[lo:lo + b] = np.asarray(self._run(chunk, n_tokens))[:b]
         return out
 
-    def _generate_python(self, n_tokens: int, seed: int) -> list[int]:
-        """The python sampler: the framework's forward, softmax and choices() on the host in float64."""
-        sampler = samplers.PythonSampler(seed)
+    def _generate_host(self, n_tokens: int, seed: int, sampler_name: str) -> list[int]:
+        """The python (or argmax) sampler: the framework's forward, then softmax and choices() (or the
+        argmax) on the host in float64, exactly as the spec says."""
+        sampler = samplers.make_sampler(sampler_name, seed)
         out, tok, pos, cache = [], BOS, 0, self._new_cache()
         for _ in range(n_tokens):
             lg, cache = self._forward1(tok, pos, cache)
-            z = np.asarray(lg, dtype=np.float64).reshape(VOCAB) / self.temperature
-            e = np.exp(z - z.max())
-            new = sampler((e / e.sum()).tolist())
+            new = sampler(samplers.softmax_t(np.asarray(lg).reshape(VOCAB), self.temperature).tolist())
             out.append(new)
             pos += 1
             if new == BOS or pos == BLOCK_SIZE:
@@ -213,8 +212,8 @@ class FrameworkBackend(Backend):
     def generate(self, n_tokens: int, seed: int, sampler: str = "xorshift32") -> list[int]:
         samplers.check_seed(sampler, seed)
         self._set_threads(1)   # single-stream always runs on one thread
-        if sampler == "python":
-            return self._generate_python(n_tokens, seed)
+        if sampler == "python" or (sampler == "argmax" and self.temperature):
+            return self._generate_host(n_tokens, seed, sampler)
         return [int(t) for t in self._batched(seeds_array([seed]), n_tokens)[0]]
 
     def timed_generate(self, n_tokens: int, seed: int) -> int:

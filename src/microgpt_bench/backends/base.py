@@ -24,11 +24,11 @@ from typing import ClassVar, Iterator
 import numpy as np
 
 from ..model import Params, names_from_tokens
-from ..samplers import softmax_t
+from ..samplers import check_temperature, softmax_t
 
-STAMP_CALIBRATION_CALLS = 20_001
+STAMP_CALIBRATION_CALLS = 20_001  # back-to-back clock reads that measure the timer's own cost
 # (method, takes a sampler argument): wrapped with the shared argument checks in every class
-CHECKED_METHODS = (("generate", True), ("timed_generate", False), ("generate_stamped", False))  # back-to-back clock reads that measure the timer's own cost
+CHECKED_METHODS = (("generate", True), ("timed_generate", False), ("generate_stamped", False))
 
 
 def check_token_count(n_tokens) -> int:
@@ -75,7 +75,7 @@ class Backend:
     # fp64 | fp32 | q412 | talos: decides the correctness gate's tolerance
     precision: ClassVar[str] = "fp32"
     scenarios: ClassVar[tuple[str, ...]] = ("single-stream",)
-    samplers: ClassVar[tuple[str, ...]] = ("xorshift32", "python")
+    samplers: ClassVar[tuple[str, ...]] = ("xorshift32", "python", "argmax")
     # the clock the default generate_stamped reads (a test injects a fake one)
     stamp_clock: ClassVar = staticmethod(time.perf_counter_ns)
     # the sampler of the timed loop (and generate's default)
@@ -95,10 +95,28 @@ class Backend:
                 setattr(cls, name, _checked(method, with_sampler))
 
     def __init__(self, params: Params, temperature: float = 0.5):
-        if not temperature > 0:
-            raise ValueError(f"temperature must be > 0, got {temperature}")
         self.params = params
-        self.temperature = float(temperature)
+        # 0 means greedy decoding (samplers.softmax_t); the timed loop then picks the argmax
+        self.temperature = self.validate_temperature(temperature)
+
+    # True: temperature 0 means greedy decoding (the float backends); False for a backend whose
+    # hardware takes T = 0 as an input of its own and decodes greedily only when told (greedy=True)
+    greedy_at_zero_temperature: ClassVar[bool] = True
+
+    @classmethod
+    def validate_temperature(cls, temperature) -> float:
+        """The temperature as this backend takes it; ValueError (one line) for one it cannot take."""
+        return check_temperature(temperature)
+
+    @classmethod
+    def create(cls, params: Params, temperature: float, sampler: str = "xorshift32", **options) -> "Backend":
+        """Construct for a run's sampler: 'argmax' is temperature 0 for the float backends and
+        greedy=True for those whose T = 0 is a real input (talos-emu)."""
+        if sampler == "argmax":
+            if cls.greedy_at_zero_temperature:
+                return cls(params, 0.0, **options)
+            return cls(params, temperature, greedy=True, **options)
+        return cls(params, temperature, **options)
 
     @classmethod
     def availability(cls) -> str | None:

@@ -42,7 +42,8 @@ def build_step(jax, jnp, w: dict, temperature: float):
     fc1_t, fc2_t, lm_t = w["layer0.mlp_fc1"].T, w["layer0.mlp_fc2"].T, w["lm_head"].T
     # numpy constants: nothing is placed on jax's default device (a GPU where there is one)
     slots = np.arange(BLOCK_SIZE, dtype=np.int32)
-    inv_t = np.float32(1.0 / temperature)
+    greedy = temperature == 0  # greedy decoding: the lowest index of the max logit
+    inv_t = np.float32(1.0 / temperature if temperature else 1.0)
     scale = np.float32(1.0 / HEAD_DIM ** 0.5)
     eps = np.float32(RMS_EPS)
 
@@ -71,6 +72,8 @@ def build_step(jax, jnp, w: dict, temperature: float):
         rng = rng ^ (rng << 5)
         r = (rng >> 8).astype(jnp.float32) * np.float32(1.0 / 16777216.0)
         new = jnp.sum(cum[:, :VOCAB - 1] <= r[:, None], axis=-1).astype(jnp.int32)
+        if greedy:
+            new = jnp.argmax(logits, axis=-1).astype(jnp.int32)
         npos = pos + 1
         reset = (new == BOS) | (npos == BLOCK_SIZE)
         return new, jnp.where(reset, BOS, new), jnp.where(reset, 0, npos), K, V, rng, logits

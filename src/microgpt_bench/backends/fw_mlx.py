@@ -21,7 +21,8 @@ def build_step(mx, w: dict, temperature: float):
     wq_t, wk_t, wv_t, wo_t = (w[f"layer0.attn_{n}"].T for n in ("wq", "wk", "wv", "wo"))
     fc1_t, fc2_t, lm_t = w["layer0.mlp_fc1"].T, w["layer0.mlp_fc2"].T, w["lm_head"].T
     slots = mx.arange(BLOCK_SIZE, dtype=mx.int32)
-    inv_t = 1.0 / temperature
+    greedy = temperature == 0  # greedy decoding: the lowest index of the max logit
+    inv_t = 1.0 / temperature if temperature else 1.0
     scale = 1.0 / HEAD_DIM ** 0.5
     mask32 = mx.array(0xFFFFFFFF, dtype=mx.uint32)
 
@@ -50,6 +51,8 @@ def build_step(mx, w: dict, temperature: float):
         rng = rng ^ ((rng << 5) & mask32)
         r = (rng >> 8).astype(mx.float32) * (1.0 / 16777216.0)
         new = mx.sum(cum[:, :VOCAB - 1] <= r[:, None], axis=-1).astype(mx.int32)
+        if greedy:
+            new = mx.argmax(logits, axis=-1).astype(mx.int32)
         npos = pos + 1
         reset = (new == BOS) | (npos == BLOCK_SIZE)
         return (new, mx.where(reset, BOS, new).astype(mx.int32),

@@ -107,28 +107,35 @@ def _define(numba) -> dict:
         pos = 0
         for i in range(out.shape[0]):
             forward(wte, wpe, wq, wk, wv, wo, fc1, fc2, lm, tok, pos, K, V, logits)
-            m = logits[0] * inv_t
-            for j in range(1, VOCAB):
-                z = logits[j] * inv_t
-                if z > m:
-                    m = z
-            tot = f32(0.0)
-            for j in range(VOCAB):
-                e = np.exp(logits[j] * inv_t - m)
-                logits[j] = e
-                tot += e
-            state ^= (state << np.uint32(13)) & M32
-            state ^= state >> np.uint32(17)
-            state ^= (state << np.uint32(5)) & M32
-            r = f32(state >> np.uint32(8)) * R24
-            c = f32(0.0)
-            new = VOCAB - 1
-            for j in range(VOCAB - 1):
-                c += logits[j] / tot
-                if r < c:
-                    new = j
-                    break
-            out[i] = new
+            if inv_t == f32(0.0):  # temperature 0: greedy, the lowest index of the max logit
+                new = 0
+                for j in range(1, VOCAB):
+                    if logits[j] > logits[new]:
+                        new = j
+                out[i] = new
+            else:
+                m = logits[0] * inv_t
+                for j in range(1, VOCAB):
+                    z = logits[j] * inv_t
+                    if z > m:
+                        m = z
+                tot = f32(0.0)
+                for j in range(VOCAB):
+                    e = np.exp(logits[j] * inv_t - m)
+                    logits[j] = e
+                    tot += e
+                state ^= (state << np.uint32(13)) & M32
+                state ^= state >> np.uint32(17)
+                state ^= (state << np.uint32(5)) & M32
+                r = f32(state >> np.uint32(8)) * R24
+                c = f32(0.0)
+                new = VOCAB - 1
+                for j in range(VOCAB - 1):
+                    c += logits[j] / tot
+                    if r < c:
+                        new = j
+                        break
+                out[i] = new
             pos += 1
             if new == BOS or pos == BLOCK_SIZE:
                 tok = BOS
@@ -161,7 +168,8 @@ class NumbaBackend(FrameworkBackend):
         self.w = tuple(w[n] for n in ("wte", "wpe", "layer0.attn_wq", "layer0.attn_wk",
                                       "layer0.attn_wv", "layer0.attn_wo", "layer0.mlp_fc1",
                                       "layer0.mlp_fc2", "lm_head"))
-        self.inv_t = np.float32(1.0 / self.temperature)
+        # inv_t = 0 tells the kernel to decode greedily (temperature 0)
+        self.inv_t = np.float32(1.0 / self.temperature if self.temperature else 0.0)
         self._ensure_warm("serial")
 
     def _version(self) -> str:

@@ -24,7 +24,8 @@ def build_step(torch, w: dict, temperature: float, device):
     fc1_t, fc2_t = w["layer0.mlp_fc1"].t().contiguous(), w["layer0.mlp_fc2"].t().contiguous()
     lm_t = w["lm_head"].t().contiguous()
     slots = torch.arange(BLOCK_SIZE, device=device)
-    inv_t = 1.0 / temperature
+    greedy = temperature == 0  # greedy decoding: the lowest index of the max logit
+    inv_t = 1.0 / temperature if temperature else 1.0
     scale = 1.0 / HEAD_DIM ** 0.5
 
     def rms(x):
@@ -53,6 +54,8 @@ def build_step(torch, w: dict, temperature: float, device):
         rng = rng ^ ((rng << 5) & 0xFFFFFFFF)
         r = (rng >> 8).to(torch.float32) * (1.0 / 16777216.0)
         new = (cum[:, :VOCAB - 1] <= r.unsqueeze(1)).sum(-1)              # first id with r < c
+        if greedy:
+            new = logits.argmax(-1)
         npos = pos + 1
         reset = (new == BOS) | (npos == BLOCK_SIZE)
         nxt = torch.where(reset, torch.full_like(new, BOS), new)

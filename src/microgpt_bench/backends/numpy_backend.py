@@ -26,9 +26,12 @@ class TokenSampler:
     def __init__(self, kind: str, seed: int, n_tokens: int):
         check_seed(kind, seed)
         self.kind, self.state = kind, seed
+        self.greedy = kind == "argmax"
         self.uniforms = iter(python_uniforms(seed, n_tokens)) if kind == "python" else None
 
     def __call__(self, probs: np.ndarray) -> int:
+        if self.greedy:
+            return int(np.argmax(probs))
         cum = np.cumsum(probs)
         if self.uniforms is None:
             self.state = xorshift32_next(self.state)
@@ -82,7 +85,8 @@ class NumpySimpleBackend(Backend):
         return np.array([self._forward(t, p, keys, values) for p, t in enumerate(tokens)])
 
     def iter_tokens(self, n_tokens, seed, sampler="xorshift32"):
-        draw = TokenSampler(sampler, seed, n_tokens)
+        # temperature 0 is greedy decoding: the argmax of the logits, whatever the sampler
+        draw = TokenSampler("argmax" if self.temperature == 0 else sampler, seed, n_tokens)
         cache = self._cache()
         forward, probs = self._forward, self._probs
         tok, pos = BOS, 0
@@ -117,7 +121,7 @@ class NumpyBackend(NumpySimpleBackend):
         self.head_of = np.arange(N_EMBD) // HEAD_DIM
         self.exp_safe = scores_cannot_overflow(w["layer0.attn_wq"], w["layer0.attn_wk"])
         self.dims = np.arange(N_EMBD)
-        self.inv_t = 1.0 / self.temperature
+        self.inv_t = 1.0 / self.temperature if self.temperature else 1.0  # T = 0: greedy, see iter_tokens
 
     def _forward(self, tok, pos, kv, _unused=None):
         w = self.w
@@ -160,6 +164,10 @@ class NumpyBackend(NumpySimpleBackend):
     def logits_offline(self, sequences):
         return offline_logits(self, sequences)
 
+    def lanes(self, n_lanes: int) -> NumpyLanes:
+        """The server scenario's primitive: n_lanes streams stepped together (continuous batching)."""
+        return NumpyLanes(self, n_lanes)
+
 
 # ------------------------------------------------------------------ offline
 # B streams advance together, one token each per step; every stream has its own
@@ -182,9 +190,10 @@ def scores_cannot_overflow(wq: np.ndarray, wk: np.ndarray) -> bool:
     return bound / math.sqrt(HEAD_DIM) < EXP_SAFE
 
 
-def _offline_step(be, toks, pos, kcache, vcache):
-    """One forward for B streams: toks, pos (B,) ints; caches (B,H,16,D). Returns logits (B,27)."""
-    b = np.arange(len(toks))
+def _offline_step(be, toks, pos, kcache, vcache, lanes=None):
+    """One forward for B streams: toks, pos (B,) ints; caches (N,H,16,D). Returns logits (B,27).
+    lanes: the cache rows of the B streams (default: all N = B of them, in order)."""
+    b = np.arange(len(toks)) if lanes is None else lanes
     x = be.w["wte"][toks] + be.emb_pos[pos]
     ms = np.einsum("bi,bi->b", x, x) / N_EMBD
     s1 = (ms + RMS_EPS) ** -0.5
@@ -193,6 +202,8 @@ def _offline_step(be, toks, pos, kcache, vcache):
     qkv = (res @ be.wqkv.T) * s2[:, None]
     kcache[b, :, pos, :] = qkv[:, N_EMBD:2 * N_EMBD].reshape(-1, N_HEAD, HEAD_DIM)
     vcache[b, :, pos, :] = qkv[:, 2 * N_EMBD:].reshape(-1, N_HEAD, HEAD_DIM)
+    if lanes is not None:
+        kcache, vcache = kcache[lanes], vcache[lanes]  # this step's streams only
     att = (kcache @ qkv[:, :N_EMBD].reshape(-1, N_HEAD, HEAD_DIM, 1))[..., 0]  # (B,H,16)
     if not be.exp_safe:
         att -= att.max(axis=2, keepdims=True)
@@ -220,20 +231,49 @@ def offline_generate(be, n_streams, tokens_per_stream, seed):
     kcache, vcache = _offline_caches(n_streams)
     out = np.empty((n_streams, tokens_per_stream), np.int32)
     for step in range(tokens_per_stream):
-        z = _offline_step(be, toks, pos, kcache, vcache).astype(np.float64) / be.temperature
-        e = np.exp(z - z.max(axis=1, keepdims=True))
-        cum = np.cumsum(e / e.sum(axis=1, keepdims=True), axis=1)
-        state ^= state << np.uint32(13)
-        state ^= state >> np.uint32(17)
-        state ^= state << np.uint32(5)
-        r = (state >> np.uint32(8)).astype(np.float64) / 16777216.0
-        toks = np.minimum((cum[:, :-1] <= r[:, None]).sum(axis=1), VOCAB - 1)
+        toks = sample_streams(_offline_step(be, toks, pos, kcache, vcache), be.temperature, state)
         out[:, step] = toks
         pos += 1
         reset = (toks == BOS) | (pos == BLOCK_SIZE)
         pos[reset] = 0
         toks[reset] = BOS
     return out
+
+
+def sample_streams(logits, temperature, state):
+    """Each stream's next token by the xorshift32 rule; advances `state` (uint32, in place)."""
+    cum = np.cumsum(softmax_t(logits, temperature), axis=1)
+    state ^= state << np.uint32(13)
+    state ^= state >> np.uint32(17)
+    state ^= state << np.uint32(5)
+    r = (state >> np.uint32(8)).astype(np.float64) / 16777216.0
+    return np.minimum((cum[:, :-1] <= r[:, None]).sum(axis=1), VOCAB - 1)
+
+
+class NumpyLanes:
+    """The server scenario's lanes on the offline kernel: n_lanes streams, each with its own
+    token, position, KV cache and xorshift32 state; step() advances any subset of them."""
+
+    def __init__(self, be, n_lanes: int):
+        if n_lanes < 1:
+            raise ValueError(f"n_lanes must be >= 1, got {n_lanes}")
+        self.be, self.n_lanes = be, n_lanes
+        self.toks = np.full(n_lanes, BOS, np.int64)
+        self.pos = np.zeros(n_lanes, np.int64)
+        self.state = np.ones(n_lanes, np.uint32)
+        self.kcache, self.vcache = _offline_caches(n_lanes)
+
+    def start(self, lane: int, seed: int) -> None:
+        # the cache needs no clearing: slots above pos are never read
+        self.toks[lane], self.pos[lane], self.state[lane] = BOS, 0, check_seed("xorshift32", seed)
+
+    def step(self, lanes: np.ndarray) -> np.ndarray:
+        logits = _offline_step(self.be, self.toks[lanes], self.pos[lanes], self.kcache, self.vcache, lanes)
+        state = self.state[lanes]
+        new = sample_streams(logits, self.be.temperature, state)
+        self.state[lanes] = state
+        self.toks[lanes], self.pos[lanes] = new, self.pos[lanes] + 1
+        return new
 
 
 def offline_logits(be, sequences):

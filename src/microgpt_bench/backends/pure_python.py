@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from ..model import BLOCK_SIZE, BOS, reference_forward, reference_logits, softmax
-from ..samplers import make_sampler
+from ..samplers import argmax_onehot, make_sampler
 from .base import Backend
 
 
@@ -24,7 +24,7 @@ class PurePythonBackend(Backend):
         tok, pos, keys, values = BOS, 0, [], []
         for _ in range(n_tokens):
             logits = reference_forward(w, tok, pos, keys, values)
-            tok = draw(softmax([v / temp for v in logits]))
+            tok = draw(softmax([v / temp for v in logits]) if temp else argmax_onehot(logits).tolist())
             yield tok
             pos += 1
             if tok == BOS or pos == BLOCK_SIZE:

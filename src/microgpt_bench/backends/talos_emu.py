@@ -24,7 +24,8 @@ from ..model import BLOCK_SIZE, VOCAB, Params
 from .base import Backend, Unavailable
 
 SAMPLER = "talos"
-C_ABI = 1
+SAMPLERS = (SAMPLER, "argmax")
+C_ABI = 2
 I32P = ctypes.POINTER(ctypes.c_int32)
 U64P = ctypes.POINTER(ctypes.c_uint64)
 
@@ -58,7 +59,7 @@ def _load_c() -> tuple[ctypes.CDLL, dict]:
     lib.talos_logits.argtypes = [ctypes.c_void_p, I32P, ctypes.c_int32, I32P]
     lib.talos_generate.restype = ctypes.c_int
     lib.talos_generate.argtypes = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_uint32, ctypes.c_int32,
-                                   I32P, U64P]
+                                   ctypes.c_int32, I32P, U64P]
     return lib, info
 
 
@@ -95,11 +96,11 @@ class CTalosCore:
         self._check(self.lib.talos_logits(self.handle, native.int_ptr(arr), arr.size, native.int_ptr(out)))
         return out
 
-    def generate(self, n_tokens: int, seed: int, tq: int, keep: bool = True):
+    def generate(self, n_tokens: int, seed: int, tq: int, keep: bool = True, sample_mode: bool = True):
         """(tokens or None, stats): stats = checksum, board_cycles, bos, rng_final."""
         tokens = np.zeros(n_tokens, dtype=np.int32) if keep else None
         stats = np.zeros(4, dtype=np.uint64)
-        self._check(self.lib.talos_generate(self.handle, n_tokens, seed, tq,
+        self._check(self.lib.talos_generate(self.handle, n_tokens, seed, tq, int(bool(sample_mode)),
                                             native.int_ptr(tokens) if keep else None,
                                             stats.ctypes.data_as(U64P)))
         return tokens, dict(zip(("checksum", "board_cycles", "bos", "rng_final"), map(int, stats)))
@@ -117,9 +118,9 @@ class CTalosCore:
 
 
 def _check_run(n_tokens: int, seed: int, sampler: str = SAMPLER) -> int:
-    if sampler != SAMPLER:
-        raise ValueError(f"the TALOS core has one sampler, {SAMPLER!r} (its own xorshift32 + "
-                         f"interpolated exp table); got {sampler!r}")
+    if sampler not in SAMPLERS:
+        raise ValueError(f"the TALOS core samples with {SAMPLER!r} (its own xorshift32 + interpolated "
+                         f"exp table) or decodes greedily ('argmax', its sample_mode = 0); got {sampler!r}")
     if not isinstance(n_tokens, (int, np.integer)) or n_tokens < 0:
         raise ValueError(f"n_tokens must be a non-negative integer, got {n_tokens!r}")
     return talos.check_seed(seed)
@@ -136,16 +137,20 @@ def _check_probe(tokens) -> list[int]:
 
 class _TalosBackend(Backend):
     precision = "talos"
-    samplers = (SAMPLER,)
+    samplers = SAMPLERS
     timed_sampler = SAMPLER
     scenarios = ("single-stream",)
     implementation = "?"
+    # T = 0 is a legal Q8.8 input the core samples at, not greedy decoding: that is sample_mode = 0
+    greedy_at_zero_temperature = False
 
-    def __init__(self, params: Params, temperature: float = 0.5, fpga_mhz: float = talos.FPGA_MHZ):
+    def __init__(self, params: Params, temperature: float = 0.5, fpga_mhz: float = talos.FPGA_MHZ,
+                 greedy: bool = False):
         super().__init__(params, temperature)
         if not fpga_mhz > 0:
             raise ValueError(f"fpga_mhz must be > 0, got {fpga_mhz}")
         self.tq = talos.temperature_q8_8(self.temperature)
+        self.sample_mode = not greedy  # the core's own input: False decodes the argmax
         self.rom = talos.quantise(params)
         self.fpga_mhz = float(fpga_mhz)
         self.last_run: dict | None = None  # cycle-model figures of the last generation
@@ -157,8 +162,9 @@ class _TalosBackend(Backend):
     def logits(self, tokens) -> np.ndarray:
         return self.logits_q12(tokens).astype(np.float64) / 4096.0
 
-    def _record(self, n_tokens: int, board_cycles: int, n_bos: int) -> None:
-        self.last_run = (talos.fpga_rate(n_tokens, board_cycles, self.fpga_mhz, n_chars=n_tokens - n_bos)
+    def _record(self, n_tokens: int, board_cycles: int, n_bos: int, sample_mode: bool = True) -> None:
+        self.last_run = (talos.fpga_rate(n_tokens, board_cycles, self.fpga_mhz, n_chars=n_tokens - n_bos,
+                                         sample_mode=sample_mode)
                          if n_tokens else None)
 
     def custom_gate(self, probe, reference) -> dict:
@@ -195,8 +201,17 @@ class _TalosBackend(Backend):
         q12 = np.rint(np.asarray(logits) * 4096).astype(np.int64).tolist()
         return np.asarray(talos.sampler_distribution(q12, self.temperature), np.float64)
 
+    @classmethod
+    def validate_temperature(cls, temperature) -> float:
+        talos.temperature_q8_8(temperature)  # any Q8.8 input, 0..255.996
+        return float(temperature)
+
+    def _sample_mode(self, sampler: str) -> bool:
+        return self.sample_mode and sampler != "argmax"
+
     def info(self) -> dict:
-        out = {"implementation": self.implementation, "sampler": SAMPLER,
+        out = {"implementation": self.implementation, "sampler": SAMPLER if self.sample_mode else "argmax",
+               "sample_mode": int(self.sample_mode),
                "temperature_q8_8": self.tq,
                "effective_temperature": talos.effective_temperature(self.tq),
                "fpga_mhz": self.fpga_mhz}
@@ -210,8 +225,9 @@ class TalosEmuBackend(_TalosBackend):
     description = "TALOS-V2's FPGA core (Q4.12, LUT exp, xorshift32 sampler) emulated bit for bit in C"
     implementation = "C (kernels/talos_emu.c)"
 
-    def __init__(self, params: Params, temperature: float = 0.5, fpga_mhz: float = talos.FPGA_MHZ):
-        super().__init__(params, temperature, fpga_mhz)
+    def __init__(self, params: Params, temperature: float = 0.5, fpga_mhz: float = talos.FPGA_MHZ,
+                 greedy: bool = False):
+        super().__init__(params, temperature, fpga_mhz, greedy)
         try:
             self.core = CTalosCore(self.rom)
         except native.BuildError as exc:
@@ -233,14 +249,15 @@ class TalosEmuBackend(_TalosBackend):
 
     def generate(self, n_tokens: int, seed: int, sampler: str = SAMPLER) -> list[int]:
         seed = _check_run(n_tokens, seed, sampler)
-        tokens, stats = self.core.generate(int(n_tokens), seed, self.tq, keep=True)
-        self._record(int(n_tokens), stats["board_cycles"], stats["bos"])
+        mode = self._sample_mode(sampler)
+        tokens, stats = self.core.generate(int(n_tokens), seed, self.tq, keep=True, sample_mode=mode)
+        self._record(int(n_tokens), stats["board_cycles"], stats["bos"], mode)
         return tokens.tolist()
 
     def timed_generate(self, n_tokens: int, seed: int) -> int:
         seed = _check_run(n_tokens, seed)
-        _, stats = self.core.generate(int(n_tokens), seed, self.tq, keep=False)
-        self._record(int(n_tokens), stats["board_cycles"], stats["bos"])
+        _, stats = self.core.generate(int(n_tokens), seed, self.tq, keep=False, sample_mode=self.sample_mode)
+        self._record(int(n_tokens), stats["board_cycles"], stats["bos"], self.sample_mode)
         return stats["checksum"]
 
     def close(self) -> None:
@@ -255,8 +272,9 @@ class TalosEmuPyBackend(_TalosBackend):
     description = "TALOS-V2's FPGA core emulated bit for bit in plain Python (the readable reference)"
     implementation = "Python (microgpt_bench.talos)"
 
-    def __init__(self, params: Params, temperature: float = 0.5, fpga_mhz: float = talos.FPGA_MHZ):
-        super().__init__(params, temperature, fpga_mhz)
+    def __init__(self, params: Params, temperature: float = 0.5, fpga_mhz: float = talos.FPGA_MHZ,
+                 greedy: bool = False):
+        super().__init__(params, temperature, fpga_mhz, greedy)
         self.core = talos.TalosCore(self.rom)
 
     def logits_q12(self, tokens) -> np.ndarray:
@@ -264,17 +282,19 @@ class TalosEmuPyBackend(_TalosBackend):
 
     def generate(self, n_tokens: int, seed: int, sampler: str = SAMPLER) -> list[int]:
         seed = _check_run(n_tokens, seed, sampler)
-        tokens, cycles, _ = talos.generate_stream(self.core, int(n_tokens), seed, self.tq)
-        self._record(len(tokens), cycles, tokens.count(talos.BOS))
+        mode = self._sample_mode(sampler)
+        tokens, cycles, _ = talos.generate_stream(self.core, int(n_tokens), seed, self.tq, mode)
+        self._record(len(tokens), cycles, tokens.count(talos.BOS), mode)
         return tokens
 
     def timed_generate(self, n_tokens: int, seed: int) -> int:
-        return sum(self.generate(n_tokens, seed))
+        return sum(self.generate(n_tokens, seed, SAMPLER if self.sample_mode else "argmax"))
 
     def iter_tokens(self, n_tokens: int, seed: int, sampler: str = SAMPLER):
         """The per-token primitive (the latency pass): the same loop as generate, one step at a time."""
         seed = _check_run(n_tokens, seed, sampler)
-        return (st.token_out for st in talos.iter_steps(self.core, int(n_tokens), seed, self.tq))
+        steps = talos.iter_steps(self.core, int(n_tokens), seed, self.tq, self._sample_mode(sampler))
+        return (st.token_out for st in steps)
 
 
 # ------------------------------------------------------- the modelled FPGA row

@@ -14,7 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define TALOS_ABI 1
+#define TALOS_ABI 2  /* 2: talos_generate takes sample_mode (argmax decoding) */
 #define VOCAB 27
 #define BOS 26
 #define E 16      /* n_embd */
@@ -282,17 +282,19 @@ int talos_logits(void *h, const int32_t *tokens, int32_t n, int32_t *logits_out)
     return TALOS_OK;
 }
 
-/* The benchmark loop (see talos.generate_stream): n_tokens sampled tokens from seed,
- * each name restarting at BOS/pos 0 with the RNG carried on. tokens_out may be NULL
+/* The benchmark loop (see talos.generate_stream): n_tokens tokens from seed (sampled, or
+ * the argmax with sample_mode = 0, as the core's own input selects), each name
+ * restarting at BOS/pos 0 with the RNG carried on. tokens_out may be NULL
  * (the timed run). stats4 = {checksum (sum of the tokens), board cycles (sum of
  * L(p) + 2), number of BOS tokens, final RNG state}. */
-int talos_generate(void *h, int64_t n_tokens, uint32_t seed, int32_t tq, int32_t *tokens_out,
-                   uint64_t *stats4) {
+int talos_generate(void *h, int64_t n_tokens, uint32_t seed, int32_t tq, int32_t sample_mode,
+                   int32_t *tokens_out, uint64_t *stats4) {
     int err = check_handle(h);
     if (err) return err;
     if (!stats4) return TALOS_E_NULL;
     if (n_tokens < 0) return TALOS_E_COUNT;
     if (tq < 0 || tq > 0xFFFF) return TALOS_E_TEMP;
+    if (sample_mode != 0 && sample_mode != 1) return TALOS_E_FLAG;
     Core *k = h;
     int32_t logits[VOCAB];
     uint32_t rng = seed;
@@ -300,12 +302,13 @@ int talos_generate(void *h, int64_t n_tokens, uint32_t seed, int32_t tq, int32_t
     int token = BOS, pos = 0;
     /* No cache clear at pos 0: only t <= pos is ever read, so it is cosmetic (spec step 0). */
     for (int64_t i = 0; i < n_tokens; i++) {
-        rng = xorshift32(rng);
+        if (sample_mode) rng = xorshift32(rng);
         int shortcuts = forward(k, token, pos, logits);
-        token = sample(logits, rng, tq, argmax27(logits));
+        int best = argmax27(logits);
+        token = sample_mode ? sample(logits, rng, tq, best) : best;
         if (tokens_out) tokens_out[i] = token;
         sum += (uint64_t)token;
-        cycles += (uint64_t)step_cycles(pos, 1, shortcuts) + 2;
+        cycles += (uint64_t)step_cycles(pos, sample_mode, shortcuts) + 2;
         if (token == BOS) bos++;
         if (token == BOS || ++pos == BLOCK) { token = BOS; pos = 0; }
     }
