@@ -28,8 +28,8 @@ from .worker import MIN_WINDOW_S
 PROBE_NAMES = ["kelyn", "emma", "xavier", "zoe", "abcdefghijklmno"]
 PROBE = [[BOS] + encode(n) for n in PROBE_NAMES]
 
-# calibration (~1 window), the untimed checksum generation (~1) and the latency pass (~1)
-OVERHEAD_WINDOWS = 3
+# calibration (~1 window), the untimed checksum generation (~1), the latency pass and its check (~2)
+OVERHEAD_WINDOWS = 4
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS")

@@ -130,9 +130,10 @@ def chart_latency(ctx, path: Path) -> dict | None:
     colours = matplotlib.colormaps["tab20"].colors
     plotted = []
     for i, g in enumerate(good):
-        points = [(x, y) for x, y in LogHistogram.from_dict(g["latency"]["histograms"]["per_token_ns"]).ccdf()
-                  if y > 0]
+        hist = LogHistogram.from_dict(g["latency"]["histograms"]["per_token_ns"])
+        points = [(x, y) for x, y in hist.ccdf() if y > 0]
         if points:
+            points.append((hist.max, points[-1][1]))  # the slowest token: the line runs on to the max
             xs, ys = zip(*points)
             ax.step(xs, ys, where="post", lw=1.3, color=colours[i % len(colours)],
                     ls="-" if i < len(colours) else "--", label=g["label"])

@@ -46,7 +46,7 @@ def _checked(method, with_sampler: bool):
         if with_sampler:
             sampler = args[0] if args else kwargs.get("sampler", self.timed_sampler)
             if sampler not in self.samplers:
-                raise ValueError(f"{self.name} samples with {', '.join(self.samplers)}, not {sampler!r}")
+                raise ValueError(f"{self.name} samples with {', '.join(map(repr, self.samplers))}, not {sampler!r}")
         return method(self, n_tokens, seed, *args, **kwargs)
     wrapper.checked = True
     return wrapper
