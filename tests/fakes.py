@@ -1,5 +1,7 @@
 """Backends that misbehave on purpose, loaded by the harness tests as plugins, and a fake clock."""
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -90,6 +92,42 @@ class MissingBackend(NumpyBackend):
         return "the frobnicator is not installed"
 
 
+class SpawningHangBackend(NumpyBackend):
+    """Starts a child of its own, writes both pids to $FAKE_PID_FILE, then hangs."""
+    name = "fake-spawn-hang"
+
+    def timed_generate(self, n_tokens, seed):
+        child = subprocess.Popen(["sleep", "1000"])
+        with open(os.environ["FAKE_PID_FILE"] + ".tmp", "w") as fh:
+            fh.write(f"{os.getpid()} {child.pid}")
+        os.replace(os.environ["FAKE_PID_FILE"] + ".tmp", os.environ["FAKE_PID_FILE"])
+        while True:
+            time.sleep(1)
+
+
+class FloodBackend(NumpyBackend):
+    """Prints FLOOD_MB megabytes to stdout from the timed loop, then crashes."""
+    name = "fake-flood"
+    FLOOD_MB = 100
+
+    def timed_generate(self, n_tokens, seed):
+        line = b"x" * 1023 + b"\n"
+        for _ in range(self.FLOOD_MB * 1024):
+            sys.stdout.buffer.write(line)
+        sys.stdout.flush()
+        os.abort()
+
+
+class AbortOnLoadBackend(NumpyBackend):
+    """Aborts the process that asks whether it is available: a native library that
+    cannot be loaded in this process (a sanitizer build, say)."""
+    name = "fake-abort-on-load"
+
+    @classmethod
+    def availability(cls):
+        os.abort()
+
+
 class EchoScenario(SingleStream):
     """A scenario registered from a test: single-stream timing plus a field of its own."""
     name = "echo"
@@ -105,5 +143,5 @@ class EchoScenario(SingleStream):
 
 PLUGINS = ";".join(f"{cls.name}=fakes:{cls.__name__}" for cls in
                    (CrashBackend, HangBackend, WrongBackend, RaisingBackend, MissingBackend,
-                    InstantBackend))
+                    InstantBackend, SpawningHangBackend, FloodBackend, AbortOnLoadBackend))
 SCENARIO_PLUGINS = "echo=fakes:EchoScenario"

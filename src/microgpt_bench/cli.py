@@ -4,12 +4,15 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import signal
 import sys
 from pathlib import Path
 
 from . import backends as registry
 from . import scenarios
+from .inputs import quote
 from .model import N_PARAMS
+from .outputs import check_output_dir, check_writable_target, fallback_path
 from .table import format_accuracy
 
 EXIT_USAGE = 2
@@ -19,14 +22,24 @@ class CliError(Exception):
     """A user error: printed as one line, exit code 2."""
 
 
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
-    return value
+# Parse-time bounds, from what a run of that size costs:
+#  - a timed repeat longer than an hour, or a thousand repeats, is never a benchmark
+#    anyone waits for (and --seconds 1e308 would overflow the token count);
+#  - an offline stream costs a few KB of state (KV cache, logits, sampler) in every
+#    backend, so 65,536 streams stay under about 0.5 GB and a calibration window
+#    of one token per stream stays well under a second in C;
+#  - a name is at most 16 tokens, so 10,000 names are at most 160,000 tokens: seconds
+#    with numpy, about a minute in pure Python, a few MB of tokens.
+MIN_SECONDS, MAX_SECONDS = 0.02, 3600.0  # the engine rejects windows under 10 ms (worker.MIN_WINDOW_S)
+MAX_REPEATS = 1000
+MAX_TIMEOUT = 7 * 24 * 3600.0
+MAX_STREAMS = 65_536
+MAX_SWEEP_POINTS = 64
+MAX_NAMES = 10_000
+#  - a training step takes about 1.2 ms and keeps its loss: a million steps are 20 minutes
+#    and 30 MB, where 2**31 steps would be a month and 70 GB
+MAX_TRAIN_STEPS = 1_000_000
+MESSAGE_LIMIT = 600  # an error is one line, and a short one
 
 
 def finite_float(text: str, ok, rule: str) -> float:
@@ -34,9 +47,9 @@ def finite_float(text: str, ok, rule: str) -> float:
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        raise argparse.ArgumentTypeError(f"{quote(text)} is not a number") from None
     if not (value == value and abs(value) != float("inf") and ok(value)):
-        raise argparse.ArgumentTypeError(f"must be a finite number {rule}, got {text}")
+        raise argparse.ArgumentTypeError(f"must be a finite number {rule}, got {quote(text)}")
     return value
 
 
@@ -53,15 +66,49 @@ def percent(text: str) -> float:
     return finite_float(text, lambda v: v >= 0, ">= 0")
 
 
-def int_list(text: str) -> list[int]:
-    """'1,2,4' -> [1, 2, 4]; every value a whole number >= 1."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a comma-separated list of whole numbers") from None
-    if not values or min(values) < 1:
-        raise argparse.ArgumentTypeError(f"values must be >= 1, got {text!r}")
-    return values
+def bounded_float(low: float, high: float):
+    def parse(text: str) -> float:
+        value = positive_float(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"must be between {low:g} and {high:g}, got {quote(text)}")
+        return value
+    return parse
+
+
+seconds_float = bounded_float(MIN_SECONDS, MAX_SECONDS)
+timeout_float = bounded_float(1.0, MAX_TIMEOUT)
+
+
+def bounded_int(high: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{quote(text)} is not a whole number") from None
+        if value < 1:
+            raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+        if value > high:
+            raise argparse.ArgumentTypeError(f"must be <= {high:,}, got {quote(value)}")
+        return value
+    return parse
+
+
+positive_int = bounded_int(2**31 - 1)
+
+
+def int_list(high: int):
+    """'1,2,4' -> [1, 2, 4]; every value a whole number in 1..high, at most MAX_SWEEP_POINTS values."""
+    def parse(text: str) -> list[int]:
+        try:
+            values = [int(v) for v in text.split(",") if v.strip()]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{quote(text)} is not a comma-separated list of whole numbers") from None
+        if not values or min(values) < 1 or max(values) > high:
+            raise argparse.ArgumentTypeError(f"values must be >= 1 and <= {high:,}, got {quote(text)}")
+        if len(values) > MAX_SWEEP_POINTS:
+            raise argparse.ArgumentTypeError(f"at most {MAX_SWEEP_POINTS} values, got {len(values)}")
+        return list(dict.fromkeys(values))
+    return parse
 
 
 def cpu_list(text: str) -> list[int]:
@@ -82,7 +129,7 @@ def seed_int(text: str) -> int:
     try:
         value = int(text, 0)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        raise argparse.ArgumentTypeError(f"{quote(text)} is not a whole number") from None
     if not 0 <= value <= 0xFFFFFFFF:
         raise argparse.ArgumentTypeError(f"seeds are 32-bit: 0..4294967295, got {value}")
     return value
@@ -114,13 +161,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_args(run)
     run.add_argument("--backends", default=",".join(registry.DEFAULT_BACKENDS),
                      help="comma-separated backend names, or 'all'")
-    run.add_argument("--seconds", type=positive_float, default=0.5,
+    run.add_argument("--seconds", type=seconds_float, default=0.5,
                      help="length of one timed repeat (default 0.5: a default run of every row takes about 2 minutes)")
-    run.add_argument("--repeats", type=positive_int, default=5)
+    run.add_argument("--repeats", type=bounded_int(MAX_REPEATS), default=5)
     run.add_argument("--scenario", choices=[*scenarios.known(), scenarios.BOTH], default=scenarios.DEFAULT)
-    run.add_argument("--streams", type=positive_int, default=256, help="offline: independent streams")
+    run.add_argument("--streams", type=bounded_int(MAX_STREAMS), default=256, help="offline: independent streams")
     run.add_argument("--threads", type=positive_int, default=None, help="offline: threads (default: all cores)")
-    run.add_argument("--timeout", type=positive_float, default=300.0, help="per-row limit in seconds")
+    run.add_argument("--timeout", type=timeout_float, default=300.0, help="per-row limit in seconds")
     run.add_argument("--cpu", type=cpu_list, default=None, metavar="LIST",
                      help="pin every worker process to these CPUs (e.g. 1 or 0,2-3)")
     run.add_argument("--no-latency", dest="latency", action="store_false",
@@ -141,11 +188,11 @@ def build_parser() -> argparse.ArgumentParser:
     sweep = sub.add_parser("sweep", help="offline throughput against streams and threads")
     add_model_args(sweep)
     sweep.add_argument("--backend", default="c-fp32")
-    sweep.add_argument("--streams", type=int_list, default=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024])
-    sweep.add_argument("--threads", type=int_list, default=None, help="e.g. 1,2 (default: 1 and all cores)")
-    sweep.add_argument("--seconds", type=positive_float, default=0.5)
-    sweep.add_argument("--repeats", type=positive_int, default=3)
-    sweep.add_argument("--timeout", type=positive_float, default=300.0)
+    sweep.add_argument("--streams", type=int_list(MAX_STREAMS), default=[1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024])
+    sweep.add_argument("--threads", type=int_list(2**31 - 1), default=None, help="e.g. 1,2 (default: 1 and all cores)")
+    sweep.add_argument("--seconds", type=seconds_float, default=0.5)
+    sweep.add_argument("--repeats", type=bounded_int(MAX_REPEATS), default=3)
+    sweep.add_argument("--timeout", type=timeout_float, default=300.0)
     sweep.add_argument("--json", help="results file (default: results/<date>-<machine>-sweep.json)")
     sweep.add_argument("--label")
     sweep.add_argument("--quiet", action="store_true")
@@ -153,11 +200,11 @@ def build_parser() -> argparse.ArgumentParser:
     names = sub.add_parser("names", help="print sampled names")
     add_model_args(names, sampler_default="python")
     names.add_argument("--backend", default="numpy")
-    names.add_argument("--count", type=positive_int, default=20)
+    names.add_argument("--count", type=bounded_int(MAX_NAMES), default=20)
 
     train = sub.add_parser("train", help="train microGPT (Karpathy's recipe, vectorised float64)")
     train.add_argument("--data", help="one word per line (default: the shipped names.txt, makemore's list)")
-    train.add_argument("--steps", type=positive_int, default=1000)
+    train.add_argument("--steps", type=bounded_int(MAX_TRAIN_STEPS), default=1000)
     train.add_argument("--seed", type=seed_int, default=42)
     train.add_argument("--out", default="model.npz")
     train.add_argument("--quiet", action="store_true")
@@ -198,17 +245,69 @@ def build_parser() -> argparse.ArgumentParser:
 # ------------------------------------------------------------------ commands
 
 
+def check_backends(names: list[str]) -> None:
+    """What would otherwise surface as quiet 'unavailable' rows or a traceback: a bad
+    MICROGPT_BENCH_SIMD, a malformed plugin list, a plugin that cannot be imported."""
+    from . import native
+
+    try:
+        native.forced_simd()
+    except native.BuildError as exc:
+        raise CliError(str(exc)) from None
+    extra = registry.plugins()
+    for name in names:
+        if name in extra:
+            registry.backend_class(name)
+
+
+def check_timing(args) -> None:
+    """A row times a warm-up and calibration, the repeats, the checksum and latency passes
+    (harness.OVERHEAD_WINDOWS): refuse what cannot finish within --timeout, before anything runs."""
+    from .harness import OVERHEAD_WINDOWS
+    needed = args.seconds * (args.repeats + OVERHEAD_WINDOWS)
+    if needed > args.timeout:
+        raise CliError(f"--seconds {args.seconds:g} with --repeats {args.repeats} needs about {needed:g} s a row, "
+                       f"more than --timeout {args.timeout:g} s: lower them or raise --timeout")
+
+
+def save_results(results: dict, out: Path) -> int:
+    """Write the results file; if that fails at the end anyway (a full disk), keep a copy in
+    the temporary directory and say where. Returns the exit code's contribution."""
+    from .results import write_json
+
+    try:
+        write_json(results, out)
+        print(f"\nresults: {out}")
+        return 0
+    except OSError as exc:
+        why = f"{out}: cannot write the results ({exc.strerror or exc})"
+    try:
+        copy = write_json(results, fallback_path("microgpt-bench-results"))
+        print(f"microgpt-bench: error: {why}; a copy is in {copy}", file=sys.stderr)
+    except OSError:
+        print(f"microgpt-bench: error: {why}, nor in the temporary directory; the results follow",
+              file=sys.stderr)
+        print(json.dumps(results, default=str))
+    return EXIT_USAGE
+
+
 def cmd_run(args) -> int:
     from .harness import RunConfig, run_benchmark
     from .machine import machine_info
-    from .results import write_json
     from .latency_report import format_latency
     from .table import format_table
 
     names = registry.parse_backend_list(args.backends)
+    check_backends(names)
+    check_timing(args)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     say("measuring the machine (clock estimate) ...")
     machine = machine_info(args.label)
+    out = Path(args.json) if args.json else default_results_path(machine)
+    check_writable_target(out)
+    report_dir = args.report or args.charts
+    if report_dir and not args.no_report:
+        check_output_dir(report_dir)
     wanted = scenarios.expand(args.scenario)
     threads = args.threads or machine["cores"] or 1
     results = None
@@ -228,18 +327,16 @@ def cmd_run(args) -> int:
             results = part
         else:
             results["rows"].extend(part["rows"])
-    out = Path(args.json) if args.json else default_results_path(machine)
-    print(format_table(results))
+    print(format_table(results))  # first: whatever happens to the file, the figures are shown
     latency = format_latency(results)
     if latency:
         print("\n" + latency)
     if args.accuracy:
         print("\n" + format_accuracy(results))
-    write_json(results, out)
-    print(f"\nresults: {out}")
-    if not args.no_report:
-        write_run_report(out, args.report or args.charts or out.with_name(out.stem + "-report"))
-    return 0 if all(r.get("status") != "failed" for r in results["rows"]) else 1
+    saved = save_results(results, out)
+    if not args.no_report and not saved:
+        write_run_report(out, report_dir or out.with_name(out.stem + "-report"))
+    return saved or (0 if all(r.get("status") != "failed" for r in results["rows"]) else 1)
 
 
 def write_run_report(results_path: Path, out_dir) -> None:
@@ -272,13 +369,17 @@ def label_slug(label: str, limit: int = 60) -> str:
 def cmd_sweep(args) -> int:
     from .harness import RunConfig, run_benchmark
     from .machine import machine_info
-    from .results import new_results, write_json
+    from .results import new_results
 
+    check_backends([args.backend])
     cls = registry.backend_class(args.backend)
     if scenarios.get(scenarios.SWEEP).unavailable_reason(cls):
         raise CliError(f"backend {args.backend} has no {scenarios.SWEEP} scenario to sweep")
+    check_timing(args)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     machine = machine_info(args.label)
+    out = Path(args.json) if args.json else default_results_path(machine, "-sweep")
+    check_writable_target(out)
     threads = args.threads or sorted({1, machine["cores"] or 1})
     results = new_results(machine, {"sweep": args.backend, "streams": args.streams, "threads": threads,
                                     "seconds": args.seconds, "repeats": args.repeats, "seed": args.seed})
@@ -299,11 +400,9 @@ def cmd_sweep(args) -> int:
             if row["status"] == "ok" and (not results["rows"] or tok_s > results["rows"][0]["tok_s"]["median"]):
                 results["rows"] = [row]  # the best point stands as the sweep's row
     results["sweeps"].append({"backend": args.backend, "points": points})
-    out = Path(args.json) if args.json else default_results_path(machine, "-sweep")
-    write_json(results, out)
     print(format_sweep(args.backend, points))
-    print(f"\nresults: {out}")
-    return 0 if any(p["status"] == "ok" for p in points) else 1
+    saved = save_results(results, out)
+    return saved or (0 if any(p["status"] == "ok" for p in points) else 1)
 
 
 def format_sweep(backend: str, points: list[dict]) -> str:
@@ -335,21 +434,39 @@ def cmd_compare(args) -> int:
     return status
 
 
+def probed_availability(name: str) -> str | None:
+    """The backend's availability, found in a subprocess first: a library that aborts when
+    loaded (CC='gcc -fsanitize=address') makes a one-line error, not a dead CLI."""
+    from . import native
+
+    try:
+        return native.run_probe("microgpt_bench.backends:availability", timeout=600, name=name)
+    except native.ProbeError as exc:
+        return f"loading it failed: {exc}"
+
+
 def cmd_names(args) -> int:
     from .weights import load_weights
 
+    check_backends([args.backend])
     cls = registry.backend_class(args.backend)
-    reason = cls.availability()
+    reason = probed_availability(args.backend)
     if reason:
         raise CliError(f"backend {args.backend} is unavailable here: {reason}")
     if args.sampler is None:
         args.sampler = "python" if "python" in cls.samplers else cls.samplers[0]
     if args.sampler not in cls.samplers:
         raise CliError(f"backend {args.backend} supports samplers {', '.join(cls.samplers)}, not {args.sampler}")
+    if args.seed == 0 and args.sampler in ("xorshift32", "talos"):
+        raise CliError(f"seed 0 is xorshift32's fixed point (the {args.sampler} sampler would draw 0 forever "
+                       "and print 'aaaaaaaaaaaaaaaa' names): choose a seed in 1..4294967295")
     cls.validate_temperature(args.temperature)  # a ValueError: one line, exit 2
     timed_sampler = "argmax" if args.sampler == "argmax" else "xorshift32"
     backend = cls.create(load_weights(args.weights, args.order), args.temperature, timed_sampler)
-    for i, name in enumerate(backend.names(args.count, args.seed, args.sampler), 1):
+    found = backend.names(args.count, args.seed, args.sampler)
+    if len(found) < args.count:
+        raise CliError(f"backend {args.backend} generated {len(found)} names; {args.count} expected")
+    for i, name in enumerate(found, 1):
         print(f"sample {i:2d}: {name}")
     return 0
 
@@ -360,6 +477,7 @@ def cmd_train(args) -> int:
 
     args.data = args.data or str(shipped_data_path("names.txt"))
     docs = load_docs(args.data)
+    check_writable_target(args.out)  # before the training, not after it
 
     def progress(step, loss):
         if not args.quiet and (step % 100 == 0 or step == args.steps - 1):
@@ -372,17 +490,53 @@ def cmd_train(args) -> int:
     return 0
 
 
+def backend_row(name: str) -> dict:
+    """What `info` says of one backend (loading it: native libraries included)."""
+    try:
+        cls = registry.backend_class(name)
+    except registry.PluginError as exc:  # listed, with why, like any unavailable backend
+        return {"backend": name, "available": False, "reason": str(exc), "scenarios": [], "description": "plugin"}
+    reason = registry.availability(name)
+    extra = cls.build_info() if not reason and hasattr(cls, "build_info") else {}
+    return {"backend": name, "available": reason is None, "reason": reason,
+            "scenarios": list(cls.scenarios), "description": cls.description, **extra}
+
+
+def print_backend_rows(names: list[str]) -> None:
+    """One JSON line per backend, each flushed as soon as it is known (see probed_backend_rows)."""
+    for name in names:
+        print(json.dumps(backend_row(name)), flush=True)
+
+
+def probed_backend_rows() -> list[dict]:
+    """Every backend's row, found in a subprocess: a native library that aborts when loaded
+    (a sanitizer build, a broken driver) costs its own row, never the command. After such
+    a crash the rows already printed are kept and a fresh subprocess takes the rest."""
+    from .procs import run_isolated
+
+    pending, rows = registry.known_backends(), []
+    code = "import json, sys; from microgpt_bench.cli import print_backend_rows; " \
+           "print_backend_rows(json.loads(sys.argv[1]))"
+    while pending:
+        done = run_isolated([sys.executable, "-c", code, json.dumps(pending)], timeout=1800)
+        got = [json.loads(ln) for ln in done.stdout_tail.splitlines() if ln.startswith('{"backend"')]
+        got = [r for r in got if r["backend"] in pending][: len(pending)]
+        rows.extend(got)
+        pending = pending[len(got):]
+        if done.returncode == 0 or not pending:
+            break
+        rows.append({"backend": pending[0], "available": False, "scenarios": [], "description": "",
+                     "reason": f"loading it failed ({done.how()}): {done.last_lines(limit=300)}"})
+        pending = pending[1:]
+    return rows
+
+
 def cmd_info(args) -> int:
     from .machine import machine_info
 
+    check_backends([])
     machine = machine_info()
-    rows = []
-    for name in registry.known_backends():
-        cls = registry.backend_class(name)
-        reason = registry.availability(name)
-        extra = cls.build_info() if not reason and hasattr(cls, "build_info") else {}
-        rows.append({"backend": name, "available": reason is None, "reason": reason,
-                     "scenarios": list(cls.scenarios), "description": cls.description, **extra})
+    rows = probed_backend_rows()
     if args.json:
         print(json.dumps({"machine": machine, "backends": rows}, indent=1))
         return 0
@@ -417,6 +571,7 @@ def cmd_weights(args) -> int:
         return 0
     if args.weights_command == "convert":
         params, _ = load_weights_with_manifest(args.path, args.order)
+        check_writable_target(args.out)
         save_npz(params, args.out, {"made_by": "microgpt-bench weights convert", "converted_from": args.path})
         print(f"wrote {args.out}")
         return 0
@@ -432,16 +587,41 @@ COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "names": cmd_names, "train": cmd
             "report": cmd_report, "compare": cmd_compare}
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: unwinds like Ctrl-C (the running worker's group is killed and
+    temporary directories removed on the way out), then exit 128 + the signal."""
+
+    def __init__(self, signum: int):
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _terminate(signum, frame):
+    raise Terminated(signum)
+
+
+def one_line(message) -> str:
+    text = " ".join(str(message).split())
+    return text if len(text) <= MESSAGE_LIMIT else text[:MESSAGE_LIMIT] + " ..."
+
+
 def main(argv: list[str] | None = None) -> int:
     from .fetch import FetchError
     from .results import ResultsError
     from .weights import WeightsError
 
     args = build_parser().parse_args(argv)
+    previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
         return COMMANDS[args.command](args)
     except (CliError, registry.UnknownBackend, WeightsError, ResultsError, FetchError, ValueError) as exc:
-        print(f"microgpt-bench: error: {exc}", file=sys.stderr)
+        print(f"microgpt-bench: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
-    except KeyboardInterrupt:
-        return 130
+    except OSError as exc:  # a file the command needed to read or write, named by the OS
+        print(f"microgpt-bench: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt as exc:
+        return 128 + getattr(exc, "signum", signal.SIGINT)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -9,18 +9,20 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from . import scenarios
 from .backends import backend_class
 from .model import BOS, encode, reference_logits
+from .procs import run_isolated
 from .results import new_results, summarise
-from .weights import load_weights, shipped_weights_path
+from .weights import WeightsError, load_weights, shipped_weights_path
 from .worker import MIN_WINDOW_S
 
 # Probe for the correctness gate: names of several lengths, every position;
@@ -116,25 +118,40 @@ def make_job(cfg: RunConfig, backend: str, reference, clock_ghz: float | None = 
 
 
 def run_worker(job: dict, timeout: float) -> dict:
-    """Run one job in a subprocess; crashes and hangs become failed rows."""
+    """Run one job in a subprocess; crashes and hangs become failed rows.
+
+    The worker runs in its own session (procs.run_isolated): a timeout or an
+    interrupt ends it and any children it started; its output is kept as a tail only."""
     with tempfile.TemporaryDirectory(prefix="microgpt-bench-") as tmp:
         job_path, result_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job_path.write_text(json.dumps(job))
         cmd = [sys.executable, "-m", "microgpt_bench.worker", str(job_path), str(result_path)]
         base = {"backend": job["backend"], "scenario": job["scenario"], "status": "failed"}
-        try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout,
-                                  env=worker_env(job["threads"]))
-        except subprocess.TimeoutExpired:
+        done = run_isolated(cmd, timeout, env=worker_env(job["threads"]), workdir=tmp)
+        if done.timed_out:
             return {**base, "reason": f"timed out after {timeout:g} s (hung or far too slow); killed"}
         if result_path.exists():
             try:
                 return json.loads(result_path.read_text())
             except json.JSONDecodeError:
                 pass
-        how = f"signal {-proc.returncode}" if proc.returncode < 0 else f"exit code {proc.returncode}"
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
-        return {**base, "reason": f"worker crashed ({how}): {' | '.join(tail)[-500:]}"}
+        return {**base, "reason": f"worker crashed ({done.how()}): {done.last_lines()}"}
+
+
+def check_weights_arithmetic(params, reference, source: str) -> None:
+    """Weights that overflow the arithmetic would fail every row's gate with a NaN error,
+    blaming the backends: name the weights instead, before any row runs."""
+    if not all(np.all(np.isfinite(r)) for r in reference):
+        raise WeightsError(f"{source}: the float64 reference's logits are NaN or infinite: "
+                           "the weights overflow the model's arithmetic")
+    from .backends.numpy_backend import NumpyBackend  # the float32 forward pass, in-process
+
+    with np.errstate(all="ignore"):
+        backend = NumpyBackend(params)
+        finite = all(np.all(np.isfinite(backend.logits(seq))) for seq in PROBE)
+    if not finite:
+        raise WeightsError(f"{source}: the weights overflow float32 arithmetic (the probe's float32 logits "
+                           "are NaN or infinite); no float32 backend can run them")
 
 
 def run_benchmark(cfg: RunConfig, machine: dict, progress=None) -> dict:
@@ -143,6 +160,7 @@ def run_benchmark(cfg: RunConfig, machine: dict, progress=None) -> dict:
     params = load_weights(cfg.weights, cfg.order)
     reference = [reference_logits(params, seq) for seq in PROBE]
     weights = str(Path(cfg.weights).resolve()) if cfg.weights else str(shipped_weights_path())
+    check_weights_arithmetic(params, reference, weights)
     config = {"backends": cfg.backends, "weights": weights, "order": cfg.order, "temperature": cfg.temperature,
               "seed": cfg.seed, "sampler": cfg.sampler, "seconds": cfg.seconds, "repeats": cfg.repeats,
               "timeout": cfg.timeout, "probe": PROBE_NAMES, "cpus": cfg.cpus}

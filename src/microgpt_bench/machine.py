@@ -86,10 +86,21 @@ def simd_capabilities() -> list[str]:
 def estimate_clock_ghz(seconds: float = 0.05, trials: int = 5) -> dict:
     """Estimate the core clock from a dependent integer add chain (kernels/clock.c).
 
-    The best of a few trials is taken: interruptions only ever make a trial slower.
+    The probe runs in a subprocess (native.run_probe): a library that aborts on load
+    (CC='gcc -fsanitize=address') or crashes costs the estimate, never the tool.
     Falls back to /proc/cpuinfo's "cpu MHz" (the nominal, not the boosted clock)
-    when no C compiler is available.
+    when no C compiler is available or the probe fails.
     """
+    try:
+        return native.run_probe("microgpt_bench.machine:clock_probe", timeout=120,
+                                seconds=seconds, trials=trials)
+    except native.ProbeError as exc:
+        return _clock_from_cpuinfo(f"no add-chain estimate ({str(exc)[:200]})")
+
+
+def clock_probe(seconds: float, trials: int) -> dict:
+    """The add-chain estimate itself, in this process (estimate_clock_ghz runs it apart).
+    The best of a few trials is taken: interruptions only ever make a trial slower."""
     try:
         lib, _ = native.build_c("clock", ["clock.c"])
     except native.BuildError as exc:

@@ -14,10 +14,13 @@ from __future__ import annotations
 
 import ctypes
 import hashlib
+import json
 import os
 import platform
 import shutil
+import stat
 import subprocess
+import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
@@ -31,19 +34,44 @@ class BuildError(RuntimeError):
 
 
 def cache_dir() -> Path:
+    """The build cache: the configured one if it can be written, else a private per-user
+    directory under the system's temporary directory (a read-only HOME or an
+    XDG_CACHE_HOME of /proc must not stop the native rows)."""
     root = os.environ.get("MICROGPT_BENCH_CACHE")
     if not root:
         xdg = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
         root = str(Path(xdg) / "microgpt-bench")
     path = Path(root) / "build"
-    path.mkdir(parents=True, exist_ok=True)
-    return path
+    if _usable_dir(path):
+        return path
+    fallback = Path(tempfile.gettempdir()) / f"microgpt-bench-cache-{os.getuid()}" / "build"
+    if _usable_dir(fallback, private=True):
+        return fallback
+    raise BuildError(f"no writable build cache: neither {path} nor {fallback} can be written "
+                     "(set MICROGPT_BENCH_CACHE to a writable directory)")
+
+
+def _usable_dir(path: Path, private: bool = False) -> bool:
+    """Create path if needed; True if it is a writable directory. A private one (in a
+    shared temporary directory) must be ours, not a symlink, and closed to others."""
+    try:
+        if private:
+            path.parent.mkdir(mode=0o700, exist_ok=True)
+            st = os.lstat(path.parent)
+            if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.getuid() or st.st_mode & 0o077:
+                return False
+        path.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=path, prefix=".probe-")
+        probe.close()
+        return True
+    except OSError:
+        return False
 
 
 def find_c_compiler() -> str | None:
-    env = os.environ.get("CC")
-    if env:
-        return shutil.which(env.split()[0]) and env
+    words = os.environ.get("CC", "").split()
+    if words:  # a blank $CC counts as unset
+        return " ".join(words) if shutil.which(words[0]) else None
     for cand in ("cc", "gcc", "clang"):
         if shutil.which(cand):
             return cand
@@ -142,6 +170,25 @@ def build(name: str, sources: list[Path], compiler: str, flags: list[str], link:
     return target
 
 
+def build_and_load(name: str, sources: list[Path], compiler: str, flags: list[str],
+                   link: list[str] = ()) -> tuple[ctypes.CDLL, Path]:
+    """build() then load with ctypes. A cached library that will not load (truncated,
+    or corrupt) is deleted and rebuilt once, so a bad cache entry never sticks."""
+    path = build(name, sources, compiler, flags, link)
+    try:
+        return ctypes.CDLL(str(path)), path
+    except OSError:
+        try:
+            path.unlink()
+        except OSError:
+            pass
+    path = build(name, sources, compiler, flags, link)
+    try:
+        return ctypes.CDLL(str(path)), path
+    except OSError as exc:
+        raise BuildError(f"the freshly built {path.name} does not load: {exc}") from exc
+
+
 def build_c(name: str, sources: list[str]) -> tuple[ctypes.CDLL, dict]:
     """Build kernels/<sources> with the host C compiler; return the library and its build info."""
     cc = find_c_compiler()
@@ -149,10 +196,33 @@ def build_c(name: str, sources: list[str]) -> tuple[ctypes.CDLL, dict]:
         raise BuildError("no C compiler found (set CC, or install cc, gcc or clang)")
     paths = [KERNEL_DIR / s for s in sources]
     flags = c_flags()
-    lib_path = build(name, paths, cc, flags, link=["-lm"])
+    lib, lib_path = build_and_load(name, paths, cc, flags, link=["-lm"])
     info = {"compiler": cc, "compiler_version": compiler_version(cc), "flags": " ".join(flags),
             "library": str(lib_path)}
-    return ctypes.CDLL(str(lib_path)), info
+    return lib, info
+
+
+class ProbeError(RuntimeError):
+    """A native probe run in a subprocess crashed, hung or printed no result."""
+
+
+def run_probe(target: str, timeout: float = 60.0, **kwargs):
+    """Call target ("package.module:function") with kwargs in a fresh Python process and
+    return its JSON-able result. Native code (a library built with a sanitizer, a probe
+    that crashes) then cannot abort the tool; the caller falls back on ProbeError."""
+    from .procs import run_isolated
+
+    module, _, func = target.partition(":")
+    code = ("import json, sys, importlib; "
+            f"f = getattr(importlib.import_module({module!r}), {func!r}); "
+            "r = f(**json.loads(sys.argv[1])); print(); print(json.dumps(r))")
+    done = run_isolated([sys.executable, "-c", code, json.dumps(kwargs)], timeout)
+    if done.returncode != 0:
+        raise ProbeError(f"{target} probe {done.how()}: {done.last_lines(limit=200)}")
+    try:
+        return json.loads(done.stdout_tail.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError) as exc:
+        raise ProbeError(f"{target} probe printed no result ({exc})") from exc
 
 
 def float_ptr(array):

@@ -8,10 +8,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import stat
 import statistics
-import tempfile
 from pathlib import Path
+
+from .inputs import read_regular_file
+from .outputs import atomic_write
 
 SCHEMA = "microgpt-bench/results"
 SCHEMA_VERSION = 1
@@ -50,18 +51,9 @@ def new_results(machine: dict, config: dict) -> dict:
 
 
 def write_json(data: dict, path: str | os.PathLike) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as fh:
-            json.dump(data, fh, indent=1, default=_jsonable)
-            fh.write("\n")
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+    """Atomically (outputs.atomic_write: never over a device, umask honoured)."""
+    text = json.dumps(data, indent=1, default=_jsonable) + "\n"
+    return atomic_write(path, lambda fh: fh.write(text.encode()))
 
 
 def _jsonable(obj):
@@ -82,31 +74,9 @@ TOK_S_FIELDS = {"median": float, "min": float, "max": float, "spread": float}
 SWEEP_POINT_FIELDS = {"streams": int, "threads": int, "tok_s": (dict, float), "status": str}
 
 
-def read_regular_file(path: str | os.PathLike, max_bytes: int, what: str = "file") -> bytes:
-    """The bytes of a regular file of at most max_bytes; anything else (FIFO, device, too big) refused.
-
-    Opened without blocking and checked on the open descriptor, so a FIFO cannot hang the
-    read and a symlink to /dev/zero cannot fill memory.
-    """
-    try:
-        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_NOCTTY", 0))
-    except OSError as exc:
-        raise ResultsError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    with os.fdopen(fd, "rb") as fh:
-        info = os.fstat(fd)
-        if not stat.S_ISREG(info.st_mode):
-            raise ResultsError(f"{path}: not a regular file (a device, FIFO or directory); a {what} must be one")
-        if info.st_size > max_bytes:
-            raise ResultsError(f"{path}: {info.st_size:,} bytes; a {what} is at most {max_bytes:,}")
-        data = fh.read(max_bytes + 1)
-    if len(data) > max_bytes:
-        raise ResultsError(f"{path}: more than {max_bytes:,} bytes; a {what} is at most {max_bytes:,}")
-    return data
-
-
 def load_results(path: str | os.PathLike) -> dict:
     """Read and validate a results file; anything wrong is one ResultsError line."""
-    raw = read_regular_file(path, MAX_RESULTS_BYTES, "results file")
+    raw = read_regular_file(path, MAX_RESULTS_BYTES, "results file", ResultsError)
     try:
         data = json.loads(raw.decode("utf-8"), parse_constant=_no_constant)
     except RecursionError:

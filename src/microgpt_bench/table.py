@@ -183,10 +183,13 @@ def format_accuracy(results: dict) -> str:
     width = max(len(row_label(r)) for r in rows + [{"backend": "implementation"}])
     steps = rows[0]["accuracy"]["steps"]
     lines = [f"accuracy vs the float64 model over {steps:,} steps (same uniform draw for both)",
-             f"{'implementation':<{width}}  {'mean KL':>10}  {'max KL':>10}  {'tokens differ':>13}  draws from",
-             "-" * (width + 60)]
+             f"{'implementation':<{width}}  {'mean KL':>10}  {'max KL':>10}  {'tokens differ':>13}  "
+             f"{'sampler off':>11}  draws from",
+             "-" * (width + 73)]
     for r in rows:
         a = r["accuracy"]
+        sampler = a.get("sampler")
+        off = f"{sampler['differs_share']:>10.2%}" if sampler else f"{'-':>10}"
         lines.append(f"{row_label(r):<{width}}  {a['mean_kl']:>10.2e}  {a['max_kl']:>10.2e}  "
-                     f"{a['token_differs_share']:>12.2%}  {a['distribution']}")
+                     f"{a['token_differs_share']:>12.2%}  {off}   {a['distribution']}")
     return "\n".join(lines)

@@ -30,10 +30,14 @@ from typing import Callable
 
 import numpy as np
 
+from .inputs import quote, read_regular_file
 from .model import (BLOCK_SIZE, BOS, CHARS, HEAD_DIM, N_EMBD, N_HEAD, RMS_EPS, TALOS_ORDER, TENSOR_SHAPES,
                     Params)
 
 INIT_STD = 0.08
+# names.txt is 0.23 MB; a corpus 35 times larger still trains in the same memory class, and
+# a cap keeps a symlink to /dev/zero or a huge file from being read at all
+MAX_CORPUS_BYTES = 8 << 20
 LEARNING_RATE, BETA1, BETA2, EPS_ADAM = 0.01, 0.85, 0.99, 1e-8
 ATTN_SCALE = (HEAD_DIM ** 0.5) ** -1  # `/ head_dim**0.5` on a Value multiplies by this (0.5)
 INV_N_EMBD = N_EMBD ** -1             # `/ len(x)` in rmsnorm multiplies by this (0.0625)
@@ -57,16 +61,17 @@ class TrainResult:
 def load_docs(path) -> list[str]:
     """The non-empty stripped lines of a one-word-per-line corpus, all in a..z."""
     path = Path(path)
+    raw = read_regular_file(path, MAX_CORPUS_BYTES, "corpus (one word a line)", TrainingDataError)
     try:
-        text = path.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError) as exc:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
         raise TrainingDataError(f"{path}: cannot read the corpus ({exc})") from exc
     docs = []
     for number, line in enumerate(text.splitlines(), start=1):
         word = line.strip()
         bad = next((ch for ch in word if ch not in CHARS), None)
         if bad is not None:
-            raise TrainingDataError(f"{path}: line {number}: {word!r} holds {bad!r}; "
+            raise TrainingDataError(f"{path}: line {number}: {quote(word)} holds {bad!r}; "
                                     f"the model's vocabulary is only {CHARS[0]}..{CHARS[-1]}")
         if word:
             docs.append(word)
@@ -352,6 +357,7 @@ def train(docs, steps: int = 1000, seed: int = 42,
 
 def training_manifest(data_path, steps: int, seed: int, result: TrainResult) -> dict:
     """How a shipped weight file was made, for the .npz manifest."""
-    digest = hashlib.sha256(Path(data_path).read_bytes()).hexdigest()
+    raw = read_regular_file(data_path, MAX_CORPUS_BYTES, "corpus (one word a line)", TrainingDataError)
+    digest = hashlib.sha256(raw).hexdigest()
     return {"made_by": "microgpt-bench train", "data_sha256": digest, "steps": steps,
             "seed": seed, "final_loss": result.losses[-1], "seconds": round(result.seconds, 3)}

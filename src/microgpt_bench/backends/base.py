@@ -23,7 +23,7 @@ from typing import ClassVar, Iterator
 
 import numpy as np
 
-from ..model import Params, names_from_tokens
+from ..model import BLOCK_SIZE, Params, names_from_tokens
 from ..samplers import check_temperature, softmax_t
 
 STAMP_CALIBRATION_CALLS = 20_001  # back-to-back clock reads that measure the timer's own cost
@@ -167,11 +167,9 @@ class Backend:
 
     def names(self, count: int, seed: int, sampler: str | None = None) -> list[str]:
         """The first `count` names of the generation loop."""
-        found, n_tokens = [], 16 * count
-        while len(found) < count:
-            found = names_from_tokens(self.generate(n_tokens, seed, sampler or self.timed_sampler))
-            n_tokens *= 2
-        return found[:count]
+        # every name ends within BLOCK_SIZE tokens, so this many tokens always hold enough names
+        tokens = self.generate(BLOCK_SIZE * count, seed, sampler or self.timed_sampler)
+        return names_from_tokens(tokens)[:count]
 
     # --------------------------------------------------------- latency stamps
     @classmethod

@@ -66,8 +66,7 @@ def build_kernel(name: str) -> tuple[ctypes.CDLL, dict]:
         raise native.BuildError("no C compiler found (set CC, or install cc, gcc or clang)")
     flags = native.c_flags() + extra_flags()
     src = native.KERNEL_DIR / f"mg_{name}.c"
-    path = native.build(f"mg_{name}", [src], cc, flags, link=["-lm", "-pthread"])
-    lib = ctypes.CDLL(str(path))
+    lib, path = native.build_and_load(f"mg_{name}", [src], cc, flags, link=["-lm", "-pthread"])
     p = f"mg_{name}_"
 
     def fn(suffix, restype, *argtypes):
