@@ -13,6 +13,7 @@ and frameworks may print to).
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -69,14 +70,19 @@ def calibrate(scenario, backend, job: dict, clock: Clock) -> int:
     """Token count whose timed window lasts about job['seconds'] (after a warm-up)."""
     unit = scenario.unit(job)
     tokens = max(unit, job.get("min_tokens", MIN_TOKENS) // unit * unit)
-    timed_window(scenario, backend, job, tokens, clock)  # warm-up: caches, JIT, page faults
+    warm, _ = timed_window(scenario, backend, job, tokens, clock)  # warm-up: caches, JIT, page faults
     target = job["seconds"]
+    fastest = warm / tokens  # seconds a token in the quickest window so far
     while True:
         elapsed, _ = timed_window(scenario, backend, job, tokens, clock)
+        fastest = min(fastest, elapsed / tokens)
         if elapsed >= target / 5 or tokens >= job["max_tokens"]:
             break
         tokens = min(job["max_tokens"], tokens * max(2, int(target / 5 / max(elapsed, 1e-6))))
     tokens = int(tokens * target / max(elapsed, 1e-9))
+    # a calibration window slowed by another process must not leave windows under the minimum
+    # (rounded first: float noise must not add or drop a token)
+    tokens = max(tokens, math.ceil(round(2 * MIN_WINDOW_S / max(fastest, 1e-12), 6)))
     return max(unit, min(job["max_tokens"], tokens // unit * unit))
 
 
