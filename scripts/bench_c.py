@@ -1,39 +1,160 @@
 #!/usr/bin/env python3
-"""The C kernels on every vector path, through the engine (gate, own worker process, checksums).
+"""Tokens/s, ns/token and cycles/token of the native C backends, per vector path.
 
-    python scripts/bench_c.py [--paths avx512,avx2,scalar] [-- RUN OPTIONS]
+    python scripts/bench_c.py [--backends c-fp32,c-q412] [--paths avx512,avx2-evex,avx2,scalar]
+                              [--tokens 2000000] [--repeats 7]
+                              [--streams 32,64] [--threads 1,2] [--offline-tokens 50000]
+                              [--weights PATH] [--json out.json] [--original]
 
-For each path, MICROGPT_BENCH_SIMD=<path> (the workers build that path; one the
-compiler or CPU cannot do is an "unavailable" row) and then
-`microgpt-bench run --backends c-fp32,c-q412 --scenario both --json results/c-<path>.json`
-plus any RUN OPTIONS (e.g. --streams 64 --threads 2 --seconds 1). The other
-benchmarks are plain `microgpt-bench run` commands (see BENCHMARKS.md).
+Each path is built with MICROGPT_BENCH_SIMD=<path> (a path the compiler or CPU
+cannot do is reported and skipped). Single stream: one C call runs --tokens
+tokens of the generation loop (xorshift32); the min and the median of --repeats
+calls are printed. Offline: N streams of --offline-tokens tokens each, split over
+the given thread counts; the median of --repeats calls. cycles/token is ns/token
+times the clock measured by a dependent add chain (machine.estimate_clock_ghz);
+for offline rows it is per core (ns/token * GHz * threads), i.e. what one core
+spends on one token. "x floor" is that over the run's floor: its exact
+multiply-adds per token over the measured peak (peaks.py). --original also times
+scripts/plain_microgpt.c, a plain scalar C port, built with clang -O3
+-march=native -ffast-math: the yardstick. The machine may be shared: trust the
+min more than one run.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import shutil
+import statistics
+import subprocess
 import sys
+import tempfile
+import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+import numpy as np
 
-from microgpt_bench.cli import main as cli_main  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from microgpt_bench import cli, machine, native, peaks  # noqa: E402
+from microgpt_bench.backends.c_native import CFp32Backend, CQ412Backend  # noqa: E402
+from microgpt_bench.weights import load_weights  # noqa: E402
+
+BACKENDS = {"c-fp32": CFp32Backend, "c-q412": CQ412Backend}
+DEFAULT_WEIGHTS = ROOT.parent / "shared" / "data" / "talos" / "weights_only.npy"
+
+
+def csv(text, conv=str):
+    return [conv(x) for x in text.split(",") if x.strip()]
+
+
+def timed(fn, repeats):
+    fn()  # warm: page in, caches, branch predictors
+    out = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return min(out), statistics.median(out)
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--paths", default="avx512,avx2,scalar", help="MICROGPT_BENCH_SIMD values, comma-separated")
-    ap.add_argument("run_options", nargs=argparse.REMAINDER, help="after --: options for microgpt-bench run")
+    ap.add_argument("--backends", default="c-fp32,c-q412")
+    ap.add_argument("--paths", default="avx512,avx2-evex,avx2,scalar",
+                    help="compiled variants (MICROGPT_BENCH_SIMD values)")
+    ap.add_argument("--tokens", type=int, default=2_000_000, help="single-stream tokens per timed call")
+    ap.add_argument("--repeats", type=int, default=7)
+    ap.add_argument("--streams", default="32,64")
+    ap.add_argument("--threads", default="1,2")
+    ap.add_argument("--offline-tokens", type=int, default=50_000, help="tokens per stream per offline call")
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS) if DEFAULT_WEIGHTS.exists() else None)
+    ap.add_argument("--json", help="also write the rows here")
+    ap.add_argument("--original", action="store_true",
+                    help="also time scripts/plain_microgpt.c (a plain scalar C port) built with clang -O3 -march=native -ffast-math")
     args = ap.parse_args(argv)
-    extra = [a for a in args.run_options if a != "--"]
-    worst = 0
-    for path in filter(None, args.paths.split(",")):
-        os.environ["MICROGPT_BENCH_SIMD"] = path  # inherited by every worker process
-        print(f"== vector path {path}", flush=True)
-        worst = max(worst, cli_main(["run", "--backends", "c-fp32,c-q412", "--scenario", "both",
-                                     "--json", f"results/c-{path}.json", *extra]))
-    return worst
+
+    params = load_weights(args.weights)
+    pk = peaks.measure_peaks()
+    clock = machine.estimate_clock_ghz(pk)
+    ghz = clock["ghz"]
+    print(f"clock: {ghz} GHz ({clock['method']}); weights: {args.weights or 'shipped'}")
+    print(f"peaks: {cli.format_peaks(pk)}")
+    rows = []
+    saved = os.environ.get("MICROGPT_BENCH_SIMD")
+    hdr = (f"{'backend':8} {'variant':9} {'scenario':24} {'tok/s':>14} {'ns/token':>9} {'cyc/token':>10} "
+           f"{'(median)':>9} {'x floor':>8}")
+    print(hdr)
+    print("-" * len(hdr))
+    if args.original:
+        rows.append(original_row(params, args, ghz))
+    try:
+        for path in csv(args.paths):
+            os.environ["MICROGPT_BENCH_SIMD"] = path
+            for name in csv(args.backends):
+                rows += bench_variant(BACKENDS[name], name, path, params, args, ghz)
+    finally:
+        if saved is None:
+            os.environ.pop("MICROGPT_BENCH_SIMD", None)
+        else:
+            os.environ["MICROGPT_BENCH_SIMD"] = saved
+    if args.json:
+        Path(args.json).write_text(json.dumps({"clock": clock, "peaks": pk, "rows": rows}, indent=1))
+    return 0
+
+
+def print_row(r, ghz):
+    per_core = r["ns_token"] * r["threads"]
+    r["cycles_token_per_core"] = per_core * ghz if ghz else None
+    cyc = f"{per_core * ghz:10.0f}" if ghz else f"{'?':>10}"
+    med = f"{r['ns_token_median'] * ghz:9.0f}" if r.get("ns_token_median") and ghz else f"{'':9}"
+    floor = r.get("floor_cycles_per_token")
+    share = f"{per_core * ghz / floor:7.2f}x" if floor and ghz else f"{'':8}"
+    print(f"{r['backend']:8} {r['path']:9} {r['scenario']:24} {r['tok_s']:14,.0f} {r['ns_token']:9.1f} {cyc} {med} {share}")
+
+
+def bench_variant(cls, name, path, params, args, ghz):
+    why = cls.availability()
+    if why:
+        print(f"{name:8} {path:9} unavailable: {why.splitlines()[0][:100]}")
+        return []
+    b = cls(params)
+    n, rows = args.tokens, []
+    best, med = timed(lambda: b.timed_generate(n, args.seed), args.repeats)
+    rows.append({"backend": name, "path": path, "simd": b.info()["simd"], "scenario": "single-stream", "streams": 1,
+                 "threads": 1, "tok_s": n / best, "ns_token": best / n * 1e9, "ns_token_median": med / n * 1e9,
+                 "floor_cycles_per_token": b.info().get("floor_cycles_per_token")})
+    print_row(rows[-1], ghz)
+    for ns in csv(args.streams, int):
+        for th in csv(args.threads, int):
+            tps = args.offline_tokens
+            best_o, med_o = timed(lambda: b.timed_offline(ns, tps, args.seed, th), max(3, args.repeats // 2))
+            total = ns * tps
+            rows.append({"backend": name, "path": path, "scenario": f"offline {ns} streams x{th}", "streams": ns,
+                         "threads": th, "tok_s": total / med_o, "ns_token": med_o / total * 1e9,
+                         "ns_token_best": best_o / total * 1e9,
+                         "floor_cycles_per_token": b.info().get("floor_cycles_per_token")})
+            print_row(rows[-1], ghz)
+    b.close()
+    return rows
+
+
+def original_row(params, args, ghz):
+    """scripts/plain_microgpt.c built with clang -O3 -march=native -ffast-math (the yardstick)."""
+    cc = shutil.which("clang") or native.find_c_compiler()
+    with tempfile.TemporaryDirectory() as tmp:
+        exe, weights = Path(tmp) / "plain", Path(tmp) / "w.f32"
+        params.flat("c", np.float32).tofile(weights)
+        subprocess.run([cc, "-O3", "-march=native", "-ffast-math", "-std=c11", str(ROOT / "scripts" / "plain_microgpt.c"),
+                        "-o", str(exe), "-lm"], check=True)
+        runs = [float(subprocess.run([str(exe), str(weights), str(args.tokens // 4), str(args.seed)], check=True,
+                                     capture_output=True, text=True).stdout.split()[0]) for _ in range(args.repeats)]
+    row = {"backend": "original", "path": Path(cc).name, "scenario": "single-stream (-ffast-math)", "streams": 1,
+           "threads": 1, "tok_s": 1e9 / min(runs), "ns_token": min(runs), "ns_token_median": statistics.median(runs)}
+    print_row(row, ghz)
+    return row
 
 
 if __name__ == "__main__":

@@ -327,7 +327,10 @@ def test_c_entry_points_reject_bad_arguments(params, fp32, q412):
         assert f("logits_offline")(h, 0, native.int_ptr(t2), native.int_ptr(lens), native.float_ptr(o2)) < 0
         assert f("logits_offline")(h, 2, None, native.int_ptr(lens), native.float_ptr(o2)) < 0
         assert f("create")(None, ctypes.c_float(0.5)) is None
-        assert f("create")(native.float_ptr(w), ctypes.c_float(0.0)) is None
+        greedy = f("create")(native.float_ptr(w), ctypes.c_float(0.0))  # temperature 0: greedy
+        assert greedy
+        f("destroy")(greedy)
+        assert f("create")(native.float_ptr(w), ctypes.c_float(-0.001)) is None
         assert f("create")(native.float_ptr(w), ctypes.c_float(-1.0)) is None
         assert f("create")(native.float_ptr(w), ctypes.c_float(float("nan"))) is None
         bad_w = w.copy()
@@ -360,7 +363,7 @@ def test_python_side_validation(fp32):
     with pytest.raises(ValueError):
         fp32.logits_offline([])
     with pytest.raises(ValueError):
-        CFp32Backend(fp32.params, temperature=0.0)
+        CFp32Backend(fp32.params, temperature=-0.5)
 
 
 # ----------------------------------------------------------------- offline

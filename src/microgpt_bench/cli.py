@@ -531,6 +531,25 @@ def probed_backend_rows() -> list[dict]:
     return rows
 
 
+def check_environment() -> None:
+    """Settings read deep inside the backends are checked up front: a bad one is a usage error."""
+    from . import native
+
+    try:
+        native.forced_simd()
+    except native.BuildError as exc:
+        raise CliError(str(exc)) from exc
+
+
+def format_peaks(peaks: dict) -> str:
+    """One line: the measured fp32 FMA lanes and int16 multiply-adds per cycle."""
+    if "error" in peaks:
+        return f"not measured ({peaks['error']})"
+    fp = ", ".join(f"{w}-bit {v:g}" for w, v in peaks.get("fp32_lanes_per_cycle", {}).items())
+    i16 = ", ".join(f"{k} {v:g}" for k, v in peaks.get("int16_macs_per_cycle", {}).items())
+    return f"fp32 FMA lanes/cycle: {fp or 'none'}; int16 multiply-adds/cycle: {i16 or 'none'}"
+
+
 def cmd_info(args) -> int:
     from .machine import machine_info
 
@@ -544,6 +563,7 @@ def cmd_info(args) -> int:
         print(f"{key:>10}: {machine[key]}")
     clock = machine["clock"]
     print(f"{'clock':>10}: {clock['ghz']} GHz ({clock['method']})")
+    print(f"{'peaks':>10}: {format_peaks(machine.get('peaks') or {})}")
     for kind, comp in machine["compilers"].items():
         print(f"{kind:>10}: {comp['command'] + ' - ' + comp['version'] if comp else 'not found'}")
     for gpu in machine["gpus"]:
@@ -613,6 +633,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     previous = {sig: signal.signal(sig, _terminate) for sig in (signal.SIGTERM, signal.SIGHUP)}
     try:
+        check_environment()
         return COMMANDS[args.command](args)
     except (CliError, registry.UnknownBackend, WeightsError, ResultsError, FetchError, ValueError) as exc:
         print(f"microgpt-bench: error: {one_line(exc)}", file=sys.stderr)

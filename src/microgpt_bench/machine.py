@@ -1,19 +1,16 @@
 """What machine the figures were measured on, and how fast its core clock runs."""
 from __future__ import annotations
 
-import ctypes
 import datetime as dt
 import os
 import platform
 import re
 import shutil
 import subprocess
-import time
 from pathlib import Path
 
 from . import __version__, native
-
-ADDS_PER_ITERATION = 16
+from .peaks import measure_peaks
 
 
 def cpu_model() -> str:
@@ -83,46 +80,20 @@ def simd_capabilities() -> list[str]:
     return found
 
 
-def estimate_clock_ghz(seconds: float = 0.05, trials: int = 5) -> dict:
-    """Estimate the core clock from a dependent integer add chain (kernels/clock.c).
+def estimate_clock_ghz(peaks: dict | None = None) -> dict:
+    """The core clock from the peak probe's dependent integer add chain (kernels/clock.c,
+    run in a subprocess by peaks.py; one add retires per cycle).
 
-    The probe runs in a subprocess (native.run_probe): a library that aborts on load
-    (CC='gcc -fsanitize=address') or crashes costs the estimate, never the tool.
     Falls back to /proc/cpuinfo's "cpu MHz" (the nominal, not the boosted clock)
-    when no C compiler is available or the probe fails.
+    when the probe cannot be built or run.
     """
-    try:
-        return native.run_probe("microgpt_bench.machine:clock_probe", timeout=120,
-                                seconds=seconds, trials=trials)
-    except native.ProbeError as exc:
-        return _clock_from_cpuinfo(f"no add-chain estimate ({str(exc)[:200]})")
-
-
-def clock_probe(seconds: float, trials: int) -> dict:
-    """The add-chain estimate itself, in this process (estimate_clock_ghz runs it apart).
-    The best of a few trials is taken: interruptions only ever make a trial slower."""
-    try:
-        lib, _ = native.build_c("clock", ["clock.c"])
-    except native.BuildError as exc:
-        return _clock_from_cpuinfo(f"no add-chain estimate ({str(exc)[:200]})")
-    chain = lib.mg_add_chain
-    chain.argtypes, chain.restype = [ctypes.c_uint64], ctypes.c_uint64
-    iterations, best = 100_000, 0.0
-    chain(iterations)
-    while True:  # calibrate to about `seconds` per trial
-        t0 = time.perf_counter()
-        chain(iterations)
-        elapsed = time.perf_counter() - t0
-        if elapsed > seconds / 4:
-            break
-        iterations *= 4
-    iterations = int(iterations * seconds / elapsed)
-    for _ in range(trials):
-        t0 = time.perf_counter()
-        chain(iterations)
-        best = max(best, iterations * ADDS_PER_ITERATION / (time.perf_counter() - t0) / 1e9)
-    return {"ghz": round(best, 3), "method": "dependent integer add chain, best of "
-            f"{trials} x {seconds * 1000:.0f} ms (one add per cycle)"}
+    peaks = peaks if peaks is not None else measure_peaks()
+    if "error" in peaks or not peaks.get("clock_ghz"):
+        return _clock_from_cpuinfo(f"no add-chain estimate ({peaks.get('error', 'no figure')[:200]})")
+    after = peaks.get("clock_ghz_after")
+    note = f"; {after:.3f} GHz after the peak probes" if after else ""
+    return {"ghz": round(peaks["clock_ghz"], 3),
+            "method": f"dependent integer add chain, best of 15 x 3 ms (one add per cycle){note}"}
 
 
 def _clock_from_cpuinfo(why: str) -> dict:
@@ -178,6 +149,7 @@ def compilers() -> dict:
 def machine_info(label: str | None = None, clock: dict | None = None) -> dict:
     import numpy as np
 
+    peaks = measure_peaks()
     return {
         "label": label or default_label(),
         "host": platform.node(),
@@ -185,7 +157,8 @@ def machine_info(label: str | None = None, clock: dict | None = None) -> dict:
         "arch": platform.machine(),
         "cores": os.cpu_count(),
         "simd": simd_capabilities(),
-        "clock": clock or estimate_clock_ghz(),
+        "clock": clock or estimate_clock_ghz(peaks),
+        "peaks": peaks,
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "numpy": np.__version__,

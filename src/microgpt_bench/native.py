@@ -8,7 +8,7 @@ backends turn into an "unavailable" row.
 Environment:
   CC                        the C compiler (else cc, gcc, clang: the first found)
   MICROGPT_BENCH_CACHE      the cache directory (else $XDG_CACHE_HOME/microgpt-bench)
-  MICROGPT_BENCH_SIMD       force a vector path: scalar | avx2 | avx512 | neon
+  MICROGPT_BENCH_SIMD       force a vector path: scalar | avx2 | avx512 | neon, or a variant (avx2-evex)
 """
 from __future__ import annotations
 
@@ -26,7 +26,10 @@ from functools import lru_cache
 from pathlib import Path
 
 KERNEL_DIR = Path(__file__).parent / "kernels"
-SIMD_CHOICES = ("scalar", "avx2", "avx512", "neon")
+# a forced vector path or compiled variant -> its MG_FORCE_* macro (avx2-evex: the AVX2
+# code with the compiler free to use AVX-512VL encodings and 32 registers)
+SIMD_VARIANTS = {"scalar": "SCALAR", "avx2": "AVX2", "avx512": "AVX512", "neon": "NEON", "avx2-evex": "AVX2"}
+SIMD_CHOICES = tuple(SIMD_VARIANTS)
 
 
 class BuildError(RuntimeError):
@@ -132,7 +135,7 @@ def c_flags() -> list[str]:
     flags = ["-O3", *arch, "-fPIC", "-shared", "-std=c11", "-Wall", "-Wextra", "-fno-math-errno"]
     simd = forced_simd()
     if simd:
-        flags.append(f"-DMG_FORCE_{simd.upper()}")
+        flags.append(f"-DMG_FORCE_{SIMD_VARIANTS[simd]}")
     return flags
 
 

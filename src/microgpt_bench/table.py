@@ -155,6 +155,22 @@ def not_run_footer(rows: list[dict]) -> str | None:
     return "not run here: " + "; ".join(f"{', '.join(names)} ({why})" for why, names in groups.items())
 
 
+def floor_notes(rows: list[dict]) -> list[str]:
+    """A note per native row: its cycles/token against the floor set by the measured peak."""
+    notes = []
+    for r in rows:
+        info = r.get("info") or {}
+        floor = info.get("floor_cycles_per_token")
+        cyc = r.get("cycles_per_token_per_core") if r.get("scenario") == "offline" else r.get("cycles_per_token")
+        if floor and cyc:
+            peak = info["floor_peak"]
+            unit = {"fp32": "fp32 FMA lanes", "int16": "int16 multiply-adds"}.get(peak["kind"], peak["kind"])
+            notes.append(f"floor: {row_label(r)} {cyc:,.0f} cycles/tok = {cyc / floor:.2f}x its floor of "
+                         f"{floor:,.0f} ({info['macs_per_token']:,.0f} multiply-adds/tok at "
+                         f"{peak['per_cycle']:g} {unit} a cycle, {peak['by']})")
+    return notes
+
+
 def format_table(results: dict, with_machine: bool = False) -> str:
     ok = [r for r in results["rows"] if r.get("status") == "ok" and (r.get("tok_s") or {}).get("median")]
     unavailable = [r for r in results["rows"] if r.get("status") == "unavailable"]
@@ -172,7 +188,7 @@ def format_table(results: dict, with_machine: bool = False) -> str:
     where = (f"a {clock['ghz']:.2f} GHz clock estimate ({clock.get('method', '')})" if clock.get("ghz")
              else "no clock estimate (? where unknown)")
     footer = [not_run_footer(unavailable)] if unavailable else []
-    return "\n".join(text + [""] + footer + throughput_notes(lines, where))
+    return "\n".join(text + [""] + footer + floor_notes(ok) + throughput_notes(lines, where))
 
 
 def format_accuracy(results: dict) -> str:

@@ -10,7 +10,8 @@
  *     association order, only laid out differently across lanes. So all paths give
  *     bit-identical logits and tokens, and stream i of an offline run equals the
  *     single-stream run with the same seed, token for token (tests check both).
- *   - exp2, the attention (ring-slot KV cache) and the sampler, per path;
+ *   - exp2 (once, on the vector layer, beside its scalar reference), the attention
+ *     (ring-slot KV cache) and the sampler, per path;
  *   - the structure-of-arrays (SoA, "streams in lanes") vector layer for offline runs;
  *   - a tiny pthread fan-out.
  *
@@ -47,12 +48,22 @@
 #ifndef MG_COMMON_H
 #define MG_COMMON_H
 
+#ifndef _POSIX_C_SOURCE
+#define _POSIX_C_SOURCE 200809L /* clock_gettime under -std=c11 */
+#endif
+
 #include <math.h>
 #include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
+#if defined(__x86_64__) || defined(__i386__)
+#include <x86intrin.h>
+#endif
+
+#include "mg_model.h"
 
 /* ------------------------------------------------------------ the vector path */
 
@@ -115,33 +126,7 @@
 /* ------------------------------------------------------------- the model shape */
 
 #define MG_ABI 1
-#define MG_VOCAB 27
-#define MG_BOS 26
-#define MG_E 16      /* n_embd */
-#define MG_HID 64    /* MLP hidden */
-#define MG_CTX 16    /* block size */
-#define MG_NPARAM 4192
-/* offsets in the C flat order: wte, wpe, wq, wk, wv, wo, fc1, fc2, lm_head */
-#define OFF_WTE 0
-#define OFF_WPE 432
-#define OFF_WQ 688
-#define OFF_WK 944
-#define OFF_WV 1200
-#define OFF_WO 1456
-#define OFF_FC1 1712
-#define OFF_FC2 2736
-#define OFF_LM 3760
-
 #define MG_EPS 1e-5f
-
-/* error codes (negative) */
-#define MG_ERR_NULL (-1)     /* a NULL pointer where one is needed */
-#define MG_ERR_ARG (-2)      /* a count or size out of range */
-#define MG_ERR_TOKEN (-3)    /* a token id outside 0..26 */
-#define MG_ERR_SEED (-4)     /* xorshift32 seed 0 */
-#define MG_ERR_NOMEM (-5)
-#define MG_ERR_THREAD (-6)
-#define MG_ERR_UNIFORM (-7)  /* a python-sampler draw outside [0, 1) */
 
 /* ---------------------------------------------------------------- randomness */
 
@@ -304,9 +289,22 @@ MG_INLINE void mg_attention_s(const float *qs, const float *K, const float *V, u
     }
 }
 
-/* Sampler, canonical. z: the 27 logits * log2(e)/T. python: thr from u, else from r. */
+/* the sampler's draw mode: xorshift32 (0), python uniforms (1) or greedy (temperature 0) */
+#define MG_GREEDY 2
+
+/* greedy decoding: the lowest index of the largest of the 27 logits */
+MG_INLINE int mg_argmax_s(const float *z)
+{
+    int best = 0;
+    for (int v = 1; v < MG_VOCAB; v++) best = z[v] > z[best] ? v : best;
+    return best;
+}
+
+/* Sampler, canonical. z: the 27 logits * log2(e)/T. python: thr from u, else from r;
+ * MG_GREEDY: the argmax. */
 MG_INLINE int mg_sample_s(const float *z, int python, float r, double u)
 {
+    if (python == MG_GREEDY) return mg_argmax_s(z);
     float mx = z[0], mn = z[0], c[32], t[16];
     for (int v = 1; v < MG_VOCAB; v++) {
         mx = z[v] > mx ? z[v] : mx;
@@ -324,525 +322,6 @@ MG_INLINE int mg_sample_s(const float *z, int python, float r, double u)
         if (thr < c[v]) return v;
     return MG_VOCAB - 1;
 }
-
-/* ------------------------------------------------ single-stream vector helpers */
-
-#if defined(MG_AVX512)
-/* the canonical exp2 on 16 lanes; _nc: without the clamp (every live lane >= -126) */
-MG_INLINE __m512 mg_exp2_16nc(__m512 x)
-{
-    __m512 t = _mm512_add_ps(x, _mm512_set1_ps(MG_EXP_MAGIC));
-    __m512 f = _mm512_sub_ps(x, _mm512_sub_ps(t, _mm512_set1_ps(MG_EXP_MAGIC)));
-    __m512 f2 = _mm512_mul_ps(f, f);
-    __m512 p01 = _mm512_fmadd_ps(f, _mm512_set1_ps(MG_P1), _mm512_set1_ps(1.0f));
-    __m512 p23 = _mm512_fmadd_ps(f, _mm512_set1_ps(MG_P3), _mm512_set1_ps(MG_P2));
-    __m512 p45 = _mm512_fmadd_ps(f, _mm512_set1_ps(MG_P5), _mm512_set1_ps(MG_P4));
-    __m512 f4 = _mm512_mul_ps(f2, f2);
-    __m512 q0 = _mm512_fmadd_ps(p23, f2, p01);
-    __m512 p = _mm512_fmadd_ps(p45, f4, q0);
-    __m512i sb = _mm512_slli_epi32(_mm512_add_epi32(_mm512_castps_si512(t), _mm512_set1_epi32(127)), 23);
-    return _mm512_mul_ps(p, _mm512_castsi512_ps(sb));
-}
-MG_INLINE __m512 mg_exp2_16(__m512 x) { return mg_exp2_16nc(_mm512_max_ps(x, _mm512_set1_ps(MG_EXP_LO))); }
-/* lanes of m (under mask k) outside the fast range */
-MG_INLINE __mmask16 mg_slow16(__mmask16 k, __m512 v)
-{
-    return _mm512_mask_cmp_ps_mask(k, v, _mm512_set1_ps(MG_FAST_LO), _CMP_LT_OQ) |
-           _mm512_mask_cmp_ps_mask(k, v, _mm512_set1_ps(MG_FAST_HI), _CMP_GT_OQ);
-}
-MG_INLINE __m512 mg_hmin16(__m512 v)
-{
-    v = _mm512_min_ps(v, _mm512_permute_ps(v, 0xB1));
-    v = _mm512_min_ps(v, _mm512_permute_ps(v, 0x4E));
-    v = _mm512_min_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
-    return _mm512_min_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
-}
-#define MG_SWAP1 0xB1 /* (1,0,3,2) */
-#define MG_SWAP2 0x4E /* (2,3,0,1) */
-/* butterfly all-reduce sum: every lane gets tree16 */
-MG_INLINE __m512 mg_hsum16(__m512 v)
-{
-    v = _mm512_add_ps(v, _mm512_permute_ps(v, MG_SWAP1));
-    v = _mm512_add_ps(v, _mm512_permute_ps(v, MG_SWAP2));
-    v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
-    return _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
-}
-MG_INLINE __m512 mg_hmax16(__m512 v)
-{
-    v = _mm512_max_ps(v, _mm512_permute_ps(v, MG_SWAP1));
-    v = _mm512_max_ps(v, _mm512_permute_ps(v, MG_SWAP2));
-    v = _mm512_max_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
-    return _mm512_max_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
-}
-/* tree16 of 16 broadcast vectors (all lanes of b[j] hold x_j) */
-MG_INLINE __m512 mg_tree16_16(const __m512 *b)
-{
-#define A_(i, j) _mm512_add_ps(i, j)
-    return A_(A_(A_(A_(b[0], b[1]), A_(b[2], b[3])), A_(A_(b[4], b[5]), A_(b[6], b[7]))),
-              A_(A_(A_(b[8], b[9]), A_(b[10], b[11])), A_(A_(b[12], b[13]), A_(b[14], b[15]))));
-#undef A_
-}
-MG_INLINE __m512 mg_rs16(__m512 a) { return _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_sqrt_ps(a)); }
-
-/* Attention, single stream, compact layout: KT[b][d] lane h*4+j = K[slot 4b+j][4h+d];
- * V natural [slot][16]. The new key/value go to `slot`. */
-MG_INLINE __m512 mg_attention16(__m512 qs, __m512 k, __m512 v, float *KT, float *V, int slot, unsigned valid)
-{
-    const __m512 q0 = _mm512_permute_ps(qs, 0x00), q1 = _mm512_permute_ps(qs, 0x55);
-    const __m512 q2 = _mm512_permute_ps(qs, 0xAA), q3 = _mm512_permute_ps(qs, 0xFF);
-    const int cb = slot >> 2;
-    const __mmask16 wm = (__mmask16)(0x1111u << (slot & 3));
-    _mm512_store_ps(V + slot * 16, v);
-    __m512 s[4];
-    __mmask16 vm[4];
-    for (int b = 0; b < 4; b++) {
-        float *kt = KT + b * 64;
-        __m512 k0 = _mm512_load_ps(kt), k1 = _mm512_load_ps(kt + 16);
-        __m512 k2 = _mm512_load_ps(kt + 32), k3 = _mm512_load_ps(kt + 48);
-        if (b == cb) {
-            k0 = _mm512_mask_blend_ps(wm, k0, _mm512_permute_ps(k, 0x00));
-            k1 = _mm512_mask_blend_ps(wm, k1, _mm512_permute_ps(k, 0x55));
-            k2 = _mm512_mask_blend_ps(wm, k2, _mm512_permute_ps(k, 0xAA));
-            k3 = _mm512_mask_blend_ps(wm, k3, _mm512_permute_ps(k, 0xFF));
-            _mm512_store_ps(kt, k0);
-            _mm512_store_ps(kt + 16, k1);
-            _mm512_store_ps(kt + 32, k2);
-            _mm512_store_ps(kt + 48, k3);
-        }
-        s[b] = _mm512_add_ps(_mm512_fmadd_ps(q1, k1, _mm512_mul_ps(q0, k0)),
-                             _mm512_fmadd_ps(q3, k3, _mm512_mul_ps(q2, k2)));
-        vm[b] = (__mmask16)(((valid >> (4 * b)) & 0xFu) * 0x1111u);
-    }
-    __m512 e0, e1, e2, e3;
-    if (__builtin_expect(!(mg_slow16(vm[0], s[0]) | mg_slow16(vm[1], s[1]) | mg_slow16(vm[2], s[2]) |
-                           mg_slow16(vm[3], s[3])), 1)) {
-        e0 = _mm512_maskz_mov_ps(vm[0], mg_exp2_16nc(s[0]));
-        e1 = _mm512_maskz_mov_ps(vm[1], mg_exp2_16nc(s[1]));
-        e2 = _mm512_maskz_mov_ps(vm[2], mg_exp2_16nc(s[2]));
-        e3 = _mm512_maskz_mov_ps(vm[3], mg_exp2_16nc(s[3]));
-    } else { /* per head: offset 0 if all its live scores are in range, else its max */
-        const __m512 ninf = _mm512_set1_ps(-INFINITY), pinf = _mm512_set1_ps(INFINITY);
-        __m512 m = _mm512_max_ps(_mm512_max_ps(_mm512_mask_blend_ps(vm[0], ninf, s[0]), _mm512_mask_blend_ps(vm[1], ninf, s[1])),
-                                 _mm512_max_ps(_mm512_mask_blend_ps(vm[2], ninf, s[2]), _mm512_mask_blend_ps(vm[3], ninf, s[3])));
-        __m512 n = _mm512_min_ps(_mm512_min_ps(_mm512_mask_blend_ps(vm[0], pinf, s[0]), _mm512_mask_blend_ps(vm[1], pinf, s[1])),
-                                 _mm512_min_ps(_mm512_mask_blend_ps(vm[2], pinf, s[2]), _mm512_mask_blend_ps(vm[3], pinf, s[3])));
-        m = _mm512_max_ps(m, _mm512_permute_ps(m, MG_SWAP1));
-        m = _mm512_max_ps(m, _mm512_permute_ps(m, MG_SWAP2));
-        n = _mm512_min_ps(n, _mm512_permute_ps(n, MG_SWAP1));
-        n = _mm512_min_ps(n, _mm512_permute_ps(n, MG_SWAP2));
-        __mmask16 fast = _mm512_cmp_ps_mask(n, _mm512_set1_ps(MG_FAST_LO), _CMP_GE_OQ) &
-                         _mm512_cmp_ps_mask(m, _mm512_set1_ps(MG_FAST_HI), _CMP_LE_OQ);
-        m = _mm512_maskz_mov_ps((__mmask16)~fast, m);
-        e0 = _mm512_maskz_mov_ps(vm[0], mg_exp2_16(_mm512_sub_ps(s[0], m)));
-        e1 = _mm512_maskz_mov_ps(vm[1], mg_exp2_16(_mm512_sub_ps(s[1], m)));
-        e2 = _mm512_maskz_mov_ps(vm[2], mg_exp2_16(_mm512_sub_ps(s[2], m)));
-        e3 = _mm512_maskz_mov_ps(vm[3], mg_exp2_16(_mm512_sub_ps(s[3], m)));
-    }
-    __m512 l = _mm512_add_ps(_mm512_add_ps(e0, e1), _mm512_add_ps(e2, e3));
-    l = _mm512_add_ps(l, _mm512_permute_ps(l, MG_SWAP1));
-    l = _mm512_add_ps(l, _mm512_permute_ps(l, MG_SWAP2));
-    __m512 rl = _mm512_div_ps(_mm512_set1_ps(1.0f), l);
-#define MG_PJ(e, j) _mm512_permute_ps(e, (j) * 0x55)
-#define MG_AJ(j)                                                                                              \
-    _mm512_add_ps(_mm512_fmadd_ps(MG_PJ(e1, j), _mm512_load_ps(V + (4 + j) * 16),                             \
-                                  _mm512_mul_ps(MG_PJ(e0, j), _mm512_load_ps(V + (j) * 16))),                 \
-                  _mm512_fmadd_ps(MG_PJ(e3, j), _mm512_load_ps(V + (12 + j) * 16),                            \
-                                  _mm512_mul_ps(MG_PJ(e2, j), _mm512_load_ps(V + (8 + j) * 16))))
-    __m512 a0 = MG_AJ(0), a1 = MG_AJ(1), a2 = MG_AJ(2), a3 = MG_AJ(3);
-#undef MG_AJ
-#undef MG_PJ
-    return _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)), rl);
-}
-
-/* the sampler on z (lo: ids 0..15, hi: 16..26, lanes 11..15 ignored) */
-MG_INLINE int mg_sample16(__m512 zlo, __m512 zhi, int python, float r, double u)
-{
-    const __mmask16 hv = 0x07FF;
-    __m512 lo, hi;
-    if (__builtin_expect(!(mg_slow16(0xFFFF, zlo) | mg_slow16(hv, zhi)), 1)) {
-        lo = mg_exp2_16nc(zlo);
-        hi = _mm512_maskz_mov_ps(hv, mg_exp2_16nc(zhi));
-    } else {
-        __m512 m = mg_hmax16(_mm512_max_ps(zlo, _mm512_mask_blend_ps(hv, _mm512_set1_ps(-INFINITY), zhi)));
-        __m512 n = mg_hmin16(_mm512_min_ps(zlo, _mm512_mask_blend_ps(hv, _mm512_set1_ps(INFINITY), zhi)));
-        __mmask16 fast = _mm512_cmp_ps_mask(n, _mm512_set1_ps(MG_FAST_LO), _CMP_GE_OQ) &
-                         _mm512_cmp_ps_mask(m, _mm512_set1_ps(MG_FAST_HI), _CMP_LE_OQ);
-        m = _mm512_maskz_mov_ps((__mmask16)~fast, m);
-        lo = mg_exp2_16(_mm512_sub_ps(zlo, m));
-        hi = _mm512_maskz_mov_ps(hv, mg_exp2_16(_mm512_sub_ps(zhi, m)));
-    }
-    __m512 total = mg_hsum16(_mm512_add_ps(lo, hi));
-    const __m512i zero = _mm512_setzero_si512();
-#define MG_SCAN_STEP(S)                                                                                   \
-    do {                                                                                                  \
-        __m512 shi = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(hi), _mm512_castps_si512(lo), 16 - (S))); \
-        __m512 slo = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(lo), zero, 16 - (S)));  \
-        hi = _mm512_add_ps(hi, shi);                                                                      \
-        lo = _mm512_add_ps(lo, slo);                                                                      \
-    } while (0)
-    MG_SCAN_STEP(1);
-    MG_SCAN_STEP(2);
-    MG_SCAN_STEP(4);
-    MG_SCAN_STEP(8);
-#undef MG_SCAN_STEP
-    hi = _mm512_add_ps(hi, lo);
-    __m512 thr;
-    if (python)
-        thr = _mm512_set1_ps((float)(u * (double)_mm512_cvtss_f32(total)));
-    else
-        thr = _mm512_mul_ps(_mm512_set1_ps(r), total);
-    uint32_t ml = _mm512_cmp_ps_mask(thr, lo, _CMP_LT_OQ);
-    uint32_t mh = _mm512_cmp_ps_mask(thr, hi, _CMP_LT_OQ) & 0x3FFu;
-    return (int)__builtin_ctz(ml | (mh << 16) | (1u << 26));
-}
-#endif /* MG_AVX512 */
-
-#if defined(MG_AVX2)
-/* 16 lanes as two ymm (lanes 0..7, 8..15); every operation is the lane-wise image of
- * the AVX-512 one, so the results are bit-identical */
-typedef struct { __m256 lo, hi; } v16;
-MG_INLINE v16 v16_load(const float *p) { v16 r = {_mm256_load_ps(p), _mm256_load_ps(p + 8)}; return r; }
-MG_INLINE void v16_store(float *p, v16 a) { _mm256_store_ps(p, a.lo); _mm256_store_ps(p + 8, a.hi); }
-MG_INLINE v16 v16_set1(float f) { v16 r = {_mm256_set1_ps(f), _mm256_set1_ps(f)}; return r; }
-#define V16_OP2(name, op) MG_INLINE v16 name(v16 a, v16 b) { v16 r = {op(a.lo, b.lo), op(a.hi, b.hi)}; return r; }
-V16_OP2(v16_add, _mm256_add_ps)
-V16_OP2(v16_sub, _mm256_sub_ps)
-V16_OP2(v16_mul, _mm256_mul_ps)
-V16_OP2(v16_max, _mm256_max_ps)
-V16_OP2(v16_min, _mm256_min_ps)
-V16_OP2(v16_and, _mm256_and_ps)
-MG_INLINE v16 v16_fma(v16 a, v16 b, v16 c) { v16 r = {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)}; return r; }
-#define v16_perm(a, imm) ((v16){_mm256_permute_ps((a).lo, imm), _mm256_permute_ps((a).hi, imm)})
-MG_INLINE v16 v16_blendv(v16 a, v16 b, v16 m) { v16 r = {_mm256_blendv_ps(a.lo, b.lo, m.lo), _mm256_blendv_ps(a.hi, b.hi, m.hi)}; return r; }
-
-MG_INLINE __m256 mg_exp2_8nc(__m256 x)
-{
-    __m256 t = _mm256_add_ps(x, _mm256_set1_ps(MG_EXP_MAGIC));
-    __m256 f = _mm256_sub_ps(x, _mm256_sub_ps(t, _mm256_set1_ps(MG_EXP_MAGIC)));
-    __m256 f2 = _mm256_mul_ps(f, f);
-    __m256 p01 = _mm256_fmadd_ps(f, _mm256_set1_ps(MG_P1), _mm256_set1_ps(1.0f));
-    __m256 p23 = _mm256_fmadd_ps(f, _mm256_set1_ps(MG_P3), _mm256_set1_ps(MG_P2));
-    __m256 p45 = _mm256_fmadd_ps(f, _mm256_set1_ps(MG_P5), _mm256_set1_ps(MG_P4));
-    __m256 f4 = _mm256_mul_ps(f2, f2);
-    __m256 q0 = _mm256_fmadd_ps(p23, f2, p01);
-    __m256 p = _mm256_fmadd_ps(p45, f4, q0);
-    __m256i sb = _mm256_slli_epi32(_mm256_add_epi32(_mm256_castps_si256(t), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(p, _mm256_castsi256_ps(sb));
-}
-MG_INLINE __m256 mg_exp2_8(__m256 x) { return mg_exp2_8nc(_mm256_max_ps(x, _mm256_set1_ps(MG_EXP_LO))); }
-MG_INLINE v16 v16_exp2nc(v16 x) { v16 r = {mg_exp2_8nc(x.lo), mg_exp2_8nc(x.hi)}; return r; }
-MG_INLINE v16 v16_exp2(v16 x) { v16 r = {mg_exp2_8(x.lo), mg_exp2_8(x.hi)}; return r; }
-/* all-lanes masks: any lane of v (under mask k) outside the fast range */
-MG_INLINE int mg_slow8(__m256 k, __m256 v)
-{
-    __m256 bad = _mm256_or_ps(_mm256_cmp_ps(v, _mm256_set1_ps(MG_FAST_LO), _CMP_LT_OQ),
-                              _mm256_cmp_ps(v, _mm256_set1_ps(MG_FAST_HI), _CMP_GT_OQ));
-    return _mm256_movemask_ps(_mm256_and_ps(k, bad));
-}
-/* butterfly all-reduce over 16 lanes: every lane gets tree16 */
-MG_INLINE __m256 mg_hsum8x2(v16 v)
-{
-    v = v16_add(v, v16_perm(v, 0xB1));
-    v = v16_add(v, v16_perm(v, 0x4E));
-    __m256 lo = _mm256_add_ps(v.lo, _mm256_permute2f128_ps(v.lo, v.lo, 1));
-    __m256 hi = _mm256_add_ps(v.hi, _mm256_permute2f128_ps(v.hi, v.hi, 1));
-    return _mm256_add_ps(lo, hi);
-}
-MG_INLINE __m256 mg_hmax8x2(v16 v)
-{
-    v = v16_max(v, v16_perm(v, 0xB1));
-    v = v16_max(v, v16_perm(v, 0x4E));
-    __m256 lo = _mm256_max_ps(v.lo, _mm256_permute2f128_ps(v.lo, v.lo, 1));
-    __m256 hi = _mm256_max_ps(v.hi, _mm256_permute2f128_ps(v.hi, v.hi, 1));
-    return _mm256_max_ps(lo, hi);
-}
-MG_INLINE __m256 mg_hmin8x2(v16 v)
-{
-    v = v16_min(v, v16_perm(v, 0xB1));
-    v = v16_min(v, v16_perm(v, 0x4E));
-    __m256 lo = _mm256_min_ps(v.lo, _mm256_permute2f128_ps(v.lo, v.lo, 1));
-    __m256 hi = _mm256_min_ps(v.hi, _mm256_permute2f128_ps(v.hi, v.hi, 1));
-    return _mm256_min_ps(lo, hi);
-}
-MG_INLINE __m256 mg_rs8(__m256 a) { return _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_sqrt_ps(a)); }
-/* lane mask (all ones) for lanes whose (lane & 3) bit is set in nib */
-MG_INLINE __m256 mg_nibmask8(unsigned nib)
-{
-    const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 1, 2, 4, 8);
-    __m256i t = _mm256_and_si256(_mm256_set1_epi32((int)nib), bits);
-    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(t, bits));
-}
-
-/* Attention, single stream, compact layout (see mg_attention16) on two ymm */
-MG_INLINE v16 mg_attention8x2(v16 qs, v16 k, v16 v, float *KT, float *V, int slot, unsigned valid)
-{
-    const v16 q0 = v16_perm(qs, 0x00), q1 = v16_perm(qs, 0x55), q2 = v16_perm(qs, 0xAA), q3 = v16_perm(qs, 0xFF);
-    const int cb = slot >> 2;
-    const __m256 wm8 = mg_nibmask8(1u << (slot & 3));
-    const v16 wm = {wm8, wm8};
-    v16_store(V + slot * 16, v);
-    v16 s[4], vm[4];
-    for (int b = 0; b < 4; b++) {
-        float *kt = KT + b * 64;
-        v16 k0 = v16_load(kt), k1 = v16_load(kt + 16), k2 = v16_load(kt + 32), k3 = v16_load(kt + 48);
-        if (b == cb) {
-            k0 = v16_blendv(k0, v16_perm(k, 0x00), wm);
-            k1 = v16_blendv(k1, v16_perm(k, 0x55), wm);
-            k2 = v16_blendv(k2, v16_perm(k, 0xAA), wm);
-            k3 = v16_blendv(k3, v16_perm(k, 0xFF), wm);
-            v16_store(kt, k0);
-            v16_store(kt + 16, k1);
-            v16_store(kt + 32, k2);
-            v16_store(kt + 48, k3);
-        }
-        s[b] = v16_add(v16_fma(q1, k1, v16_mul(q0, k0)), v16_fma(q3, k3, v16_mul(q2, k2)));
-        __m256 m8 = mg_nibmask8((valid >> (4 * b)) & 0xFu);
-        vm[b] = (v16){m8, m8};
-    }
-    v16 e[4];
-    int slow = 0;
-    for (int b = 0; b < 4; b++) slow |= mg_slow8(vm[b].lo, s[b].lo) | mg_slow8(vm[b].hi, s[b].hi);
-    if (__builtin_expect(!slow, 1)) {
-        for (int b = 0; b < 4; b++) e[b] = v16_and(vm[b], v16_exp2nc(s[b]));
-    } else {
-        const v16 ninf = v16_set1(-INFINITY), pinf = v16_set1(INFINITY);
-        v16 m = v16_max(v16_max(v16_blendv(ninf, s[0], vm[0]), v16_blendv(ninf, s[1], vm[1])),
-                        v16_max(v16_blendv(ninf, s[2], vm[2]), v16_blendv(ninf, s[3], vm[3])));
-        v16 n = v16_min(v16_min(v16_blendv(pinf, s[0], vm[0]), v16_blendv(pinf, s[1], vm[1])),
-                        v16_min(v16_blendv(pinf, s[2], vm[2]), v16_blendv(pinf, s[3], vm[3])));
-        m = v16_max(m, v16_perm(m, 0xB1));
-        m = v16_max(m, v16_perm(m, 0x4E));
-        n = v16_min(n, v16_perm(n, 0xB1));
-        n = v16_min(n, v16_perm(n, 0x4E));
-        v16 fast = v16_and((v16){_mm256_cmp_ps(n.lo, _mm256_set1_ps(MG_FAST_LO), _CMP_GE_OQ), _mm256_cmp_ps(n.hi, _mm256_set1_ps(MG_FAST_LO), _CMP_GE_OQ)},
-                           (v16){_mm256_cmp_ps(m.lo, _mm256_set1_ps(MG_FAST_HI), _CMP_LE_OQ), _mm256_cmp_ps(m.hi, _mm256_set1_ps(MG_FAST_HI), _CMP_LE_OQ)});
-        m = v16_blendv(m, v16_set1(0.0f), fast);
-        for (int b = 0; b < 4; b++) e[b] = v16_and(vm[b], v16_exp2(v16_sub(s[b], m)));
-    }
-    v16 l = v16_add(v16_add(e[0], e[1]), v16_add(e[2], e[3]));
-    l = v16_add(l, v16_perm(l, 0xB1));
-    l = v16_add(l, v16_perm(l, 0x4E));
-    v16 rl = {_mm256_div_ps(_mm256_set1_ps(1.0f), l.lo), _mm256_div_ps(_mm256_set1_ps(1.0f), l.hi)};
-    v16 a[4];
-#define MG_PJ8(x, j) v16_perm(x, (j) * 0x55)
-    for (int j = 0; j < 4; j++) {
-        v16 p = v16_fma(MG_PJ8(e[1], j), v16_load(V + (4 + j) * 16), v16_mul(MG_PJ8(e[0], j), v16_load(V + j * 16)));
-        v16 r = v16_fma(MG_PJ8(e[3], j), v16_load(V + (12 + j) * 16), v16_mul(MG_PJ8(e[2], j), v16_load(V + (8 + j) * 16)));
-        a[j] = v16_add(p, r);
-    }
-#undef MG_PJ8
-    return v16_mul(v16_add(v16_add(a[0], a[1]), v16_add(a[2], a[3])), rl);
-}
-
-/* shift a 32-lane vector (4 ymm) up by s lanes (s = 1, 2, 4), zeros in */
-MG_INLINE __m256 mg_shift8(__m256 prev, __m256 cur, int s)
-{
-    __m256 t = _mm256_permute2f128_ps(prev, cur, 0x21); /* prev.hi, cur.lo */
-    if (s == 4) return t;
-    if (s == 2) return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(cur), _mm256_castps_si256(t), 8));
-    return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(cur), _mm256_castps_si256(t), 12));
-}
-
-/* the sampler on z[4] (ids 0..7, 8..15, 16..23, 24..31; lanes >= 27 ignored) */
-MG_INLINE int mg_sample8x4(const __m256 *z, int python, float r, double u)
-{
-    const __m256 hv = _mm256_castsi256_ps(_mm256_setr_epi32(-1, -1, -1, 0, 0, 0, 0, 0)); /* ids 24..26 */
-    const __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
-    __m256 e[4];
-    if (__builtin_expect(!(mg_slow8(all, z[0]) | mg_slow8(all, z[1]) | mg_slow8(all, z[2]) | mg_slow8(hv, z[3])), 1)) {
-        for (int i = 0; i < 3; i++) e[i] = mg_exp2_8nc(z[i]);
-        e[3] = _mm256_and_ps(hv, mg_exp2_8nc(z[3]));
-    } else {
-        v16 a = {z[0], z[1]}, b = {z[2], _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), z[3], hv)};
-        v16 c = {z[2], _mm256_blendv_ps(_mm256_set1_ps(INFINITY), z[3], hv)};
-        __m256 m = mg_hmax8x2(v16_max(a, b)), n = mg_hmin8x2(v16_min(a, c));
-        __m256 fast = _mm256_and_ps(_mm256_cmp_ps(n, _mm256_set1_ps(MG_FAST_LO), _CMP_GE_OQ),
-                                    _mm256_cmp_ps(m, _mm256_set1_ps(MG_FAST_HI), _CMP_LE_OQ));
-        m = _mm256_blendv_ps(m, _mm256_setzero_ps(), fast);
-        for (int i = 0; i < 3; i++) e[i] = mg_exp2_8(_mm256_sub_ps(z[i], m));
-        e[3] = _mm256_and_ps(hv, mg_exp2_8(_mm256_sub_ps(z[3], m)));
-    }
-    __m256 total = mg_hsum8x2((v16){_mm256_add_ps(e[0], e[2]), _mm256_add_ps(e[1], e[3])});
-    const __m256 zero = _mm256_setzero_ps();
-    for (int s = 1; s < 8; s <<= 1) {
-        __m256 s3 = mg_shift8(e[2], e[3], s), s2 = mg_shift8(e[1], e[2], s);
-        __m256 s1 = mg_shift8(e[0], e[1], s), s0 = mg_shift8(zero, e[0], s);
-        e[3] = _mm256_add_ps(e[3], s3);
-        e[2] = _mm256_add_ps(e[2], s2);
-        e[1] = _mm256_add_ps(e[1], s1);
-        e[0] = _mm256_add_ps(e[0], s0);
-    }
-    e[3] = _mm256_add_ps(e[3], e[2]); /* s = 8 */
-    e[2] = _mm256_add_ps(e[2], e[1]);
-    e[1] = _mm256_add_ps(e[1], e[0]);
-    e[3] = _mm256_add_ps(e[3], e[1]); /* s = 16 */
-    e[2] = _mm256_add_ps(e[2], e[0]);
-    __m256 thr = python ? _mm256_set1_ps((float)(u * (double)_mm256_cvtss_f32(total))) : _mm256_mul_ps(_mm256_set1_ps(r), total);
-    uint32_t bits = 0;
-    for (int i = 0; i < 4; i++) bits |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(thr, e[i], _CMP_LT_OQ)) << (8 * i);
-    return (int)__builtin_ctz((bits & 0x3FFFFFFu) | (1u << 26));
-}
-#endif /* MG_AVX2 */
-
-#if defined(MG_NEON)
-/* 16 lanes as four float32x4_t: register h holds lanes 4h..4h+3 (one attention head) */
-typedef struct { float32x4_t v[4]; } n16;
-MG_INLINE n16 n16_load(const float *p) { n16 r = {{vld1q_f32(p), vld1q_f32(p + 4), vld1q_f32(p + 8), vld1q_f32(p + 12)}}; return r; }
-MG_INLINE void n16_store(float *p, n16 a) { for (int h = 0; h < 4; h++) vst1q_f32(p + 4 * h, a.v[h]); }
-MG_INLINE float32x4_t mg_exp2_4nc(float32x4_t x)
-{
-    float32x4_t t = vaddq_f32(x, vdupq_n_f32(MG_EXP_MAGIC));
-    float32x4_t f = vsubq_f32(x, vsubq_f32(t, vdupq_n_f32(MG_EXP_MAGIC)));
-    float32x4_t f2 = vmulq_f32(f, f);
-    float32x4_t p01 = vfmaq_f32(vdupq_n_f32(1.0f), f, vdupq_n_f32(MG_P1));
-    float32x4_t p23 = vfmaq_f32(vdupq_n_f32(MG_P2), f, vdupq_n_f32(MG_P3));
-    float32x4_t p45 = vfmaq_f32(vdupq_n_f32(MG_P4), f, vdupq_n_f32(MG_P5));
-    float32x4_t f4 = vmulq_f32(f2, f2);
-    float32x4_t q0 = vfmaq_f32(p01, p23, f2);
-    float32x4_t p = vfmaq_f32(q0, p45, f4);
-    int32x4_t sb = vshlq_n_s32(vaddq_s32(vreinterpretq_s32_f32(t), vdupq_n_s32(127)), 23);
-    return vmulq_f32(p, vreinterpretq_f32_s32(sb));
-}
-MG_INLINE float32x4_t mg_exp2_4(float32x4_t x) { return mg_exp2_4nc(vmaxq_f32(x, vdupq_n_f32(MG_EXP_LO))); }
-/* nonzero if a lane of v under mask k is outside the fast range */
-MG_INLINE uint32_t mg_slow4(uint32x4_t k, float32x4_t v)
-{
-    uint32x4_t bad = vorrq_u32(vcltq_f32(v, vdupq_n_f32(MG_FAST_LO)), vcgtq_f32(v, vdupq_n_f32(MG_FAST_HI)));
-    return vmaxvq_u32(vandq_u32(k, bad));
-}
-/* tree16 of the 16 lanes of a (all lanes of the result) */
-MG_INLINE float32x4_t mg_hsum4x4(n16 a)
-{
-    float32x4_t q = vpaddq_f32(vpaddq_f32(a.v[0], a.v[1]), vpaddq_f32(a.v[2], a.v[3]));
-    q = vpaddq_f32(q, q);
-    return vdupq_laneq_f32(vpaddq_f32(q, q), 0);
-}
-/* (x0+x1)+(x2+x3) in every lane */
-MG_INLINE float32x4_t mg_gsum4(float32x4_t x)
-{
-    float32x4_t q = vpaddq_f32(x, x);
-    return vdupq_laneq_f32(vpaddq_f32(q, q), 0);
-}
-MG_INLINE float32x4_t mg_rs4(float32x4_t a) { return vdivq_f32(vdupq_n_f32(1.0f), vsqrtq_f32(a)); }
-MG_INLINE uint32x4_t mg_nibmask4(unsigned nib)
-{
-    const uint32_t bits[4] = {1, 2, 4, 8};
-    return vtstq_u32(vdupq_n_u32(nib), vld1q_u32(bits));
-}
-MG_INLINE float32x4_t mg_lane4(float32x4_t v, int j)
-{
-    switch (j & 3) {
-    case 0: return vdupq_laneq_f32(v, 0);
-    case 1: return vdupq_laneq_f32(v, 1);
-    case 2: return vdupq_laneq_f32(v, 2);
-    default: return vdupq_laneq_f32(v, 3);
-    }
-}
-
-/* Attention, single stream, compact layout (see mg_attention16): KT[b][d] register h
- * lane j = K[slot 4b+j][4h+d]; V natural [slot][16] */
-MG_INLINE n16 mg_attention4x4(n16 qs, n16 k, n16 v, float *KT, float *V, int slot, unsigned valid)
-{
-    const int cb = slot >> 2;
-    const uint32x4_t wm = mg_nibmask4(1u << (slot & 3));
-    n16_store(V + slot * 16, v);
-    n16 out;
-    uint32x4_t vm[4];
-    for (int b = 0; b < 4; b++) vm[b] = mg_nibmask4((valid >> (4 * b)) & 0xFu);
-    float32x4_t s[4][4]; /* [b][h] */
-    for (int b = 0; b < 4; b++) {
-        float *kt = KT + b * 64;
-        for (int h = 0; h < 4; h++) {
-            float32x4_t kk[4];
-            for (int d = 0; d < 4; d++) kk[d] = vld1q_f32(kt + 16 * d + 4 * h);
-            if (b == cb) {
-                for (int d = 0; d < 4; d++) {
-                    kk[d] = vbslq_f32(wm, mg_lane4(k.v[h], d), kk[d]);
-                    vst1q_f32(kt + 16 * d + 4 * h, kk[d]);
-                }
-            }
-            float32x4_t a = vfmaq_f32(vmulq_f32(mg_lane4(qs.v[h], 0), kk[0]), mg_lane4(qs.v[h], 1), kk[1]);
-            float32x4_t c = vfmaq_f32(vmulq_f32(mg_lane4(qs.v[h], 2), kk[2]), mg_lane4(qs.v[h], 3), kk[3]);
-            s[b][h] = vaddq_f32(a, c);
-        }
-    }
-    uint32_t slow = 0;
-    for (int b = 0; b < 4; b++)
-        for (int h = 0; h < 4; h++) slow |= mg_slow4(vm[b], s[b][h]);
-    for (int h = 0; h < 4; h++) {
-        float32x4_t e[4], o = vdupq_n_f32(0.0f);
-        if (__builtin_expect(slow != 0, 0)) {
-            float mx = -INFINITY, mn = INFINITY;
-            for (int b = 0; b < 4; b++) {
-                mx = fmaxf(mx, vmaxvq_f32(vbslq_f32(vm[b], s[b][h], vdupq_n_f32(-INFINITY))));
-                mn = fminf(mn, vminvq_f32(vbslq_f32(vm[b], s[b][h], vdupq_n_f32(INFINITY))));
-            }
-            o = vdupq_n_f32(mg_offset_s(mx, mn));
-            for (int b = 0; b < 4; b++)
-                e[b] = vreinterpretq_f32_u32(vandq_u32(vm[b], vreinterpretq_u32_f32(mg_exp2_4(vsubq_f32(s[b][h], o)))));
-        } else {
-            for (int b = 0; b < 4; b++)
-                e[b] = vreinterpretq_f32_u32(vandq_u32(vm[b], vreinterpretq_u32_f32(mg_exp2_4nc(s[b][h]))));
-        }
-        float32x4_t l = mg_gsum4(vaddq_f32(vaddq_f32(e[0], e[1]), vaddq_f32(e[2], e[3])));
-        float32x4_t rl = vdivq_f32(vdupq_n_f32(1.0f), l);
-        float32x4_t a[4];
-        for (int j = 0; j < 4; j++) {
-            float32x4_t p = vfmaq_f32(vmulq_f32(mg_lane4(e[0], j), vld1q_f32(V + j * 16 + 4 * h)),
-                                      mg_lane4(e[1], j), vld1q_f32(V + (4 + j) * 16 + 4 * h));
-            float32x4_t r = vfmaq_f32(vmulq_f32(mg_lane4(e[2], j), vld1q_f32(V + (8 + j) * 16 + 4 * h)),
-                                      mg_lane4(e[3], j), vld1q_f32(V + (12 + j) * 16 + 4 * h));
-            a[j] = vaddq_f32(p, r);
-        }
-        out.v[h] = vmulq_f32(vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3])), rl);
-    }
-    return out;
-}
-
-/* the sampler on z[8] (ids 4i..4i+3; lanes >= 27 ignored) */
-MG_INLINE int mg_sample4x8(const float32x4_t *z, int python, float r, double u)
-{
-    const uint32_t h6[4] = {~0u, ~0u, ~0u, 0u};
-    const uint32x4_t all = vdupq_n_u32(~0u), m6 = vld1q_u32(h6), none = vdupq_n_u32(0);
-    float32x4_t e[8];
-    uint32_t slow = 0;
-    for (int i = 0; i < 8; i++) slow |= mg_slow4(i < 6 ? all : i == 6 ? m6 : none, z[i]);
-    if (__builtin_expect(!slow, 1)) {
-        for (int i = 0; i < 8; i++) e[i] = mg_exp2_4nc(z[i]);
-    } else {
-        float mx = -INFINITY, mn = INFINITY;
-        for (int i = 0; i < 7; i++) {
-            uint32x4_t k = i < 6 ? all : m6;
-            mx = fmaxf(mx, vmaxvq_f32(vbslq_f32(k, z[i], vdupq_n_f32(-INFINITY))));
-            mn = fminf(mn, vminvq_f32(vbslq_f32(k, z[i], vdupq_n_f32(INFINITY))));
-        }
-        float32x4_t o = vdupq_n_f32(mg_offset_s(mx, mn));
-        for (int i = 0; i < 8; i++) e[i] = mg_exp2_4(vsubq_f32(z[i], o));
-    }
-    e[6] = vreinterpretq_f32_u32(vandq_u32(m6, vreinterpretq_u32_f32(e[6])));
-    e[7] = vdupq_n_f32(0.0f);
-    n16 t = {{vaddq_f32(e[0], e[4]), vaddq_f32(e[1], e[5]), vaddq_f32(e[2], e[6]), vaddq_f32(e[3], e[7])}};
-    float total = vgetq_lane_f32(mg_hsum4x4(t), 0);
-    const float32x4_t zero = vdupq_n_f32(0.0f);
-    for (int s = 1; s < 4; s <<= 1) {
-        float32x4_t sh[8];
-        for (int i = 0; i < 8; i++) {
-            float32x4_t prev = i ? e[i - 1] : zero;
-            sh[i] = s == 1 ? vextq_f32(prev, e[i], 3) : vextq_f32(prev, e[i], 2);
-        }
-        for (int i = 0; i < 8; i++) e[i] = vaddq_f32(e[i], sh[i]);
-    }
-    for (int i = 7; i >= 1; i--) e[i] = vaddq_f32(e[i], e[i - 1]); /* s = 4 */
-    for (int i = 7; i >= 2; i--) e[i] = vaddq_f32(e[i], e[i - 2]); /* s = 8 */
-    for (int i = 7; i >= 4; i--) e[i] = vaddq_f32(e[i], e[i - 4]); /* s = 16 */
-    float thr = python ? (float)(u * (double)total) : r * total;
-    const uint32_t bitv[4] = {1, 2, 4, 8};
-    const uint32x4_t bv = vld1q_u32(bitv);
-    uint32_t bits = 0;
-    for (int i = 0; i < 7; i++) bits |= vaddvq_u32(vandq_u32(vcltq_f32(vdupq_n_f32(thr), e[i]), bv)) << (4 * i);
-    return (int)__builtin_ctz((bits & 0x3FFFFFFu) | (1u << 26));
-}
-#endif /* MG_NEON */
 
 /* ------------------------------------------- structure of arrays (offline) layer
  * One vector holds the same quantity for VW independent streams. The operations are
@@ -1015,6 +494,527 @@ MG_INLINE VF vf_gather_neon(const float *base, VI idx)
 #define vf_gather(base, idx) vf_gather_neon(base, idx)
 #endif
 
+/* The canonical exp2, written once on the vector layer (VF is __m512, __m256 or
+ * float32x4_t): the single-stream helpers and the SoA code both use it; mg_exp2_s is
+ * its scalar reference. _nc: without the clamp (every live lane >= -126). */
+#if defined(MG_SOA)
+MG_INLINE VF mg_exp2V_nc(VF x)
+{
+    VF t = vf_add(x, vf_set1(MG_EXP_MAGIC));
+    VF f = vf_sub(x, vf_sub(t, vf_set1(MG_EXP_MAGIC)));
+    VF f2 = vf_mul(f, f);
+    VF p01 = vf_fma(f, vf_set1(MG_P1), vf_set1(1.0f));
+    VF p23 = vf_fma(f, vf_set1(MG_P3), vf_set1(MG_P2));
+    VF p45 = vf_fma(f, vf_set1(MG_P5), vf_set1(MG_P4));
+    VF f4 = vf_mul(f2, f2);
+    VF q0 = vf_fma(p23, f2, p01);
+    VF p = vf_fma(p45, f4, q0);
+    VI sb = vi_slli(vi_add(vf_as_vi(t), vi_set1(127)), 23);
+    return vf_mul(p, vi_as_vf(sb));
+}
+MG_INLINE VF mg_exp2V(VF x) { return mg_exp2V_nc(vf_max(x, vf_set1(MG_EXP_LO))); }
+#endif
+
+/* ------------------------------------------------ single-stream vector helpers */
+
+#if defined(MG_AVX512)
+/* the canonical exp2 on 16 lanes (the vector layer's) */
+MG_INLINE __m512 mg_exp2_16nc(__m512 x) { return mg_exp2V_nc(x); }
+MG_INLINE __m512 mg_exp2_16(__m512 x) { return mg_exp2V(x); }
+/* lanes of m (under mask k) outside the fast range */
+MG_INLINE __mmask16 mg_slow16(__mmask16 k, __m512 v)
+{
+    return _mm512_mask_cmp_ps_mask(k, v, _mm512_set1_ps(MG_FAST_LO), _CMP_LT_OQ) |
+           _mm512_mask_cmp_ps_mask(k, v, _mm512_set1_ps(MG_FAST_HI), _CMP_GT_OQ);
+}
+MG_INLINE __m512 mg_hmin16(__m512 v)
+{
+    v = _mm512_min_ps(v, _mm512_permute_ps(v, 0xB1));
+    v = _mm512_min_ps(v, _mm512_permute_ps(v, 0x4E));
+    v = _mm512_min_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
+    return _mm512_min_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
+}
+#define MG_SWAP1 0xB1 /* (1,0,3,2) */
+#define MG_SWAP2 0x4E /* (2,3,0,1) */
+/* butterfly all-reduce sum: every lane gets tree16 */
+MG_INLINE __m512 mg_hsum16(__m512 v)
+{
+    v = _mm512_add_ps(v, _mm512_permute_ps(v, MG_SWAP1));
+    v = _mm512_add_ps(v, _mm512_permute_ps(v, MG_SWAP2));
+    v = _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
+    return _mm512_add_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
+}
+MG_INLINE __m512 mg_hmax16(__m512 v)
+{
+    v = _mm512_max_ps(v, _mm512_permute_ps(v, MG_SWAP1));
+    v = _mm512_max_ps(v, _mm512_permute_ps(v, MG_SWAP2));
+    v = _mm512_max_ps(v, _mm512_shuffle_f32x4(v, v, 0xB1));
+    return _mm512_max_ps(v, _mm512_shuffle_f32x4(v, v, 0x4E));
+}
+/* tree16 of 16 broadcast vectors (all lanes of b[j] hold x_j) */
+MG_INLINE __m512 mg_tree16_16(const __m512 *b)
+{
+#define A_(i, j) _mm512_add_ps(i, j)
+    return A_(A_(A_(A_(b[0], b[1]), A_(b[2], b[3])), A_(A_(b[4], b[5]), A_(b[6], b[7]))),
+              A_(A_(A_(b[8], b[9]), A_(b[10], b[11])), A_(A_(b[12], b[13]), A_(b[14], b[15]))));
+#undef A_
+}
+MG_INLINE __m512 mg_rs16(__m512 a) { return _mm512_div_ps(_mm512_set1_ps(1.0f), _mm512_sqrt_ps(a)); }
+
+/* Attention, single stream, compact layout: KT[b][d] lane h*4+j = K[slot 4b+j][4h+d];
+ * V natural [slot][16]. The new key/value go to `slot`. */
+MG_INLINE __m512 mg_attention16(__m512 qs, __m512 k, __m512 v, float *KT, float *V, int slot, unsigned valid)
+{
+    const __m512 q0 = _mm512_permute_ps(qs, 0x00), q1 = _mm512_permute_ps(qs, 0x55);
+    const __m512 q2 = _mm512_permute_ps(qs, 0xAA), q3 = _mm512_permute_ps(qs, 0xFF);
+    const int cb = slot >> 2;
+    const __mmask16 wm = (__mmask16)(0x1111u << (slot & 3));
+    _mm512_store_ps(V + slot * 16, v);
+    __m512 s[4];
+    __mmask16 vm[4];
+    for (int b = 0; b < 4; b++) {
+        float *kt = KT + b * 64;
+        __m512 k0 = _mm512_load_ps(kt), k1 = _mm512_load_ps(kt + 16);
+        __m512 k2 = _mm512_load_ps(kt + 32), k3 = _mm512_load_ps(kt + 48);
+        if (b == cb) {
+            k0 = _mm512_mask_blend_ps(wm, k0, _mm512_permute_ps(k, 0x00));
+            k1 = _mm512_mask_blend_ps(wm, k1, _mm512_permute_ps(k, 0x55));
+            k2 = _mm512_mask_blend_ps(wm, k2, _mm512_permute_ps(k, 0xAA));
+            k3 = _mm512_mask_blend_ps(wm, k3, _mm512_permute_ps(k, 0xFF));
+            _mm512_store_ps(kt, k0);
+            _mm512_store_ps(kt + 16, k1);
+            _mm512_store_ps(kt + 32, k2);
+            _mm512_store_ps(kt + 48, k3);
+        }
+        s[b] = _mm512_add_ps(_mm512_fmadd_ps(q1, k1, _mm512_mul_ps(q0, k0)),
+                             _mm512_fmadd_ps(q3, k3, _mm512_mul_ps(q2, k2)));
+        vm[b] = (__mmask16)(((valid >> (4 * b)) & 0xFu) * 0x1111u);
+    }
+    __m512 e0, e1, e2, e3;
+    if (__builtin_expect(!(mg_slow16(vm[0], s[0]) | mg_slow16(vm[1], s[1]) | mg_slow16(vm[2], s[2]) |
+                           mg_slow16(vm[3], s[3])), 1)) {
+        e0 = _mm512_maskz_mov_ps(vm[0], mg_exp2_16nc(s[0]));
+        e1 = _mm512_maskz_mov_ps(vm[1], mg_exp2_16nc(s[1]));
+        e2 = _mm512_maskz_mov_ps(vm[2], mg_exp2_16nc(s[2]));
+        e3 = _mm512_maskz_mov_ps(vm[3], mg_exp2_16nc(s[3]));
+    } else { /* per head: offset 0 if all its live scores are in range, else its max */
+        const __m512 ninf = _mm512_set1_ps(-INFINITY), pinf = _mm512_set1_ps(INFINITY);
+        __m512 m = _mm512_max_ps(_mm512_max_ps(_mm512_mask_blend_ps(vm[0], ninf, s[0]), _mm512_mask_blend_ps(vm[1], ninf, s[1])),
+                                 _mm512_max_ps(_mm512_mask_blend_ps(vm[2], ninf, s[2]), _mm512_mask_blend_ps(vm[3], ninf, s[3])));
+        __m512 n = _mm512_min_ps(_mm512_min_ps(_mm512_mask_blend_ps(vm[0], pinf, s[0]), _mm512_mask_blend_ps(vm[1], pinf, s[1])),
+                                 _mm512_min_ps(_mm512_mask_blend_ps(vm[2], pinf, s[2]), _mm512_mask_blend_ps(vm[3], pinf, s[3])));
+        m = _mm512_max_ps(m, _mm512_permute_ps(m, MG_SWAP1));
+        m = _mm512_max_ps(m, _mm512_permute_ps(m, MG_SWAP2));
+        n = _mm512_min_ps(n, _mm512_permute_ps(n, MG_SWAP1));
+        n = _mm512_min_ps(n, _mm512_permute_ps(n, MG_SWAP2));
+        __mmask16 fast = _mm512_cmp_ps_mask(n, _mm512_set1_ps(MG_FAST_LO), _CMP_GE_OQ) &
+                         _mm512_cmp_ps_mask(m, _mm512_set1_ps(MG_FAST_HI), _CMP_LE_OQ);
+        m = _mm512_maskz_mov_ps((__mmask16)~fast, m);
+        e0 = _mm512_maskz_mov_ps(vm[0], mg_exp2_16(_mm512_sub_ps(s[0], m)));
+        e1 = _mm512_maskz_mov_ps(vm[1], mg_exp2_16(_mm512_sub_ps(s[1], m)));
+        e2 = _mm512_maskz_mov_ps(vm[2], mg_exp2_16(_mm512_sub_ps(s[2], m)));
+        e3 = _mm512_maskz_mov_ps(vm[3], mg_exp2_16(_mm512_sub_ps(s[3], m)));
+    }
+    __m512 l = _mm512_add_ps(_mm512_add_ps(e0, e1), _mm512_add_ps(e2, e3));
+    l = _mm512_add_ps(l, _mm512_permute_ps(l, MG_SWAP1));
+    l = _mm512_add_ps(l, _mm512_permute_ps(l, MG_SWAP2));
+    __m512 rl = _mm512_div_ps(_mm512_set1_ps(1.0f), l);
+#define MG_PJ(e, j) _mm512_permute_ps(e, (j) * 0x55)
+#define MG_AJ(j)                                                                                              \
+    _mm512_add_ps(_mm512_fmadd_ps(MG_PJ(e1, j), _mm512_load_ps(V + (4 + j) * 16),                             \
+                                  _mm512_mul_ps(MG_PJ(e0, j), _mm512_load_ps(V + (j) * 16))),                 \
+                  _mm512_fmadd_ps(MG_PJ(e3, j), _mm512_load_ps(V + (12 + j) * 16),                            \
+                                  _mm512_mul_ps(MG_PJ(e2, j), _mm512_load_ps(V + (8 + j) * 16))))
+    __m512 a0 = MG_AJ(0), a1 = MG_AJ(1), a2 = MG_AJ(2), a3 = MG_AJ(3);
+#undef MG_AJ
+#undef MG_PJ
+    return _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)), rl);
+}
+
+/* the sampler on z (lo: ids 0..15, hi: 16..26, lanes 11..15 ignored) */
+MG_INLINE int mg_sample16(__m512 zlo, __m512 zhi, int python, float r, double u)
+{
+    const __mmask16 hv = 0x07FF;
+    if (python == MG_GREEDY) {
+        MG_ALIGN float z[32];
+        _mm512_store_ps(z, zlo);
+        _mm512_store_ps(z + 16, zhi);
+        return mg_argmax_s(z);
+    }
+    __m512 lo, hi;
+    if (__builtin_expect(!(mg_slow16(0xFFFF, zlo) | mg_slow16(hv, zhi)), 1)) {
+        lo = mg_exp2_16nc(zlo);
+        hi = _mm512_maskz_mov_ps(hv, mg_exp2_16nc(zhi));
+    } else {
+        __m512 m = mg_hmax16(_mm512_max_ps(zlo, _mm512_mask_blend_ps(hv, _mm512_set1_ps(-INFINITY), zhi)));
+        __m512 n = mg_hmin16(_mm512_min_ps(zlo, _mm512_mask_blend_ps(hv, _mm512_set1_ps(INFINITY), zhi)));
+        __mmask16 fast = _mm512_cmp_ps_mask(n, _mm512_set1_ps(MG_FAST_LO), _CMP_GE_OQ) &
+                         _mm512_cmp_ps_mask(m, _mm512_set1_ps(MG_FAST_HI), _CMP_LE_OQ);
+        m = _mm512_maskz_mov_ps((__mmask16)~fast, m);
+        lo = mg_exp2_16(_mm512_sub_ps(zlo, m));
+        hi = _mm512_maskz_mov_ps(hv, mg_exp2_16(_mm512_sub_ps(zhi, m)));
+    }
+    __m512 total = mg_hsum16(_mm512_add_ps(lo, hi));
+    const __m512i zero = _mm512_setzero_si512();
+#define MG_SCAN_STEP(S)                                                                                   \
+    do {                                                                                                  \
+        __m512 shi = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(hi), _mm512_castps_si512(lo), 16 - (S))); \
+        __m512 slo = _mm512_castsi512_ps(_mm512_alignr_epi32(_mm512_castps_si512(lo), zero, 16 - (S)));  \
+        hi = _mm512_add_ps(hi, shi);                                                                      \
+        lo = _mm512_add_ps(lo, slo);                                                                      \
+    } while (0)
+    MG_SCAN_STEP(1);
+    MG_SCAN_STEP(2);
+    MG_SCAN_STEP(4);
+    MG_SCAN_STEP(8);
+#undef MG_SCAN_STEP
+    hi = _mm512_add_ps(hi, lo);
+    __m512 thr;
+    if (python)
+        thr = _mm512_set1_ps((float)(u * (double)_mm512_cvtss_f32(total)));
+    else
+        thr = _mm512_mul_ps(_mm512_set1_ps(r), total);
+    uint32_t ml = _mm512_cmp_ps_mask(thr, lo, _CMP_LT_OQ);
+    uint32_t mh = _mm512_cmp_ps_mask(thr, hi, _CMP_LT_OQ) & 0x3FFu;
+    return (int)__builtin_ctz(ml | (mh << 16) | (1u << 26));
+}
+#endif /* MG_AVX512 */
+
+#if defined(MG_AVX2)
+/* 16 lanes as two ymm (lanes 0..7, 8..15); every operation is the lane-wise image of
+ * the AVX-512 one, so the results are bit-identical */
+typedef struct { __m256 lo, hi; } v16;
+MG_INLINE v16 v16_load(const float *p) { v16 r = {_mm256_load_ps(p), _mm256_load_ps(p + 8)}; return r; }
+MG_INLINE void v16_store(float *p, v16 a) { _mm256_store_ps(p, a.lo); _mm256_store_ps(p + 8, a.hi); }
+MG_INLINE v16 v16_set1(float f) { v16 r = {_mm256_set1_ps(f), _mm256_set1_ps(f)}; return r; }
+#define V16_OP2(name, op) MG_INLINE v16 name(v16 a, v16 b) { v16 r = {op(a.lo, b.lo), op(a.hi, b.hi)}; return r; }
+V16_OP2(v16_add, _mm256_add_ps)
+V16_OP2(v16_sub, _mm256_sub_ps)
+V16_OP2(v16_mul, _mm256_mul_ps)
+V16_OP2(v16_max, _mm256_max_ps)
+V16_OP2(v16_min, _mm256_min_ps)
+V16_OP2(v16_and, _mm256_and_ps)
+MG_INLINE v16 v16_fma(v16 a, v16 b, v16 c) { v16 r = {_mm256_fmadd_ps(a.lo, b.lo, c.lo), _mm256_fmadd_ps(a.hi, b.hi, c.hi)}; return r; }
+#define v16_perm(a, imm) ((v16){_mm256_permute_ps((a).lo, imm), _mm256_permute_ps((a).hi, imm)})
+MG_INLINE v16 v16_blendv(v16 a, v16 b, v16 m) { v16 r = {_mm256_blendv_ps(a.lo, b.lo, m.lo), _mm256_blendv_ps(a.hi, b.hi, m.hi)}; return r; }
+
+MG_INLINE __m256 mg_exp2_8nc(__m256 x) { return mg_exp2V_nc(x); }
+MG_INLINE __m256 mg_exp2_8(__m256 x) { return mg_exp2V(x); }
+MG_INLINE v16 v16_exp2nc(v16 x) { v16 r = {mg_exp2_8nc(x.lo), mg_exp2_8nc(x.hi)}; return r; }
+MG_INLINE v16 v16_exp2(v16 x) { v16 r = {mg_exp2_8(x.lo), mg_exp2_8(x.hi)}; return r; }
+/* all-lanes masks: any lane of v (under mask k) outside the fast range */
+MG_INLINE int mg_slow8(__m256 k, __m256 v)
+{
+    __m256 bad = _mm256_or_ps(_mm256_cmp_ps(v, _mm256_set1_ps(MG_FAST_LO), _CMP_LT_OQ),
+                              _mm256_cmp_ps(v, _mm256_set1_ps(MG_FAST_HI), _CMP_GT_OQ));
+    return _mm256_movemask_ps(_mm256_and_ps(k, bad));
+}
+/* butterfly all-reduce over 16 lanes: every lane gets tree16 */
+MG_INLINE __m256 mg_hsum8x2(v16 v)
+{
+    v = v16_add(v, v16_perm(v, 0xB1));
+    v = v16_add(v, v16_perm(v, 0x4E));
+    __m256 lo = _mm256_add_ps(v.lo, _mm256_permute2f128_ps(v.lo, v.lo, 1));
+    __m256 hi = _mm256_add_ps(v.hi, _mm256_permute2f128_ps(v.hi, v.hi, 1));
+    return _mm256_add_ps(lo, hi);
+}
+MG_INLINE __m256 mg_hmax8x2(v16 v)
+{
+    v = v16_max(v, v16_perm(v, 0xB1));
+    v = v16_max(v, v16_perm(v, 0x4E));
+    __m256 lo = _mm256_max_ps(v.lo, _mm256_permute2f128_ps(v.lo, v.lo, 1));
+    __m256 hi = _mm256_max_ps(v.hi, _mm256_permute2f128_ps(v.hi, v.hi, 1));
+    return _mm256_max_ps(lo, hi);
+}
+MG_INLINE __m256 mg_hmin8x2(v16 v)
+{
+    v = v16_min(v, v16_perm(v, 0xB1));
+    v = v16_min(v, v16_perm(v, 0x4E));
+    __m256 lo = _mm256_min_ps(v.lo, _mm256_permute2f128_ps(v.lo, v.lo, 1));
+    __m256 hi = _mm256_min_ps(v.hi, _mm256_permute2f128_ps(v.hi, v.hi, 1));
+    return _mm256_min_ps(lo, hi);
+}
+MG_INLINE __m256 mg_rs8(__m256 a) { return _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_sqrt_ps(a)); }
+/* lane mask (all ones) for lanes whose (lane & 3) bit is set in nib */
+MG_INLINE __m256 mg_nibmask8(unsigned nib)
+{
+    const __m256i bits = _mm256_setr_epi32(1, 2, 4, 8, 1, 2, 4, 8);
+    __m256i t = _mm256_and_si256(_mm256_set1_epi32((int)nib), bits);
+    return _mm256_castsi256_ps(_mm256_cmpeq_epi32(t, bits));
+}
+
+/* Attention, single stream, compact layout (see mg_attention16) on two ymm */
+MG_INLINE v16 mg_attention8x2(v16 qs, v16 k, v16 v, float *KT, float *V, int slot, unsigned valid)
+{
+    const v16 q0 = v16_perm(qs, 0x00), q1 = v16_perm(qs, 0x55), q2 = v16_perm(qs, 0xAA), q3 = v16_perm(qs, 0xFF);
+    const int cb = slot >> 2;
+    const __m256 wm8 = mg_nibmask8(1u << (slot & 3));
+    const v16 wm = {wm8, wm8};
+    v16_store(V + slot * 16, v);
+    v16 s[4], vm[4];
+    for (int b = 0; b < 4; b++) {
+        float *kt = KT + b * 64;
+        v16 k0 = v16_load(kt), k1 = v16_load(kt + 16), k2 = v16_load(kt + 32), k3 = v16_load(kt + 48);
+        if (b == cb) {
+            k0 = v16_blendv(k0, v16_perm(k, 0x00), wm);
+            k1 = v16_blendv(k1, v16_perm(k, 0x55), wm);
+            k2 = v16_blendv(k2, v16_perm(k, 0xAA), wm);
+            k3 = v16_blendv(k3, v16_perm(k, 0xFF), wm);
+            v16_store(kt, k0);
+            v16_store(kt + 16, k1);
+            v16_store(kt + 32, k2);
+            v16_store(kt + 48, k3);
+        }
+        s[b] = v16_add(v16_fma(q1, k1, v16_mul(q0, k0)), v16_fma(q3, k3, v16_mul(q2, k2)));
+        __m256 m8 = mg_nibmask8((valid >> (4 * b)) & 0xFu);
+        vm[b] = (v16){m8, m8};
+    }
+    v16 e[4];
+    int slow = 0;
+    for (int b = 0; b < 4; b++) slow |= mg_slow8(vm[b].lo, s[b].lo) | mg_slow8(vm[b].hi, s[b].hi);
+    if (__builtin_expect(!slow, 1)) {
+        for (int b = 0; b < 4; b++) e[b] = v16_and(vm[b], v16_exp2nc(s[b]));
+    } else {
+        const v16 ninf = v16_set1(-INFINITY), pinf = v16_set1(INFINITY);
+        v16 m = v16_max(v16_max(v16_blendv(ninf, s[0], vm[0]), v16_blendv(ninf, s[1], vm[1])),
+                        v16_max(v16_blendv(ninf, s[2], vm[2]), v16_blendv(ninf, s[3], vm[3])));
+        v16 n = v16_min(v16_min(v16_blendv(pinf, s[0], vm[0]), v16_blendv(pinf, s[1], vm[1])),
+                        v16_min(v16_blendv(pinf, s[2], vm[2]), v16_blendv(pinf, s[3], vm[3])));
+        m = v16_max(m, v16_perm(m, 0xB1));
+        m = v16_max(m, v16_perm(m, 0x4E));
+        n = v16_min(n, v16_perm(n, 0xB1));
+        n = v16_min(n, v16_perm(n, 0x4E));
+        v16 fast = v16_and((v16){_mm256_cmp_ps(n.lo, _mm256_set1_ps(MG_FAST_LO), _CMP_GE_OQ), _mm256_cmp_ps(n.hi, _mm256_set1_ps(MG_FAST_LO), _CMP_GE_OQ)},
+                           (v16){_mm256_cmp_ps(m.lo, _mm256_set1_ps(MG_FAST_HI), _CMP_LE_OQ), _mm256_cmp_ps(m.hi, _mm256_set1_ps(MG_FAST_HI), _CMP_LE_OQ)});
+        m = v16_blendv(m, v16_set1(0.0f), fast);
+        for (int b = 0; b < 4; b++) e[b] = v16_and(vm[b], v16_exp2(v16_sub(s[b], m)));
+    }
+    v16 l = v16_add(v16_add(e[0], e[1]), v16_add(e[2], e[3]));
+    l = v16_add(l, v16_perm(l, 0xB1));
+    l = v16_add(l, v16_perm(l, 0x4E));
+    v16 rl = {_mm256_div_ps(_mm256_set1_ps(1.0f), l.lo), _mm256_div_ps(_mm256_set1_ps(1.0f), l.hi)};
+    v16 a[4];
+/* j is an immediate of vpermilps: written out, as clang wants a constant even in an unrolled loop */
+#define MG_PJ8(x, j) v16_perm(x, (j) * 0x55)
+#define MG_AJ8(j)                                                                                                \
+    a[j] = v16_add(v16_fma(MG_PJ8(e[1], j), v16_load(V + (4 + j) * 16), v16_mul(MG_PJ8(e[0], j), v16_load(V + j * 16))), \
+                   v16_fma(MG_PJ8(e[3], j), v16_load(V + (12 + j) * 16), v16_mul(MG_PJ8(e[2], j), v16_load(V + (8 + j) * 16))))
+    MG_AJ8(0);
+    MG_AJ8(1);
+    MG_AJ8(2);
+    MG_AJ8(3);
+#undef MG_AJ8
+#undef MG_PJ8
+    return v16_mul(v16_add(v16_add(a[0], a[1]), v16_add(a[2], a[3])), rl);
+}
+
+/* shift a 32-lane vector (4 ymm) up by s lanes (s = 1, 2, 4), zeros in */
+MG_INLINE __m256 mg_shift8(__m256 prev, __m256 cur, int s)
+{
+    __m256 t = _mm256_permute2f128_ps(prev, cur, 0x21); /* prev.hi, cur.lo */
+    if (s == 4) return t;
+    if (s == 2) return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(cur), _mm256_castps_si256(t), 8));
+    return _mm256_castsi256_ps(_mm256_alignr_epi8(_mm256_castps_si256(cur), _mm256_castps_si256(t), 12));
+}
+
+/* the sampler on z[4] (ids 0..7, 8..15, 16..23, 24..31; lanes >= 27 ignored) */
+MG_INLINE int mg_sample8x4(const __m256 *z, int python, float r, double u)
+{
+    if (python == MG_GREEDY) {
+        MG_ALIGN float zb[32];
+        for (int i = 0; i < 4; i++) _mm256_store_ps(zb + 8 * i, z[i]);
+        return mg_argmax_s(zb);
+    }
+    const __m256 hv = _mm256_castsi256_ps(_mm256_setr_epi32(-1, -1, -1, 0, 0, 0, 0, 0)); /* ids 24..26 */
+    const __m256 all = _mm256_castsi256_ps(_mm256_set1_epi32(-1));
+    __m256 e[4];
+    if (__builtin_expect(!(mg_slow8(all, z[0]) | mg_slow8(all, z[1]) | mg_slow8(all, z[2]) | mg_slow8(hv, z[3])), 1)) {
+        for (int i = 0; i < 3; i++) e[i] = mg_exp2_8nc(z[i]);
+        e[3] = _mm256_and_ps(hv, mg_exp2_8nc(z[3]));
+    } else {
+        v16 a = {z[0], z[1]}, b = {z[2], _mm256_blendv_ps(_mm256_set1_ps(-INFINITY), z[3], hv)};
+        v16 c = {z[2], _mm256_blendv_ps(_mm256_set1_ps(INFINITY), z[3], hv)};
+        __m256 m = mg_hmax8x2(v16_max(a, b)), n = mg_hmin8x2(v16_min(a, c));
+        __m256 fast = _mm256_and_ps(_mm256_cmp_ps(n, _mm256_set1_ps(MG_FAST_LO), _CMP_GE_OQ),
+                                    _mm256_cmp_ps(m, _mm256_set1_ps(MG_FAST_HI), _CMP_LE_OQ));
+        m = _mm256_blendv_ps(m, _mm256_setzero_ps(), fast);
+        for (int i = 0; i < 3; i++) e[i] = mg_exp2_8(_mm256_sub_ps(z[i], m));
+        e[3] = _mm256_and_ps(hv, mg_exp2_8(_mm256_sub_ps(z[3], m)));
+    }
+    __m256 total = mg_hsum8x2((v16){_mm256_add_ps(e[0], e[2]), _mm256_add_ps(e[1], e[3])});
+    const __m256 zero = _mm256_setzero_ps();
+    for (int s = 1; s < 8; s <<= 1) {
+        __m256 s3 = mg_shift8(e[2], e[3], s), s2 = mg_shift8(e[1], e[2], s);
+        __m256 s1 = mg_shift8(e[0], e[1], s), s0 = mg_shift8(zero, e[0], s);
+        e[3] = _mm256_add_ps(e[3], s3);
+        e[2] = _mm256_add_ps(e[2], s2);
+        e[1] = _mm256_add_ps(e[1], s1);
+        e[0] = _mm256_add_ps(e[0], s0);
+    }
+    e[3] = _mm256_add_ps(e[3], e[2]); /* s = 8 */
+    e[2] = _mm256_add_ps(e[2], e[1]);
+    e[1] = _mm256_add_ps(e[1], e[0]);
+    e[3] = _mm256_add_ps(e[3], e[1]); /* s = 16 */
+    e[2] = _mm256_add_ps(e[2], e[0]);
+    __m256 thr = python ? _mm256_set1_ps((float)(u * (double)_mm256_cvtss_f32(total))) : _mm256_mul_ps(_mm256_set1_ps(r), total);
+    uint32_t bits = 0;
+    for (int i = 0; i < 4; i++) bits |= (uint32_t)_mm256_movemask_ps(_mm256_cmp_ps(thr, e[i], _CMP_LT_OQ)) << (8 * i);
+    return (int)__builtin_ctz((bits & 0x3FFFFFFu) | (1u << 26));
+}
+#endif /* MG_AVX2 */
+
+#if defined(MG_NEON)
+/* 16 lanes as four float32x4_t: register h holds lanes 4h..4h+3 (one attention head) */
+typedef struct { float32x4_t v[4]; } n16;
+MG_INLINE n16 n16_load(const float *p) { n16 r = {{vld1q_f32(p), vld1q_f32(p + 4), vld1q_f32(p + 8), vld1q_f32(p + 12)}}; return r; }
+MG_INLINE void n16_store(float *p, n16 a) { for (int h = 0; h < 4; h++) vst1q_f32(p + 4 * h, a.v[h]); }
+MG_INLINE float32x4_t mg_exp2_4nc(float32x4_t x) { return mg_exp2V_nc(x); }
+MG_INLINE float32x4_t mg_exp2_4(float32x4_t x) { return mg_exp2V(x); }
+/* nonzero if a lane of v under mask k is outside the fast range */
+MG_INLINE uint32_t mg_slow4(uint32x4_t k, float32x4_t v)
+{
+    uint32x4_t bad = vorrq_u32(vcltq_f32(v, vdupq_n_f32(MG_FAST_LO)), vcgtq_f32(v, vdupq_n_f32(MG_FAST_HI)));
+    return vmaxvq_u32(vandq_u32(k, bad));
+}
+/* tree16 of the 16 lanes of a (all lanes of the result) */
+MG_INLINE float32x4_t mg_hsum4x4(n16 a)
+{
+    float32x4_t q = vpaddq_f32(vpaddq_f32(a.v[0], a.v[1]), vpaddq_f32(a.v[2], a.v[3]));
+    q = vpaddq_f32(q, q);
+    return vdupq_laneq_f32(vpaddq_f32(q, q), 0);
+}
+/* (x0+x1)+(x2+x3) in every lane */
+MG_INLINE float32x4_t mg_gsum4(float32x4_t x)
+{
+    float32x4_t q = vpaddq_f32(x, x);
+    return vdupq_laneq_f32(vpaddq_f32(q, q), 0);
+}
+MG_INLINE float32x4_t mg_rs4(float32x4_t a) { return vdivq_f32(vdupq_n_f32(1.0f), vsqrtq_f32(a)); }
+MG_INLINE uint32x4_t mg_nibmask4(unsigned nib)
+{
+    const uint32_t bits[4] = {1, 2, 4, 8};
+    return vtstq_u32(vdupq_n_u32(nib), vld1q_u32(bits));
+}
+MG_INLINE float32x4_t mg_lane4(float32x4_t v, int j)
+{
+    switch (j & 3) {
+    case 0: return vdupq_laneq_f32(v, 0);
+    case 1: return vdupq_laneq_f32(v, 1);
+    case 2: return vdupq_laneq_f32(v, 2);
+    default: return vdupq_laneq_f32(v, 3);
+    }
+}
+
+/* Attention, single stream, compact layout (see mg_attention16): KT[b][d] register h
+ * lane j = K[slot 4b+j][4h+d]; V natural [slot][16] */
+MG_INLINE n16 mg_attention4x4(n16 qs, n16 k, n16 v, float *KT, float *V, int slot, unsigned valid)
+{
+    const int cb = slot >> 2;
+    const uint32x4_t wm = mg_nibmask4(1u << (slot & 3));
+    n16_store(V + slot * 16, v);
+    n16 out;
+    uint32x4_t vm[4];
+    for (int b = 0; b < 4; b++) vm[b] = mg_nibmask4((valid >> (4 * b)) & 0xFu);
+    float32x4_t s[4][4]; /* [b][h] */
+    for (int b = 0; b < 4; b++) {
+        float *kt = KT + b * 64;
+        for (int h = 0; h < 4; h++) {
+            float32x4_t kk[4];
+            for (int d = 0; d < 4; d++) kk[d] = vld1q_f32(kt + 16 * d + 4 * h);
+            if (b == cb) {
+                for (int d = 0; d < 4; d++) {
+                    kk[d] = vbslq_f32(wm, mg_lane4(k.v[h], d), kk[d]);
+                    vst1q_f32(kt + 16 * d + 4 * h, kk[d]);
+                }
+            }
+            float32x4_t a = vfmaq_f32(vmulq_f32(mg_lane4(qs.v[h], 0), kk[0]), mg_lane4(qs.v[h], 1), kk[1]);
+            float32x4_t c = vfmaq_f32(vmulq_f32(mg_lane4(qs.v[h], 2), kk[2]), mg_lane4(qs.v[h], 3), kk[3]);
+            s[b][h] = vaddq_f32(a, c);
+        }
+    }
+    uint32_t slow = 0;
+    for (int b = 0; b < 4; b++)
+        for (int h = 0; h < 4; h++) slow |= mg_slow4(vm[b], s[b][h]);
+    for (int h = 0; h < 4; h++) {
+        float32x4_t e[4], o = vdupq_n_f32(0.0f);
+        if (__builtin_expect(slow != 0, 0)) {
+            float mx = -INFINITY, mn = INFINITY;
+            for (int b = 0; b < 4; b++) {
+                mx = fmaxf(mx, vmaxvq_f32(vbslq_f32(vm[b], s[b][h], vdupq_n_f32(-INFINITY))));
+                mn = fminf(mn, vminvq_f32(vbslq_f32(vm[b], s[b][h], vdupq_n_f32(INFINITY))));
+            }
+            o = vdupq_n_f32(mg_offset_s(mx, mn));
+            for (int b = 0; b < 4; b++)
+                e[b] = vreinterpretq_f32_u32(vandq_u32(vm[b], vreinterpretq_u32_f32(mg_exp2_4(vsubq_f32(s[b][h], o)))));
+        } else {
+            for (int b = 0; b < 4; b++)
+                e[b] = vreinterpretq_f32_u32(vandq_u32(vm[b], vreinterpretq_u32_f32(mg_exp2_4nc(s[b][h]))));
+        }
+        float32x4_t l = mg_gsum4(vaddq_f32(vaddq_f32(e[0], e[1]), vaddq_f32(e[2], e[3])));
+        float32x4_t rl = vdivq_f32(vdupq_n_f32(1.0f), l);
+        float32x4_t a[4];
+        for (int j = 0; j < 4; j++) {
+            float32x4_t p = vfmaq_f32(vmulq_f32(mg_lane4(e[0], j), vld1q_f32(V + j * 16 + 4 * h)),
+                                      mg_lane4(e[1], j), vld1q_f32(V + (4 + j) * 16 + 4 * h));
+            float32x4_t r = vfmaq_f32(vmulq_f32(mg_lane4(e[2], j), vld1q_f32(V + (8 + j) * 16 + 4 * h)),
+                                      mg_lane4(e[3], j), vld1q_f32(V + (12 + j) * 16 + 4 * h));
+            a[j] = vaddq_f32(p, r);
+        }
+        out.v[h] = vmulq_f32(vaddq_f32(vaddq_f32(a[0], a[1]), vaddq_f32(a[2], a[3])), rl);
+    }
+    return out;
+}
+
+/* the sampler on z[8] (ids 4i..4i+3; lanes >= 27 ignored) */
+MG_INLINE int mg_sample4x8(const float32x4_t *z, int python, float r, double u)
+{
+    if (python == MG_GREEDY) {
+        MG_ALIGN float zb[32];
+        for (int i = 0; i < 8; i++) vst1q_f32(zb + 4 * i, z[i]);
+        return mg_argmax_s(zb);
+    }
+    const uint32_t h6[4] = {~0u, ~0u, ~0u, 0u};
+    const uint32x4_t all = vdupq_n_u32(~0u), m6 = vld1q_u32(h6), none = vdupq_n_u32(0);
+    float32x4_t e[8];
+    uint32_t slow = 0;
+    for (int i = 0; i < 8; i++) slow |= mg_slow4(i < 6 ? all : i == 6 ? m6 : none, z[i]);
+    if (__builtin_expect(!slow, 1)) {
+        for (int i = 0; i < 8; i++) e[i] = mg_exp2_4nc(z[i]);
+    } else {
+        float mx = -INFINITY, mn = INFINITY;
+        for (int i = 0; i < 7; i++) {
+            uint32x4_t k = i < 6 ? all : m6;
+            mx = fmaxf(mx, vmaxvq_f32(vbslq_f32(k, z[i], vdupq_n_f32(-INFINITY))));
+            mn = fminf(mn, vminvq_f32(vbslq_f32(k, z[i], vdupq_n_f32(INFINITY))));
+        }
+        float32x4_t o = vdupq_n_f32(mg_offset_s(mx, mn));
+        for (int i = 0; i < 8; i++) e[i] = mg_exp2_4(vsubq_f32(z[i], o));
+    }
+    e[6] = vreinterpretq_f32_u32(vandq_u32(m6, vreinterpretq_u32_f32(e[6])));
+    e[7] = vdupq_n_f32(0.0f);
+    n16 t = {{vaddq_f32(e[0], e[4]), vaddq_f32(e[1], e[5]), vaddq_f32(e[2], e[6]), vaddq_f32(e[3], e[7])}};
+    float total = vgetq_lane_f32(mg_hsum4x4(t), 0);
+    const float32x4_t zero = vdupq_n_f32(0.0f);
+    for (int s = 1; s < 4; s <<= 1) {
+        float32x4_t sh[8];
+        for (int i = 0; i < 8; i++) {
+            float32x4_t prev = i ? e[i - 1] : zero;
+            sh[i] = s == 1 ? vextq_f32(prev, e[i], 3) : vextq_f32(prev, e[i], 2);
+        }
+        for (int i = 0; i < 8; i++) e[i] = vaddq_f32(e[i], sh[i]);
+    }
+    for (int i = 7; i >= 1; i--) e[i] = vaddq_f32(e[i], e[i - 1]); /* s = 4 */
+    for (int i = 7; i >= 2; i--) e[i] = vaddq_f32(e[i], e[i - 2]); /* s = 8 */
+    for (int i = 7; i >= 4; i--) e[i] = vaddq_f32(e[i], e[i - 4]); /* s = 16 */
+    float thr = python ? (float)(u * (double)total) : r * total;
+    const uint32_t bitv[4] = {1, 2, 4, 8};
+    const uint32x4_t bv = vld1q_u32(bitv);
+    uint32_t bits = 0;
+    for (int i = 0; i < 7; i++) bits |= vaddvq_u32(vandq_u32(vcltq_f32(vdupq_n_f32(thr), e[i]), bv)) << (4 * i);
+    return (int)__builtin_ctz((bits & 0x3FFFFFFu) | (1u << 26));
+}
+#endif /* MG_NEON */
+
 #if defined(MG_AVX512)
 /* x[i] lane s = wte[tok_s][i] + wpe[pos_s][i]: 16 row loads and adds, then a 16 x 16
  * transpose in registers (far cheaper than 32 gathers) */
@@ -1081,23 +1081,58 @@ MG_INLINE void mg_embed16q(const int16_t *wte, const int16_t *wpe, VI tok, VI po
 }
 #endif
 
-#if defined(MG_SOA)
-MG_INLINE VF mg_exp2V(VF x)
+#if defined(MG_AVX2)
+/* in-register 8 x 8 transpose of 32-bit elements: r[s] element i -> r[i] element s */
+MG_INLINE void mg_transpose8(__m256 *r)
 {
-    x = vf_max(x, vf_set1(MG_EXP_LO));
-    VF t = vf_add(x, vf_set1(MG_EXP_MAGIC));
-    VF f = vf_sub(x, vf_sub(t, vf_set1(MG_EXP_MAGIC)));
-    VF f2 = vf_mul(f, f);
-    VF p01 = vf_fma(f, vf_set1(MG_P1), vf_set1(1.0f));
-    VF p23 = vf_fma(f, vf_set1(MG_P3), vf_set1(MG_P2));
-    VF p45 = vf_fma(f, vf_set1(MG_P5), vf_set1(MG_P4));
-    VF f4 = vf_mul(f2, f2);
-    VF q0 = vf_fma(p23, f2, p01);
-    VF p = vf_fma(p45, f4, q0);
-    VI sb = vi_slli(vi_add(vf_as_vi(t), vi_set1(127)), 23);
-    return vf_mul(p, vi_as_vf(sb));
+    __m256 t[8], u[8];
+    for (int i = 0; i < 4; i++) {
+        t[2 * i] = _mm256_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm256_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 2; i++) {
+        u[4 * i] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+        u[4 * i + 1] = _mm256_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+        u[4 * i + 2] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+        u[4 * i + 3] = _mm256_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+    }
+    for (int k = 0; k < 4; k++) {
+        r[k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x20);
+        r[4 + k] = _mm256_permute2f128_ps(u[k], u[4 + k], 0x31);
+    }
 }
 
+/* x[i] lane s = wte[tok_s][i] + wpe[pos_s][i]: 16 row loads and adds, then two
+ * transposes in registers (cheaper than 32 gathers, and AVX2 has no fast gather) */
+MG_INLINE void mg_embed8(const float *wte, const float *wpe, VI tok, VI pos, VF *x)
+{
+    int32_t t[8], p[8];
+    vi_store(t, tok);
+    vi_store(p, pos);
+    for (int s = 0; s < 8; s++) {
+        x[s] = _mm256_add_ps(_mm256_load_ps(wte + t[s] * 16), _mm256_load_ps(wpe + p[s] * 16));
+        x[8 + s] = _mm256_add_ps(_mm256_load_ps(wte + t[s] * 16 + 8), _mm256_load_ps(wpe + p[s] * 16 + 8));
+    }
+    mg_transpose8(x);
+    mg_transpose8(x + 8);
+}
+
+/* the same for Q4.12: xp[m] lane s = the int16 pair m of sat16(wte[tok_s] + wpe[pos_s]) */
+MG_INLINE void mg_embed8q(const int16_t *wte, const int16_t *wpe, VI tok, VI pos, VI *xp)
+{
+    int32_t t[8], p[8];
+    vi_store(t, tok);
+    vi_store(p, pos);
+    __m256 r[8];
+    for (int s = 0; s < 8; s++)
+        r[s] = _mm256_castsi256_ps(_mm256_adds_epi16(_mm256_load_si256((const __m256i *)(wte + t[s] * 16)),
+                                                     _mm256_load_si256((const __m256i *)(wpe + p[s] * 16))));
+    mg_transpose8(r);
+    for (int m = 0; m < 8; m++) xp[m] = _mm256_castps_si256(r[m]);
+}
+#endif
+
+#if defined(MG_SOA)
 /* the canonical offset, lane-wise */
 MG_INLINE VF mg_offsetV(VF mx, VF mn)
 {
@@ -1225,6 +1260,22 @@ MG_INLINE VI mg_sampleV(const VF *z, VF r)
     return tok;
 }
 
+/* greedy for VW streams: per lane, the lowest index of the largest logit */
+MG_INLINE VI mg_argmaxV(const VF *z)
+{
+    VF best = z[0];
+    VI tok = vi_set1(0);
+    for (int v = 1; v < MG_VOCAB; v++) {
+        VM up = vf_lt(best, z[v]);
+        best = vf_sel(up, z[v], best);
+        tok = vi_sel(up, vi_set1(v), tok);
+    }
+    return tok;
+}
+
+/* the next tokens of VW streams: greedy, or the sampler on draws r */
+MG_INLINE VI mg_nextV(const VF *z, VF r, int greedy) { return greedy ? mg_argmaxV(z) : mg_sampleV(z, r); }
+
 MG_INLINE VF mg_r24V(VI x) { return vf_mul(vi_to_f(vi_srli(x, 8)), vf_set1(1.0f / 16777216.0f)); }
 
 MG_INLINE VI mg_xorshiftV(VI x)
@@ -1234,6 +1285,63 @@ MG_INLINE VI mg_xorshiftV(VI x)
     return vi_xor(x, vi_slli(x, 5));
 }
 #endif /* MG_SOA */
+
+/* ------------------------------------------------------------------- timer */
+
+/* a cheap per-token timestamp for the latency loop: the TSC (rdtscp waits for the
+ * token's work to finish), the Arm generic timer, else CLOCK_MONOTONIC in ns */
+MG_INLINE uint64_t mg_monotonic_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+#if defined(__x86_64__) || defined(__i386__)
+#define MG_TIMER_SOURCE "rdtsc"
+MG_INLINE uint64_t mg_ticks(void)
+{
+    unsigned aux;
+    return __rdtscp(&aux);
+}
+#elif defined(__aarch64__)
+#define MG_TIMER_SOURCE "cntvct"
+MG_INLINE uint64_t mg_ticks(void)
+{
+    uint64_t v;
+    __asm__ volatile("isb\n\tmrs %0, cntvct_el0" : "=r"(v) : : "memory");
+    return v;
+}
+#else
+#define MG_TIMER_SOURCE "clock_gettime"
+MG_INLINE uint64_t mg_ticks(void) { return mg_monotonic_ns(); }
+#endif
+
+/* out[0] ticks per ns (against CLOCK_MONOTONIC over ~20 ms), out[1] the cost of one
+ * stamp in ticks (the least of 1000 back-to-back pairs), out[2] the resolution in ns */
+static void mg_timer_calibrate(double *out)
+{
+    uint64_t t0 = mg_monotonic_ns(), k0 = mg_ticks(), t1, k1;
+    do {
+        k1 = mg_ticks();
+        t1 = mg_monotonic_ns();
+    } while (t1 - t0 < 20000000u);
+    double per_ns = (double)(k1 - k0) / (double)(t1 - t0);
+    uint64_t least = UINT64_MAX;
+    for (int i = 0; i < 1000; i++) {
+        uint64_t a = mg_ticks(), b = mg_ticks();
+        least = b - a < least ? b - a : least;
+    }
+    struct timespec res = {0, 1};
+    clock_getres(CLOCK_MONOTONIC, &res);
+    double res_ns = 1.0 / per_ns;
+    if (!strcmp(MG_TIMER_SOURCE, "clock_gettime")) { /* the ticks are the ns */
+        per_ns = 1.0;
+        res_ns = (double)res.tv_sec * 1e9 + (double)res.tv_nsec;
+    }
+    out[0] = per_ns;
+    out[1] = (double)least;
+    out[2] = res_ns;
+}
 
 /* ---------------------------------------------------------------- threading */
 
@@ -1264,115 +1372,5 @@ static int mg_run_threads(void *(*fn)(void *), void *args, size_t arg_size, int 
     return err;
 }
 
-
-/* The single-stream entry points and generation loop, shared by mg_fp32.c and
- * mg_q412.c: the including file defines model_t, cache_t, logits1() and step1()
- * (its arithmetic); the loop, the reset rule and the argument checks live here once.
- * python != 0: draw i is uniforms[i]. */
-#define MG_SINGLE_STREAM_ENTRY_POINTS(PREFIX) \
-MG_EXPORT int PREFIX##_logits(void *handle, const int32_t *tokens, int n, float *out) \
-{ \
-    const model_t *m = handle; \
-    if (!m || !tokens || !out) return MG_ERR_NULL; \
-    if (n < 1 || n > MG_CTX) return MG_ERR_ARG; \
-    for (int i = 0; i < n; i++) \
-        if (tokens[i] < 0 || tokens[i] >= MG_VOCAB) return MG_ERR_TOKEN; \
-    cache_t c; \
-    memset(&c, 0, sizeof c); \
-    for (int p = 0; p < n; p++) logits1(m, &c, tokens[p], p, p, out + p * MG_VOCAB); \
-    return 0; \
-} \
-MG_INLINE int64_t gen1(const model_t *m, int64_t n, uint32_t x, const double *uniforms, int32_t *out, int python) \
-{ \
-    cache_t c; \
-    memset(&c, 0, sizeof c); \
-    int tok = MG_BOS, pos = 0; \
-    int64_t sum = 0; \
-    for (int64_t i = 0; i < n; i++) { \
-        float r = 0.0f; \
-        double u = 0.0; \
-        if (python) { \
-            u = uniforms[i]; \
-        } else { \
-            x = mg_xorshift32(x); \
-            r = mg_r24(x); \
-        } \
-        int nt = step1(m, &c, tok, pos, (int)(i & 15), python, r, u); \
-        if (out) out[i] = nt; \
-        sum += nt; \
-        pos++; \
-        int reset = (nt == MG_BOS) | (pos == MG_CTX); \
-        pos = reset ? 0 : pos; \
-        tok = reset ? MG_BOS : nt; \
-    } \
-    return sum; \
-} \
-static int64_t gen1_xs(const model_t *m, int64_t n, uint32_t seed, int32_t *out) { return gen1(m, n, seed, NULL, out, 0); } \
-static int64_t gen1_py(const model_t *m, int64_t n, const double *u, int32_t *out) { return gen1(m, n, 0, u, out, 1); } \
-MG_EXPORT int64_t PREFIX##_generate(void *handle, int64_t n_tokens, uint32_t seed, const double *uniforms, int32_t *out) \
-{ \
-    const model_t *m = handle; \
-    if (!m) return MG_ERR_NULL; \
-    if (n_tokens < 1) return MG_ERR_ARG; \
-    if (uniforms) { \
-        for (int64_t i = 0; i < n_tokens; i++) \
-            if (!(uniforms[i] >= 0.0 && uniforms[i] < 1.0)) return MG_ERR_UNIFORM; \
-        return gen1_py(m, n_tokens, uniforms, out); \
-    } \
-    if (seed == 0) return MG_ERR_SEED; \
-    return gen1_xs(m, n_tokens, seed, out); \
-}
-
-
-/* The offline entry points' shared parts. The including file defines model_t
- * and, between MG_OFFLINE_JOB and MG_OFFLINE_GENERATE(PREFIX), offline_worker(),
- * which runs streams [first, first + count) of one job with its own arithmetic. */
-#define MG_OFFLINE_JOB \
-typedef struct { \
-    const model_t *m; \
-    int32_t first, count; /* streams [first, first + count) */ \
-    int64_t tps; \
-    uint32_t base_seed; \
-    int32_t *out; /* all streams' tokens or NULL */ \
-    int64_t sum; \
-    int err; \
-} off_job;
-
-/* split the streams evenly over the threads, run offline_worker on each share, sum the checksums */
-#define MG_OFFLINE_GENERATE(PREFIX) \
-MG_EXPORT int64_t PREFIX##_generate_offline(void *handle, int32_t n_streams, int64_t tps, uint32_t base_seed, \
-                                           int32_t n_threads, int32_t *out) \
-{ \
-    const model_t *m = handle; \
-    if (!m) return MG_ERR_NULL; \
-    if (n_streams < 1 || tps < 1 || n_threads < 1 || n_threads > 64) return MG_ERR_ARG; \
-    int nt = n_threads < n_streams ? n_threads : n_streams; \
-    off_job jobs[64]; \
-    for (int t = 0; t < nt; t++) { \
-        int32_t a = (int32_t)((int64_t)n_streams * t / nt), b = (int32_t)((int64_t)n_streams * (t + 1) / nt); \
-        jobs[t] = (off_job){m, a, b - a, tps, base_seed, out, 0, 0}; \
-    } \
-    int err = mg_run_threads(offline_worker, jobs, sizeof(off_job), nt); \
-    if (err) return err; \
-    int64_t sum = 0; \
-    for (int t = 0; t < nt; t++) { \
-        if (jobs[t].err) return jobs[t].err; \
-        sum += jobs[t].sum; \
-    } \
-    return sum; \
-}
-
-/* argument checks of the *_logits_offline entry points: 0 or an MG_ERR_* code */
-static int mg_check_offline_probe(int32_t n_streams, const int32_t *tokens, const int32_t *lengths, const float *out)
-{
-    if (!tokens || !lengths || !out) return MG_ERR_NULL;
-    if (n_streams < 1) return MG_ERR_ARG;
-    for (int32_t s = 0; s < n_streams; s++) {
-        if (lengths[s] < 1 || lengths[s] > MG_CTX) return MG_ERR_ARG;
-        for (int p = 0; p < lengths[s]; p++)
-            if (tokens[s * 16 + p] < 0 || tokens[s * 16 + p] >= MG_VOCAB) return MG_ERR_TOKEN;
-    }
-    return 0;
-}
 
 #endif /* MG_COMMON_H */

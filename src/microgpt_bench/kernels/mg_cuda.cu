@@ -39,24 +39,15 @@
 #define MG_ECUDA 3
 #define MG_ENODEV 4
 
-#define VOCAB 27
-#define BOS 26
-#define EMBD 16
-#define HID 64
-#define CTX 16
-#define NPARAMS 4192
-#define FULL 0xffffffffu
+#include "mg_model.h"
 
-// offsets of the tensors in the talos-vs-macbook C order
-#define OFF_WTE 0
-#define OFF_WPE 432
-#define OFF_WQ 688
-#define OFF_WK 944
-#define OFF_WV 1200
-#define OFF_WO 1456
-#define OFF_FC1 1712
-#define OFF_FC2 2736
-#define OFF_LM 3760
+#define VOCAB MG_VOCAB
+#define BOS MG_BOS
+#define EMBD MG_E
+#define HID MG_HID
+#define CTX MG_CTX
+#define NPARAMS MG_NPARAM
+#define FULL 0xffffffffu
 
 #define LANE_CHUNKS 28      // float4 chunks of weights each lane keeps in registers
 #define RING 65536          // graph variant: device ring of sampled tokens

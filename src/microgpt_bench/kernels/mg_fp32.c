@@ -21,7 +21,9 @@
 
 typedef struct {
     float cz;                          /* log2(e) / T */
-    int pad[15];
+    int greedy;                        /* temperature 0: next token = argmax */
+    int batch_min;                     /* offline: fewer live streams run one by one (0: default) */
+    int pad[13];
     MG_ALIGN float raw[MG_NPARAM];     /* C flat order (rows), for SoA and scalar */
     MG_ALIGN float wqkvT[16 * 48];     /* [j][o]: o<16 q, <32 k, <48 v */
     MG_ALIGN float woT[16 * 16];       /* [j][o] */
@@ -42,12 +44,14 @@ MG_EXPORT const char *mg_fp32_simd(void) { return MG_SIMD_NAME; }
 
 MG_EXPORT void *mg_fp32_create(const float *w, float temperature)
 {
-    if (!w || !(temperature > 0.0f) || !isfinite(temperature)) return NULL;
+    if (!w || !(temperature >= 0.0f) || !isfinite(temperature)) return NULL;
     for (int i = 0; i < MG_NPARAM; i++)
         if (!isfinite(w[i])) return NULL;
     model_t *m = mg_alloc(sizeof(model_t));
     if (!m) return NULL;
-    m->cz = (float)(1.4426950408889634 / (double)temperature);
+    m->greedy = temperature == 0.0f;
+    /* greedy: z keeps the logits' order (a positive power-of-two scale) */
+    m->cz = m->greedy ? 1.0f : (float)(1.4426950408889634 / (double)temperature);
     memcpy(m->raw, w, sizeof(m->raw));
     for (int o = 0; o < 16; o++)
         for (int j = 0; j < 16; j++) {
@@ -395,20 +399,17 @@ MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, in
 }
 #endif
 
-/* ------------------------------------------------------------ the entry points */
-
-MG_SINGLE_STREAM_ENTRY_POINTS(mg_fp32)
-
 /* ====================================================================== offline */
 
 #if defined(MG_SOA) && !defined(MG_NO_SOA)
+#define MG_KERNEL_SOA 1
 typedef struct {
     mg_ringV ring;
     MG_ALIGN VF buf[3][64];
 } soa_t;
 
 /* one token for VW streams: tok/pos per lane, the same step for all */
-static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, int step, VF *logits)
+static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, int step, VF *logits, float scale)
 {
     const float *w = m->raw;
     VF x[16], x1[16], sq[16];
@@ -416,6 +417,9 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
 #if defined(MG_AVX512)
     (void)ti, (void)pi;
     mg_embed16(w + OFF_WTE, w + OFF_WPE, tok, pos, x);
+#elif defined(MG_AVX2)
+    (void)ti, (void)pi;
+    mg_embed8(w + OFF_WTE, w + OFF_WPE, tok, pos, x);
 #else
     MG_UNROLL
     for (int i = 0; i < 16; i++) x[i] = vf_add(vf_gather(w, vi_add(ti, vi_set1(i))), vf_gather(w, vi_add(pi, vi_set1(i))));
@@ -446,113 +450,13 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
     for (int o = 0; o < 64; o++) hid[o] = vf_max(mg_mv16V(w + OFF_FC1 + o * 16, x3), vf_zero());
     VF y[16];
     for (int o = 0; o < 16; o++) y[o] = vf_fma(mg_mv64V(w + OFF_FC2 + o * 64, hid), S3, x3[o]);
-    for (int v2 = 0; v2 < MG_VOCAB; v2++) logits[v2] = mg_mv16bV(w + OFF_LM + v2 * 16, y);
+    const VF cz = vf_set1(scale);
+    for (int v2 = 0; v2 < MG_VOCAB; v2++) logits[v2] = vf_mul(mg_mv16bV(w + OFF_LM + v2 * 16, y), cz);
 }
 
-MG_INLINE int lanes_max(VI v)
-{
-    int32_t a[VW];
-    vi_store(a, v);
-    int mx = a[0];
-    for (int i = 1; i < VW; i++) mx = a[i] > mx ? a[i] : mx;
-    return mx;
-}
 #endif
 
-MG_OFFLINE_JOB
-
-static void *offline_worker(void *arg)
-{
-    off_job *jb = arg;
-    const model_t *m = jb->m;
-    jb->sum = 0;
-#if defined(MG_SOA) && !defined(MG_NO_SOA)
-    soa_t *st = mg_alloc(sizeof(soa_t));
-    if (!st) {
-        jb->err = MG_ERR_NOMEM;
-        return NULL;
-    }
-    for (int32_t b0 = 0; b0 < jb->count; b0 += VW) {
-        const int nl = jb->count - b0 < VW ? jb->count - b0 : VW;
-        memset(&st->ring, 0, sizeof st->ring);
-        int32_t seeds[VW];
-        for (int l = 0; l < VW; l++) seeds[l] = (int32_t)(l < nl ? mg_stream_seed(jb->base_seed, (uint32_t)(jb->first + b0 + l)) : 1u);
-        VI rng = vi_load(seeds), tok = vi_set1(MG_BOS), pos = vi_set1(0);
-        VI acc = vi_set1(0);
-        int64_t sum = 0;
-        int maxpos = 0;
-        VF logits[MG_VOCAB];
-        for (int64_t i = 0; i < jb->tps; i++) {
-            forwardV(m, st, tok, pos, maxpos, (int)(i & 15), logits);
-            for (int v = 0; v < MG_VOCAB; v++) logits[v] = vf_mul(logits[v], vf_set1(m->cz));
-            rng = mg_xorshiftV(rng);
-            VI nt = mg_sampleV(logits, mg_r24V(rng));
-            acc = vi_add(acc, nt);
-            if (jb->out) {
-                int32_t t[VW];
-                vi_store(t, nt);
-                for (int l = 0; l < nl; l++) jb->out[(int64_t)(jb->first + b0 + l) * jb->tps + i] = t[l];
-            }
-            pos = vi_add(pos, vi_set1(1));
-            VM reset = vm_or(vi_eq(nt, vi_set1(MG_BOS)), vi_eq(pos, vi_set1(MG_CTX)));
-            pos = vi_sel(reset, vi_set1(0), pos);
-            tok = vi_sel(reset, vi_set1(MG_BOS), nt);
-            maxpos = lanes_max(pos);
-            if ((i & 0xFFFF) == 0xFFFF || i == jb->tps - 1) {
-                int32_t a[VW];
-                vi_store(a, acc);
-                for (int l = 0; l < nl; l++) sum += a[l];
-                acc = vi_set1(0);
-            }
-        }
-        jb->sum += sum;
-    }
-    free(st);
-#else
-    for (int32_t s = 0; s < jb->count; s++) {
-        uint32_t seed = mg_stream_seed(jb->base_seed, (uint32_t)(jb->first + s));
-        jb->sum += gen1_xs(m, jb->tps, seed, jb->out ? jb->out + (int64_t)(jb->first + s) * jb->tps : NULL);
-    }
-#endif
-    return NULL;
-}
-
-MG_OFFLINE_GENERATE(mg_fp32)
-
-MG_EXPORT int mg_fp32_logits_offline(void *handle, int32_t n_streams, const int32_t *tokens, const int32_t *lengths,
-                                     float *out)
-{
-    const model_t *m = handle;
-    if (!m) return MG_ERR_NULL;
-    int bad = mg_check_offline_probe(n_streams, tokens, lengths, out);
-    if (bad) return bad;
-#if defined(MG_SOA) && !defined(MG_NO_SOA)
-    soa_t *st = mg_alloc(sizeof(soa_t));
-    if (!st) return MG_ERR_NOMEM;
-    for (int32_t b0 = 0; b0 < n_streams; b0 += VW) {
-        const int nl = n_streams - b0 < VW ? n_streams - b0 : VW;
-        memset(&st->ring, 0, sizeof st->ring);
-        int maxlen = 0;
-        for (int l = 0; l < nl; l++) maxlen = lengths[b0 + l] > maxlen ? lengths[b0 + l] : maxlen;
-        for (int p = 0; p < maxlen; p++) {
-            int32_t tk[VW];
-            for (int l = 0; l < VW; l++) tk[l] = (l < nl && p < lengths[b0 + l]) ? tokens[(b0 + l) * 16 + p] : MG_BOS;
-            VF logits[MG_VOCAB];
-            forwardV(m, st, vi_load(tk), vi_set1(p), p, p, logits);
-            for (int v = 0; v < MG_VOCAB; v++) {
-                MG_ALIGN float lane[VW];
-                vf_store(lane, logits[v]);
-                for (int l = 0; l < nl; l++)
-                    if (p < lengths[b0 + l]) out[((int64_t)(b0 + l) * 16 + p) * MG_VOCAB + v] = lane[l];
-            }
-        }
-    }
-    free(st);
-#else
-    for (int32_t s = 0; s < n_streams; s++) {
-        int rc = mg_fp32_logits(handle, tokens + s * 16, lengths[s], out + (int64_t)s * 16 * MG_VOCAB);
-        if (rc) return rc;
-    }
-#endif
-    return 0;
-}
+#define MG_PREFIX mg_fp32
+#define MG_LOGIT_UNIT 1.0f
+#define MG_SOA_MIN_LANES (VW / 2 + 1) /* default; the autotuner sets the measured crossover */
+#include "mg_driver.h"

@@ -27,7 +27,9 @@
 
 typedef struct {
     float cz;                           /* log2(e) / (T * 4096) */
-    int pad[15];
+    int greedy;                        /* temperature 0: next token = argmax */
+    int batch_min;                     /* offline: fewer live streams run one by one (0: default) */
+    int pad[13];
     MG_ALIGN int16_t raw[MG_NPARAM];    /* C flat order (rows); a row pair j, j+1 is one int32 */
     /* single stream: pair-transposed matrices, P[m][r] = (W[r][2m], W[r][2m+1]) */
     MG_ALIGN int16_t qkvP[8 * 48 * 2];
@@ -62,12 +64,14 @@ static void pairs(int16_t *dst, const int16_t *w, int rows, int cols, int rows_o
 
 MG_EXPORT void *mg_q412_create(const float *w, float temperature)
 {
-    if (!w || !(temperature > 0.0f) || !isfinite(temperature)) return NULL;
+    if (!w || !(temperature >= 0.0f) || !isfinite(temperature)) return NULL;
     for (int i = 0; i < MG_NPARAM; i++)
         if (!isfinite(w[i])) return NULL;
     model_t *m = mg_alloc(sizeof(model_t));
     if (!m) return NULL;
-    m->cz = (float)(1.4426950408889634 / (double)temperature / 4096.0);
+    m->greedy = temperature == 0.0f;
+    /* greedy: z keeps the logits' order (a positive power-of-two scale) */
+    m->cz = m->greedy ? (1.0f / 4096.0f) : (float)(1.4426950408889634 / (double)temperature / 4096.0);
     for (int i = 0; i < MG_NPARAM; i++) m->raw[i] = quant(w[i]);
     int16_t tmp[48 * 16];
     memcpy(tmp, m->raw + OFF_WQ, sizeof tmp); /* wq, wk, wv are consecutive: one 48 x 16 matrix */
@@ -80,8 +84,6 @@ MG_EXPORT void *mg_q412_create(const float *w, float temperature)
 }
 
 MG_EXPORT void mg_q412_destroy(void *m) { free(m); }
-
-MG_INLINE int32_t sat16(int32_t v) { return v < -32768 ? -32768 : v > 32767 ? 32767 : v; }
 
 /* ================================================================ single stream */
 
@@ -236,8 +238,9 @@ MG_INLINE __m256i to16(v16 f) { return pack16(_mm256_cvtps_epi32(f.lo), _mm256_c
 MG_INLINE v16 qnorm(v16 xf)
 {
     __m256 s = mg_rs8(_mm256_fmadd_ps(mg_hsum8x2(v16_mul(xf, xf)), _mm256_set1_ps(MG_Q28), _mm256_set1_ps(MG_EPS)));
-    const int rm = _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC;
-    v16 r = {_mm256_round_ps(_mm256_mul_ps(xf.lo, s), rm), _mm256_round_ps(_mm256_mul_ps(xf.hi, s), rm)};
+#define MG_RM (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC) /* an immediate: clang wants a constant expression */
+    v16 r = {_mm256_round_ps(_mm256_mul_ps(xf.lo, s), MG_RM), _mm256_round_ps(_mm256_mul_ps(xf.hi, s), MG_RM)};
+#undef MG_RM
     return r;
 }
 
@@ -369,6 +372,7 @@ MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, in
 
 #else /* scalar: the reference for the canonical order */
 
+MG_INLINE int32_t sat16(int32_t v) { return v < -32768 ? -32768 : v > 32767 ? 32767 : v; }
 MG_INLINE int32_t rq(uint32_t acc) { return sat16((int32_t)acc >> 12); }
 
 MG_INLINE uint32_t dotq(const int16_t *w, const int16_t *x, int n)
@@ -435,11 +439,11 @@ MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, in
 
 /* ------------------------------------------------------------ the entry points */
 
-MG_SINGLE_STREAM_ENTRY_POINTS(mg_q412)
 
 /* ====================================================================== offline */
 
 #if defined(MG_SOA_Q) && !defined(MG_NO_SOA)
+#define MG_KERNEL_SOA 1
 typedef struct {
     mg_ringV ring;
     MG_ALIGN VF fb[48];    /* qs, k, v */
@@ -481,12 +485,14 @@ MG_INLINE VI dot8(const int16_t *w, const VI *xp)
     return vi_add(a0, a1);
 }
 
-static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, int step, VF *z)
+static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, int step, VF *z, float scale)
 {
     const int16_t *w = m->raw;
     VI xp[8], n0[8], n1[8], ap[8], x3[8], n2[8], yp[8];
 #if defined(MG_AVX512)
     mg_embed16q(w + OFF_WTE, w + OFF_WPE, tok, pos, xp);
+#elif defined(MG_AVX2)
+    mg_embed8q(w + OFF_WTE, w + OFF_WPE, tok, pos, xp);
 #else
     VI ti = vi_slli(tok, 3), pi = vi_slli(pos, 3);
     MG_UNROLL
@@ -528,121 +534,13 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
         }
         yp[mm] = vi_adds16(vi_pack2(r[0], r[1]), x3[mm]);
     }
-    const VF cz = vf_set1(m->cz);
+    const VF cz = vf_set1(scale);
     for (int v2 = 0; v2 < MG_VOCAB; v2++) z[v2] = vf_mul(vi_to_f(vi_srai(dot8(w + OFF_LM + v2 * 16, yp), 12)), cz);
 }
 
-MG_INLINE int lanes_max(VI v)
-{
-    int32_t a[VW];
-    vi_store(a, v);
-    int mx = a[0];
-    for (int i = 1; i < VW; i++) mx = a[i] > mx ? a[i] : mx;
-    return mx;
-}
 #endif
 
-MG_OFFLINE_JOB
-
-static void *offline_worker(void *arg)
-{
-    off_job *jb = arg;
-    const model_t *m = jb->m;
-    jb->sum = 0;
-#if defined(MG_SOA_Q) && !defined(MG_NO_SOA)
-    soa_t *st = mg_alloc(sizeof(soa_t));
-    if (!st) {
-        jb->err = MG_ERR_NOMEM;
-        return NULL;
-    }
-    for (int32_t b0 = 0; b0 < jb->count; b0 += VW) {
-        const int nl = jb->count - b0 < VW ? jb->count - b0 : VW;
-        memset(&st->ring, 0, sizeof st->ring);
-        int32_t seeds[VW];
-        for (int l = 0; l < VW; l++) seeds[l] = (int32_t)(l < nl ? mg_stream_seed(jb->base_seed, (uint32_t)(jb->first + b0 + l)) : 1u);
-        VI rng = vi_load(seeds), tok = vi_set1(MG_BOS), pos = vi_set1(0), acc = vi_set1(0);
-        int64_t sum = 0;
-        int maxpos = 0;
-        VF z[MG_VOCAB];
-        for (int64_t i = 0; i < jb->tps; i++) {
-            forwardV(m, st, tok, pos, maxpos, (int)(i & 15), z);
-            rng = mg_xorshiftV(rng);
-            VI nt = mg_sampleV(z, mg_r24V(rng));
-            acc = vi_add(acc, nt);
-            if (jb->out) {
-                int32_t t[VW];
-                vi_store(t, nt);
-                for (int l = 0; l < nl; l++) jb->out[(int64_t)(jb->first + b0 + l) * jb->tps + i] = t[l];
-            }
-            pos = vi_add(pos, vi_set1(1));
-            VM reset = vm_or(vi_eq(nt, vi_set1(MG_BOS)), vi_eq(pos, vi_set1(MG_CTX)));
-            pos = vi_sel(reset, vi_set1(0), pos);
-            tok = vi_sel(reset, vi_set1(MG_BOS), nt);
-            maxpos = lanes_max(pos);
-            if ((i & 0xFFFF) == 0xFFFF || i == jb->tps - 1) {
-                int32_t a[VW];
-                vi_store(a, acc);
-                for (int l = 0; l < nl; l++) sum += a[l];
-                acc = vi_set1(0);
-            }
-        }
-        jb->sum += sum;
-    }
-    free(st);
-#else
-    for (int32_t s = 0; s < jb->count; s++) {
-        uint32_t seed = mg_stream_seed(jb->base_seed, (uint32_t)(jb->first + s));
-        jb->sum += gen1_xs(m, jb->tps, seed, jb->out ? jb->out + (int64_t)(jb->first + s) * jb->tps : NULL);
-    }
-#endif
-    return NULL;
-}
-
-MG_OFFLINE_GENERATE(mg_q412)
-
-MG_EXPORT int mg_q412_logits_offline(void *handle, int32_t n_streams, const int32_t *tokens, const int32_t *lengths,
-                                     float *out)
-{
-    const model_t *m = handle;
-    if (!m) return MG_ERR_NULL;
-    int bad = mg_check_offline_probe(n_streams, tokens, lengths, out);
-    if (bad) return bad;
-#if defined(MG_SOA_Q) && !defined(MG_NO_SOA)
-    soa_t *st = mg_alloc(sizeof(soa_t));
-    if (!st) return MG_ERR_NOMEM;
-    /* z = l * cz; with cz replaced by 1/4096 the lanes hold the logits */
-    model_t *mm = mg_alloc(sizeof(model_t));
-    if (!mm) {
-        free(st);
-        return MG_ERR_NOMEM;
-    }
-    memcpy(mm, m, sizeof(model_t));
-    mm->cz = 1.0f / 4096.0f;
-    for (int32_t b0 = 0; b0 < n_streams; b0 += VW) {
-        const int nl = n_streams - b0 < VW ? n_streams - b0 : VW;
-        memset(&st->ring, 0, sizeof st->ring);
-        int maxlen = 0;
-        for (int l = 0; l < nl; l++) maxlen = lengths[b0 + l] > maxlen ? lengths[b0 + l] : maxlen;
-        for (int p = 0; p < maxlen; p++) {
-            int32_t tk[VW];
-            for (int l = 0; l < VW; l++) tk[l] = (l < nl && p < lengths[b0 + l]) ? tokens[(b0 + l) * 16 + p] : MG_BOS;
-            VF z[MG_VOCAB];
-            forwardV(mm, st, vi_load(tk), vi_set1(p), p, p, z);
-            for (int v = 0; v < MG_VOCAB; v++) {
-                MG_ALIGN float lane[VW];
-                vf_store(lane, z[v]);
-                for (int l = 0; l < nl; l++)
-                    if (p < lengths[b0 + l]) out[((int64_t)(b0 + l) * 16 + p) * MG_VOCAB + v] = lane[l];
-            }
-        }
-    }
-    free(mm);
-    free(st);
-#else
-    for (int32_t s = 0; s < n_streams; s++) {
-        int rc = mg_q412_logits(handle, tokens + s * 16, lengths[s], out + (int64_t)s * 16 * MG_VOCAB);
-        if (rc) return rc;
-    }
-#endif
-    return 0;
-}
+#define MG_PREFIX mg_q412
+#define MG_LOGIT_UNIT (1.0f / 4096.0f)
+#define MG_SOA_MIN_LANES (3 * VW / 8) /* default; the autotuner sets the measured crossover */
+#include "mg_driver.h"

@@ -15,14 +15,16 @@
 #include <string.h>
 
 #define TALOS_ABI 2  /* 2: talos_generate takes sample_mode (argmax decoding) */
-#define VOCAB 27
-#define BOS 26
-#define E 16      /* n_embd */
-#define H 4       /* heads */
-#define HD 4      /* head dim */
-#define HID 64    /* MLP hidden */
-#define BLOCK 16  /* positions */
-#define N_ROM 4192
+#include "mg_model.h"
+
+#define VOCAB MG_VOCAB
+#define BOS MG_BOS
+#define E MG_E
+#define H MG_HEADS
+#define HD MG_HEAD_DIM
+#define HID MG_HID
+#define BLOCK MG_CTX      /* positions */
+#define N_ROM MG_NPARAM
 #define MAGIC 0x7A105E40u
 
 enum {

@@ -1,0 +1,135 @@
+"""This machine's measured peak, and each native row's share of the floor it sets.
+
+kernels/peak.c (with clock.c) is built as a small program and run in a
+subprocess: a probe that crashes (an instruction the OS has not enabled, a
+sanitizing or broken compiler) fails only itself, and the tool carries on with
+an "error" entry. It measures the core clock (a dependent add chain), fp32 FMA
+lanes per cycle at each vector width the CPU has and int16 multiply-adds per
+cycle (VNNI vpdpwssd, vpmaddwd, NEON smlal), each with 12 independent
+accumulator chains.
+
+The model does exactly MACS_FIXED + MACS_PER_POS * (pos + 1) multiply-adds for a
+token at position pos (kernels/mg_model.h), so a run's floor is its multiply-add
+count over the peak: floor cycles/token = MACs/token / (lanes a cycle). A row's
+share of the floor is floor / measured cycles per token (per core for offline).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from . import native
+from .model import BLOCK_SIZE, BOS
+
+MACS_FIXED = 3504     # kernels/mg_model.h MG_MACS_FIXED
+MACS_PER_POS = 32     # kernels/mg_model.h MG_MACS_PER_POS
+PROBE_TIMEOUT_S = 120
+PEAK_KIND = {"fp32": "fp32", "q412": "int16"}  # a backend's precision -> the peak that bounds it
+
+
+def _probe_program() -> Path:
+    cc = native.find_c_compiler()
+    if cc is None:
+        raise native.BuildError("no C compiler found (set CC, or install cc, gcc or clang)")
+    sources = [native.KERNEL_DIR / "peak.c", native.KERNEL_DIR / "clock.c"]
+    return native.build("peak-probe", sources, cc, ["-O2", "-std=c11"], link=[])
+
+
+def run_probe(timeout: float = PROBE_TIMEOUT_S) -> dict:
+    """Build and run the probe, both in a fresh process (native.run_probe: a compiler or
+    probe that aborts costs the figures, never the tool); its JSON, or {"error": why}."""
+    try:
+        return native.run_probe("microgpt_bench.peaks:probe_here", timeout=timeout)
+    except native.ProbeError as exc:
+        return {"error": f"probe failed: {str(exc)[:300]}"}
+
+
+def probe_here(timeout: float = PROBE_TIMEOUT_S) -> dict:
+    """run_probe's work, in this process: build kernels/peak.c, run it, read its JSON."""
+    try:
+        program = _probe_program()
+        proc = subprocess.run([str(program)], capture_output=True, text=True, timeout=timeout)
+    except native.BuildError as exc:
+        return {"error": f"probe not built: {str(exc)[:300]}"}
+    except (OSError, subprocess.SubprocessError) as exc:
+        return {"error": f"probe did not run: {exc}"}
+    if proc.returncode != 0:
+        return {"error": f"probe exited with {proc.returncode}: {(proc.stderr or proc.stdout).strip()[-300:]}"}
+    try:
+        raw = json.loads(proc.stdout)
+    except json.JSONDecodeError as exc:
+        return {"error": f"probe output is not JSON ({exc}): {proc.stdout[:200]!r}"}
+    return summarise(raw)
+
+
+def summarise(raw: dict) -> dict:
+    """The probe's figures plus the best of each kind (the peak a floor divides by)."""
+    out = {"clock_ghz": raw.get("clock_ghz"), "clock_ghz_after": raw.get("clock_ghz_after"),
+           "stable": raw.get("stable"), "fp32_lanes_per_cycle": raw.get("fp32", {}),
+           "int16_macs_per_cycle": raw.get("int16", {}),
+           "method": "kernels/peak.c in a subprocess: 12 independent accumulator chains per "
+                     "instruction, best of 15 x 3 ms, divided by a dependent-add-chain clock estimate"}
+    for kind, key in (("fp32", "fp32_lanes_per_cycle"), ("int16", "int16_macs_per_cycle")):
+        figures = out[key]
+        if figures:
+            best = max(figures, key=figures.get)
+            out[f"{kind}_peak"] = {"per_cycle": figures[best], "by": best}
+    return out
+
+
+def _cache_path() -> Path:
+    return native.cache_dir() / f"peaks-{native.cpu_signature()}.json"
+
+
+def measure_peaks() -> dict:
+    """Measure now and remember the figures for this CPU (worker processes read them)."""
+    peaks = run_probe()
+    if "error" not in peaks:
+        path = _cache_path()
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
+        with os.fdopen(fd, "w") as fh:
+            json.dump(peaks, fh)
+        os.replace(tmp, path)
+    return peaks
+
+
+def cached_peaks() -> dict:
+    """This CPU's last measured peaks, measuring them first if there are none."""
+    try:
+        peaks = json.loads(_cache_path().read_text())
+        if isinstance(peaks, dict) and "clock_ghz" in peaks:
+            return peaks
+    except (OSError, json.JSONDecodeError):
+        pass
+    return measure_peaks()
+
+
+def positions(tokens: np.ndarray) -> np.ndarray:
+    """The position each token was generated at: 0 after BOS, wrapping at the block size."""
+    tokens = np.asarray(tokens).reshape(-1)
+    idx = np.arange(tokens.size)
+    start = np.zeros(tokens.size, dtype=np.int64)
+    after_bos = np.flatnonzero(tokens[:-1] == BOS) + 1
+    start[after_bos] = after_bos
+    return (idx - np.maximum.accumulate(start)) % BLOCK_SIZE
+
+
+def macs_of_run(tokens: np.ndarray) -> int:
+    """The model's exact multiply-add count for generating these tokens (one stream)."""
+    return int(MACS_FIXED * np.asarray(tokens).size + MACS_PER_POS * (positions(tokens) + 1).sum())
+
+
+def floor_info(precision: str, total_macs: int, n_tokens: int, peaks: dict) -> dict:
+    """What a row's info carries about its floor (the table divides by its cycles/token)."""
+    kind = PEAK_KIND.get(precision)
+    peak = (peaks.get(f"{kind}_peak") or {}) if kind else {}
+    info = {"macs_per_token": total_macs / n_tokens}
+    if peak.get("per_cycle"):
+        info.update(floor_cycles_per_token=info["macs_per_token"] / peak["per_cycle"],
+                    floor_peak={"kind": kind, **peak})
+    return info

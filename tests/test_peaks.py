@@ -1,0 +1,130 @@
+"""The peak probes (kernels/peak.c in a subprocess) and the floor every native row is held to."""
+from __future__ import annotations
+
+import os
+import stat
+
+import numpy as np
+import pytest
+
+from microgpt_bench import machine, model, native, peaks, table
+from microgpt_bench.backends.c_native import CFp32Backend, CQ412Backend
+from microgpt_bench.weights import load_weights_with_manifest
+
+
+@pytest.fixture(scope="module")
+def probe():
+    if native.find_c_compiler() is None:
+        pytest.skip("no C compiler")
+    return peaks.run_probe()
+
+
+def test_probe_figures_are_plausible(probe):
+    assert "error" not in probe, probe
+    assert 0.3 < probe["clock_ghz"] < 10 and 0.3 < probe["clock_ghz_after"] < 10
+    lanes = probe["fp32_lanes_per_cycle"]
+    flags = set(machine.cpu_flags())
+    if "avx2" in flags:
+        assert {"128", "256"} <= set(lanes)
+    if "avx512f" in flags:
+        assert "512" in lanes and "vpmaddwd-512" in probe["int16_macs_per_cycle"]
+    if "avx512_vnni" in flags:
+        assert "vpdpwssd-512" in probe["int16_macs_per_cycle"]
+    for width, per_cycle in lanes.items():
+        # at least a quarter of one FMA a cycle, at most four FMA pipes (plus clock error)
+        assert 0.25 * int(width) / 32 < per_cycle < 4.5 * int(width) / 32, (width, per_cycle)
+    for name, per_cycle in probe["int16_macs_per_cycle"].items():
+        bits = int(name.rsplit("-", 1)[1])
+        assert 0.1 * bits / 16 < per_cycle < 9 * bits / 16, (name, per_cycle)
+    if lanes:
+        assert probe["fp32_peak"]["per_cycle"] == max(lanes.values())
+        assert lanes[probe["fp32_peak"]["by"]] == probe["fp32_peak"]["per_cycle"]
+
+
+def test_peaks_recorded_in_machine_info_and_cached(monkeypatch, tmp_path):
+    if native.find_c_compiler() is None:
+        pytest.skip("no C compiler")
+    monkeypatch.setenv("MICROGPT_BENCH_CACHE", str(tmp_path))
+    info = machine.machine_info("t")
+    assert "fp32_lanes_per_cycle" in info["peaks"] and info["clock"]["ghz"] == round(info["peaks"]["clock_ghz"], 3)
+    assert peaks.cached_peaks() == info["peaks"]  # the workers' copy is this measurement
+
+
+def _fake_program(tmp_path, body):
+    path = tmp_path / "fake-probe"
+    path.write_text("#!/bin/sh\n" + body + "\n")
+    path.chmod(path.stat().st_mode | stat.S_IEXEC)
+    return path
+
+
+@pytest.mark.parametrize("body,why", [("kill -SEGV $$", "exited with"), ("echo not-json", "not JSON")])
+def test_a_crashing_probe_is_an_error_not_a_crash(monkeypatch, tmp_path, body, why):
+    program = _fake_program(tmp_path, body)
+    monkeypatch.setattr(peaks, "_probe_program", lambda: program)
+    got = peaks.probe_here()
+    assert why in got["error"]
+    clock = machine.estimate_clock_ghz(got)
+    assert "no add-chain estimate" in clock["method"]
+
+
+def test_a_probe_process_that_dies_is_an_error(monkeypatch):
+    monkeypatch.setattr(native, "run_probe", lambda *a, **k: (_ for _ in ()).throw(native.ProbeError("signal 6")))
+    assert "signal 6" in peaks.run_probe()["error"]
+    assert "no add-chain estimate" in machine.estimate_clock_ghz()["method"]
+
+
+def test_no_compiler_is_an_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("MICROGPT_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setenv("CC", "false")
+    assert "probe not built" in peaks.run_probe()["error"]
+    assert not os.path.exists(tmp_path / "build" / f"peaks-{native.cpu_signature()}.json")
+
+
+def reference_positions(tokens):
+    pos, out = 0, []
+    for t in tokens:
+        out.append(pos)
+        pos += 1
+        if t == model.BOS or pos == model.BLOCK_SIZE:
+            pos = 0
+    return out
+
+
+def test_multiply_add_count_of_a_generated_run():
+    if CFp32Backend.availability():
+        pytest.skip("c-fp32 unavailable")
+    b = CFp32Backend(load_weights_with_manifest(None)[0], temperature=1.5)
+    tokens = np.array(b.generate(5000, 11))
+    pos = reference_positions(tokens.tolist())
+    assert peaks.positions(tokens).tolist() == pos
+    assert max(pos) == model.BLOCK_SIZE - 1  # the wrap at 16 is exercised
+    assert peaks.macs_of_run(tokens) == sum(3504 + 32 * (p + 1) for p in pos)
+
+
+def test_floor_info():
+    pk = {"fp32_peak": {"per_cycle": 32.0, "by": "512"}, "int16_peak": {"per_cycle": 64.0, "by": "vpdpwssd-512"}}
+    f = peaks.floor_info("fp32", 3600 * 10, 10, pk)
+    assert f["macs_per_token"] == 3600 and f["floor_cycles_per_token"] == 112.5
+    assert peaks.floor_info("q412", 3600, 1, pk)["floor_cycles_per_token"] == 56.25
+    assert "floor_cycles_per_token" not in peaks.floor_info("fp64", 3600, 1, pk)
+
+
+@pytest.mark.parametrize("cls", [CFp32Backend, CQ412Backend])
+def test_native_rows_carry_their_floor(cls, monkeypatch, tmp_path):
+    if cls.availability():
+        pytest.skip(f"{cls.name} unavailable")
+    b = cls(load_weights_with_manifest(None)[0])
+    assert "floor_cycles_per_token" not in b.info()
+    monkeypatch.setattr(peaks, "cached_peaks", lambda: {"fp32_peak": {"per_cycle": 16.0, "by": "256"},
+                                                        "int16_peak": {"per_cycle": 32.0, "by": "vpdpwssd-256"}})
+    b.timed_generate(3000, 5)
+    info = b.info()
+    expect = peaks.macs_of_run(np.array(b.generate(3000, 5))) / 3000
+    assert info["macs_per_token"] == expect
+    assert info["floor_cycles_per_token"] == expect / (16.0 if cls is CFp32Backend else 32.0)
+    b.timed_offline(7, 400, 3, 2)
+    off = b.info()
+    assert off["macs_per_token"] == sum(peaks.macs_of_run(r) for r in b.generate_offline(7, 400, 3)) / 2800
+    row = {"backend": cls.name, "scenario": "offline", "streams": 7, "threads": 2, "status": "ok",
+           "cycles_per_token_per_core": 4 * off["floor_cycles_per_token"], "info": off}
+    assert "4.00x its floor" in table.floor_notes([row])[0]
