@@ -161,7 +161,7 @@ def floor_notes(rows: list[dict]) -> list[str]:
     for r in rows:
         info = r.get("info") or {}
         floor = info.get("floor_cycles_per_token")
-        cyc = r.get("cycles_per_token_per_core") if r.get("scenario") == "offline" else r.get("cycles_per_token")
+        cyc = scenarios.for_row(r).cycles_per_token(r)
         if floor and cyc:
             peak = info["floor_peak"]
             unit = {"fp32": "fp32 FMA lanes", "int16": "int16 multiply-adds"}.get(peak["kind"], peak["kind"])
