@@ -1,24 +1,55 @@
-"""Backends that misbehave on purpose, loaded by the harness tests as plugins."""
+"""Backends that misbehave on purpose, loaded by the harness tests as plugins, and a fake clock."""
 import os
 import subprocess
 import sys
 import time
 
+import numpy as np
+
 from microgpt_bench.backends.numpy_backend import NumpyBackend
+from microgpt_bench.scenarios.single_stream import SingleStream
 
-PER_TOKEN_SECONDS = 20e-6
+
+class FakeClock:
+    """A nanosecond clock that moves only when a fake backend 'works' (no sleeping, no load sensitivity)."""
+
+    def __init__(self):
+        self.now = 0
+
+    def __call__(self) -> int:
+        return self.now
+
+    def advance(self, ns: int) -> None:
+        self.now += int(ns)
 
 
-class SlowBackend(NumpyBackend):
-    """Correct logits; the timed loop costs a known 20 us a token."""
-    name = "fake-slow"
-    scenarios = ("single-stream",)
+class CountingBackend(NumpyBackend):
+    """numpy's logits; a cheap stand-in token stream whose every token costs ns_per_token on a fake clock."""
+    name = "fake-counting"
+
+    def __init__(self, params, temperature=0.5, clock=None, ns_per_token=20_000):
+        super().__init__(params, temperature)
+        self.clock, self.ns_per_token, self.calls = clock or FakeClock(), ns_per_token, []
+
+    @staticmethod
+    def _stream(n_tokens, seed):
+        return (seed + np.arange(n_tokens, dtype=np.int64)) % 27
+
+    def generate(self, n_tokens, seed, sampler="xorshift32"):
+        return self._stream(n_tokens, seed).tolist()
 
     def timed_generate(self, n_tokens, seed):
-        deadline = time.perf_counter() + n_tokens * PER_TOKEN_SECONDS
-        while time.perf_counter() < deadline:
-            pass
-        return n_tokens
+        self.calls.append(n_tokens)
+        self.clock.advance(n_tokens * self.ns_per_token)
+        return int(self._stream(n_tokens, seed).sum())
+
+
+class InstantBackend(NumpyBackend):
+    """The timed loop returns at once without computing anything."""
+    name = "fake-instant"
+
+    def timed_generate(self, n_tokens, seed):
+        return 0
 
 
 class CrashBackend(NumpyBackend):
@@ -97,6 +128,20 @@ class AbortOnLoadBackend(NumpyBackend):
         os.abort()
 
 
+class EchoScenario(SingleStream):
+    """A scenario registered from a test: single-stream timing plus a field of its own."""
+    name = "echo"
+    is_default = False
+    measures_accuracy = False
+
+    def after_timing(self, backend, job, measured):
+        return {"echo": {"tokens": measured["tokens_per_repeat"], "checksum": measured["checksum"]}}
+
+    def tag(self, row):
+        return f"echo {row.get('echo', {}).get('tokens', '?')}"
+
+
 PLUGINS = ";".join(f"{cls.name}=fakes:{cls.__name__}" for cls in
-                   (SlowBackend, CrashBackend, HangBackend, WrongBackend, RaisingBackend, MissingBackend,
-                    SpawningHangBackend, FloodBackend, AbortOnLoadBackend))
+                   (CrashBackend, HangBackend, WrongBackend, RaisingBackend, MissingBackend,
+                    InstantBackend, SpawningHangBackend, FloodBackend, AbortOnLoadBackend))
+SCENARIO_PLUGINS = "echo=fakes:EchoScenario"

@@ -12,7 +12,10 @@ from microgpt_bench import model, native, samplers
 from microgpt_bench.backends import c_native
 from microgpt_bench.backends.base import Unavailable
 from microgpt_bench.backends.c_native import CFp32Backend, CQ412Backend
+from microgpt_bench.backends.numpy_backend import NumpyBackend
+from microgpt_bench.harness import PROBE as GATE_PROBE
 from microgpt_bench.weights import load_weights
+from microgpt_bench.worker import GATE_TOLERANCE, correctness_gate
 
 PROBE = ["emma", "olivia", "ava", "isabella", "sophia", "charlotte", "mia", "amelia", "harper", "evelyn",
          "abigail", "emily", "elizabeth", "mila", "ella", "avery", "sofia", "camila", "aria", "scarlett",
@@ -115,10 +118,6 @@ def test_timed_generate_is_the_checksum(fp32, q412):
 
 
 def test_matches_numpy_backend_if_present(params, fp32):
-    try:
-        from microgpt_bench.backends.numpy_backend import NumpyBackend
-    except ImportError:
-        pytest.skip("no numpy backend")
     ref = NumpyBackend(params).generate(1500, 42, "xorshift32")
     assert first_names(fp32.generate(1500, 42), 100) == first_names(ref, 100)
 
@@ -149,14 +148,9 @@ def test_q412_close_to_fp32(params, fp32, q412):
 
 
 def test_q412_passes_the_harness_gate(params, q412):
-    try:
-        from microgpt_bench.harness import PROBE
-        from microgpt_bench.worker import GATE_TOLERANCE, correctness_gate
-    except ImportError as exc:
-        pytest.skip(f"no harness gate here: {exc}")
-    reference = [model.reference_logits(params, s) for s in PROBE]
+    reference = [model.reference_logits(params, s) for s in GATE_PROBE]
     for scenario in ("single-stream", "offline"):
-        gate = correctness_gate(q412, PROBE, reference, scenario)
+        gate = correctness_gate(q412, GATE_PROBE, reference, scenario)
         assert gate["passed"] and gate["tolerance"] == GATE_TOLERANCE["q412"], gate
 
 

@@ -27,6 +27,8 @@ def test_run_writes_table_and_json(tmp_path, talos_weights):
     assert doc["schema_version"] == 1 and doc["machine"]["cpu"]
     assert [r["backend"] for r in doc["rows"]] == ["numpy", "pure-python"]
     assert all(r["status"] == "ok" and len(r["repeats_tok_s"]) == 2 for r in doc["rows"])
+    assert all(r["latency"]["status"] == "ok" and r["latency"]["fpga"]["mhz"] == 56.25 for r in doc["rows"])
+    assert "latency (single-stream" in proc.stdout and "TALOS-V2 (cycle model" in proc.stdout
 
 
 def test_run_default_json_goes_under_results(tmp_path, talos_weights):
@@ -76,6 +78,11 @@ def test_no_report_writes_only_the_results(tmp_path, talos_weights):
     (["names", "--count", "x"], "not a whole number"),
     (["names", "--backend", "nope"], "unknown backend 'nope'"),
     (["names", "--weights", "/nonexistent.npz"], "no such file"),
+    (["run", "--seconds", "10", "--timeout", "20"], "more than --timeout 20 s"),
+    (["run", "--seconds", "0.015"], "must be between 0.02 and 3600"),
+    (["run", "--cpu", "x"], "is not a CPU list"),
+    (["run", "--backends", "numpy", "--cpu", "4096"], "--cpu [4096] is not a subset"),
+    (["run", "--scenario", "server"], "invalid choice"),
 ])
 def test_bad_input_is_a_clear_error_with_exit_2(args, message):
     proc = cli(*args)

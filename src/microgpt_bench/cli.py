@@ -9,8 +9,9 @@ import sys
 from pathlib import Path
 
 from . import backends as registry
+from . import scenarios
 from .inputs import quote
-from .model import BLOCK_SIZE, N_PARAMS, names_from_tokens
+from .model import N_PARAMS
 from .outputs import check_output_dir, check_writable_target, fallback_path
 from .table import format_accuracy
 
@@ -29,7 +30,7 @@ class CliError(Exception):
 #    of one token per stream stays well under a second in C;
 #  - a name is at most 16 tokens, so 10,000 names are at most 160,000 tokens: seconds
 #    with numpy, about a minute in pure Python, a few MB of tokens.
-MIN_SECONDS, MAX_SECONDS = 0.01, 3600.0
+MIN_SECONDS, MAX_SECONDS = 0.02, 3600.0  # the engine rejects windows under 10 ms (worker.MIN_WINDOW_S)
 MAX_REPEATS = 1000
 MAX_TIMEOUT = 7 * 24 * 3600.0
 MAX_STREAMS = 65_536
@@ -110,6 +111,20 @@ def int_list(high: int):
     return parse
 
 
+def cpu_list(text: str) -> list[int]:
+    """'0,2-3' -> [0, 2, 3]: CPU numbers as taskset takes them."""
+    cpus = []
+    try:
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            lo, _, hi = part.partition("-")
+            cpus.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a CPU list like 0,2-3") from None
+    if not cpus or min(cpus) < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a CPU list like 0,2-3")
+    return sorted(set(cpus))
+
+
 def seed_int(text: str) -> int:
     try:
         value = int(text, 0)
@@ -149,10 +164,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--seconds", type=seconds_float, default=0.5,
                      help="length of one timed repeat (default 0.5: a default run of every row takes about 2 minutes)")
     run.add_argument("--repeats", type=bounded_int(MAX_REPEATS), default=5)
-    run.add_argument("--scenario", choices=["single-stream", "offline", "both"], default="single-stream")
+    run.add_argument("--scenario", choices=[*scenarios.known(), scenarios.BOTH], default=scenarios.DEFAULT)
     run.add_argument("--streams", type=bounded_int(MAX_STREAMS), default=256, help="offline: independent streams")
     run.add_argument("--threads", type=positive_int, default=None, help="offline: threads (default: all cores)")
     run.add_argument("--timeout", type=timeout_float, default=300.0, help="per-row limit in seconds")
+    run.add_argument("--cpu", type=cpu_list, default=None, metavar="LIST",
+                     help="pin every worker process to these CPUs (e.g. 1 or 0,2-3)")
+    run.add_argument("--no-latency", dest="latency", action="store_false",
+                     help="skip the timestamped latency pass of single-stream rows")
+    run.add_argument("--fpga-mhz", type=positive_float, default=None,
+                     help="FPGA clock for the latency comparison (default: TALOS-V2's 56.25 MHz)")
     run.add_argument("--json", help="results file (default: results/<date>-<machine>.json)")
     run.add_argument("--label", help="machine label in reports (default: the CPU model and core count)")
     run.add_argument("--quiet", action="store_true")
@@ -240,9 +261,10 @@ def check_backends(names: list[str]) -> None:
 
 
 def check_timing(args) -> None:
-    """A row times a warm-up and calibration (about two windows) and the repeats: refuse
-    what cannot finish within --timeout, before anything runs."""
-    needed = args.seconds * (args.repeats + 2)
+    """A row times a warm-up and calibration, the repeats, the checksum and latency passes
+    (harness.OVERHEAD_WINDOWS): refuse what cannot finish within --timeout, before anything runs."""
+    from .harness import OVERHEAD_WINDOWS
+    needed = args.seconds * (args.repeats + OVERHEAD_WINDOWS)
     if needed > args.timeout:
         raise CliError(f"--seconds {args.seconds:g} with --repeats {args.repeats} needs about {needed:g} s a row, "
                        f"more than --timeout {args.timeout:g} s: lower them or raise --timeout")
@@ -272,6 +294,7 @@ def save_results(results: dict, out: Path) -> int:
 def cmd_run(args) -> int:
     from .harness import RunConfig, run_benchmark
     from .machine import machine_info
+    from .latency_report import format_latency
     from .table import format_table
 
     names = registry.parse_backend_list(args.backends)
@@ -285,25 +308,29 @@ def cmd_run(args) -> int:
     report_dir = args.report or args.charts
     if report_dir and not args.no_report:
         check_output_dir(report_dir)
-    scenarios = ["single-stream", "offline"] if args.scenario == "both" else [args.scenario]
+    wanted = scenarios.expand(args.scenario)
     threads = args.threads or machine["cores"] or 1
     results = None
-    for scenario in scenarios:
-        # with both scenarios, each backend runs in the ones it has; with one, a backend
+    for scenario in wanted:
+        # with several scenarios, each backend runs in the ones it has; with one, a backend
         # lacking it gets an "unavailable" row saying so
-        chosen = [n for n in names if scenario in registry.backend_class(n).scenarios] if (
-            args.scenario == "both") else names
+        chosen = [n for n in names if scenarios.get(scenario).unavailable_reason(registry.backend_class(n)) is None
+                  ] if len(wanted) > 1 else names
+        extra = {"fpga_mhz": args.fpga_mhz} if args.fpga_mhz else {}
         cfg = RunConfig(backends=chosen, weights=args.weights, order=args.order, temperature=args.temperature,
                         sampler=args.sampler,
                         seed=args.seed, seconds=args.seconds, repeats=args.repeats, scenario=scenario,
                         streams=args.streams, threads=threads, timeout=args.timeout, label=args.label,
-                        accuracy=args.accuracy)
+                        accuracy=args.accuracy, latency=args.latency, cpus=args.cpu, extra=extra)
         part = run_benchmark(cfg, machine, progress=say)
         if results is None:
             results = part
         else:
             results["rows"].extend(part["rows"])
     print(format_table(results))  # first: whatever happens to the file, the figures are shown
+    latency = format_latency(results)
+    if latency:
+        print("\n" + latency)
     if args.accuracy:
         print("\n" + format_accuracy(results))
     saved = save_results(results, out)
@@ -346,8 +373,8 @@ def cmd_sweep(args) -> int:
 
     check_backends([args.backend])
     cls = registry.backend_class(args.backend)
-    if "offline" not in cls.scenarios:
-        raise CliError(f"backend {args.backend} has no offline scenario to sweep")
+    if scenarios.get(scenarios.SWEEP).unavailable_reason(cls):
+        raise CliError(f"backend {args.backend} has no {scenarios.SWEEP} scenario to sweep")
     check_timing(args)
     say = (lambda msg: None) if args.quiet else (lambda msg: print(msg, file=sys.stderr, flush=True))
     machine = machine_info(args.label)
@@ -361,7 +388,7 @@ def cmd_sweep(args) -> int:
         for n in args.streams:
             cfg = RunConfig(backends=[args.backend], weights=args.weights, order=args.order,
                             temperature=args.temperature, seed=args.seed, seconds=args.seconds,
-                            repeats=args.repeats, scenario="offline", streams=n, threads=t, timeout=args.timeout)
+                            repeats=args.repeats, scenario=scenarios.SWEEP, streams=n, threads=t, timeout=args.timeout)
             row = run_benchmark(cfg, machine)["rows"][0]
             tok_s = (row.get("tok_s") or {}).get("median")
             points.append({"streams": n, "threads": t, "status": row["status"], "tok_s": tok_s,
@@ -379,7 +406,7 @@ def cmd_sweep(args) -> int:
 
 
 def format_sweep(backend: str, points: list[dict]) -> str:
-    lines = [f"{backend} offline sweep", f"{'threads':>7} {'streams':>7} {'tok/s':>14} {'cycles/tok/core':>16}"]
+    lines = [f"{backend} {scenarios.SWEEP} sweep", f"{'threads':>7} {'streams':>7} {'tok/s':>14} {'cycles/tok/core':>16}"]
     for p in points:
         if p["tok_s"]:
             cyc = p.get("cycles_per_token_per_core")
@@ -436,12 +463,10 @@ def cmd_names(args) -> int:
     cls.validate_temperature(args.temperature)  # a ValueError: one line, exit 2
     timed_sampler = "argmax" if args.sampler == "argmax" else "xorshift32"
     backend = cls.create(load_weights(args.weights, args.order), args.temperature, timed_sampler)
-    # every name ends within BLOCK_SIZE tokens, so this many tokens always hold enough names
-    found = names_from_tokens(backend.generate(BLOCK_SIZE * args.count, args.seed, args.sampler))
+    found = backend.names(args.count, args.seed, args.sampler)
     if len(found) < args.count:
-        raise CliError(f"backend {args.backend} generated {len(found)} names from "
-                       f"{BLOCK_SIZE * args.count} tokens; {args.count} expected")
-    for i, name in enumerate(found[: args.count], 1):
+        raise CliError(f"backend {args.backend} generated {len(found)} names; {args.count} expected")
+    for i, name in enumerate(found, 1):
         print(f"sample {i:2d}: {name}")
     return 0
 

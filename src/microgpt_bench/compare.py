@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 
+from . import scenarios
 from .report import markdown_table, md_text
 from .results import ResultsError, load_results
 from .table import format_columns, scenario_tag
@@ -120,9 +121,8 @@ def _normal_p(doubled: list[int], n: int, m: int, observed: float, centre: float
 
 
 def row_key(row: dict) -> tuple:
-    offline = row.get("scenario") == "offline"
-    return (row["backend"], row.get("scenario") or "single-stream",
-            int(row.get("streams") or 1) if offline else 1, int(row.get("threads") or 1) if offline else 1)
+    """(backend, scenario, streams, threads); the scenario says which of its settings tell rows apart."""
+    return (row["backend"], *scenarios.for_row(row).row_key(row))
 
 
 def key_label(key: tuple) -> str:

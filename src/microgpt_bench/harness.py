@@ -1,8 +1,8 @@
 """The benchmark harness: one subprocess per backend, correctness gate, timing, results.
 
 Each (backend, scenario) runs in a fresh `python -m microgpt_bench.worker`
-process with BLAS and OpenMP pinned to one thread (offline rows get the
-thread count they ask for). A crash, a hang (per-row timeout) or a failed
+process with BLAS and OpenMP pinned to the thread count the scenario gives its
+job (one, unless the scenario spreads streams over threads). A crash, a hang (per-row timeout) or a failed
 gate turns into a row with the reason; the other rows still run.
 """
 from __future__ import annotations
@@ -17,16 +17,21 @@ from pathlib import Path
 
 import numpy as np
 
+from . import scenarios
 from .backends import backend_class
 from .model import BOS, encode, reference_logits
 from .procs import run_isolated
 from .results import new_results, summarise
 from .weights import WeightsError, load_weights, shipped_weights_path
+from .worker import MIN_WINDOW_S
 
 # Probe for the correctness gate: names of several lengths, every position;
 # the last one fills all 16 cache slots.
 PROBE_NAMES = ["kelyn", "emma", "xavier", "zoe", "abcdefghijklmno"]
 PROBE = [[BOS] + encode(n) for n in PROBE_NAMES]
+
+# calibration (~1 window), the untimed checksum generation (~1), the latency pass and its check (~2)
+OVERHEAD_WINDOWS = 4
 
 THREAD_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS",
                "NUMEXPR_NUM_THREADS", "BLIS_NUM_THREADS")
@@ -42,27 +47,37 @@ class RunConfig:
     seed: int = 42
     seconds: float = 1.0
     repeats: int = 5
-    scenario: str = "single-stream"
+    scenario: str = scenarios.DEFAULT
     streams: int = 1
     threads: int = 1
     timeout: float = 300.0
     max_tokens: int = 2_000_000_000
     accuracy: bool = False
     label: str | None = None
+    latency: bool = True
+    cpus: list[int] | None = None
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
+        """ValueError with a one-line message for the first setting that cannot work."""
+        scenario = scenarios.get(self.scenario)  # an unknown name raises here
         checks = [
-            (self.seconds > 0, f"--seconds must be > 0, got {self.seconds}"),
+            (self.seconds >= 2 * MIN_WINDOW_S, f"--seconds must be >= {2 * MIN_WINDOW_S:g} (windows under "
+                                               f"{MIN_WINDOW_S:g} s are rejected as timer noise), got {self.seconds}"),
             (self.repeats >= 1, f"--repeats must be >= 1, got {self.repeats}"),
             (self.sampler in ("xorshift32", "argmax"), f"--sampler must be xorshift32 or argmax, got {self.sampler!r}"),
             (1 <= self.seed <= 0xFFFFFFFF, f"--seed must be in 1..4294967295 (xorshift32), got {self.seed}"),
-            (self.scenario in ("single-stream", "offline"),
-             f"--scenario must be single-stream or offline, got {self.scenario!r}"),
             (self.streams >= 1, f"--streams must be >= 1, got {self.streams}"),
             (1 <= self.threads <= 4 * (os.cpu_count() or 1) and self.threads <= 1024,
              f"--threads must be in 1..{4 * (os.cpu_count() or 1)} on this machine, got {self.threads}"),
             (self.timeout > 0, f"--timeout must be > 0, got {self.timeout}"),
+            (self.timeout >= self.needed_seconds(),
+             f"--timeout {self.timeout:g} s cannot hold a row's timing: --seconds x (--repeats + "
+             f"{OVERHEAD_WINDOWS}) = {self.needed_seconds():g} s (calibration, checksum and latency passes "
+             "included); raise --timeout or lower --seconds/--repeats"),
+            (not self.cpus or set(self.cpus) <= available_cpus(),
+             f"--cpu {self.cpus} is not a subset of this process's CPUs {sorted(available_cpus())}"),
+            *scenario.validate(self),
         ]
         for ok, message in checks:
             if not ok:
@@ -75,6 +90,14 @@ class RunConfig:
             except ImportError:
                 pass  # an optional framework missing: its row says so
 
+    def needed_seconds(self) -> float:
+        """Least time one row's timing takes: the repeats plus about OVERHEAD_WINDOWS more windows."""
+        return self.seconds * (self.repeats + OVERHEAD_WINDOWS)
+
+
+def available_cpus() -> set[int]:
+    return os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else set(range(os.cpu_count() or 1))
+
 
 def worker_env(threads: int) -> dict:
     env = dict(os.environ)
@@ -85,14 +108,13 @@ def worker_env(threads: int) -> dict:
     return env
 
 
-def make_job(cfg: RunConfig, backend: str, reference) -> dict:
+def make_job(cfg: RunConfig, backend: str, reference, clock_ghz: float | None = None) -> dict:
     return {"backend": backend, "weights": cfg.weights, "order": cfg.order, "temperature": cfg.temperature,
             "sampler": cfg.sampler,
             "seed": cfg.seed, "seconds": cfg.seconds, "repeats": cfg.repeats, "scenario": cfg.scenario,
-            "streams": cfg.streams if cfg.scenario == "offline" else 1,
-            "threads": cfg.threads if cfg.scenario == "offline" else 1,
-            "max_tokens": cfg.max_tokens, "probe": PROBE,
-            "reference_logits": [r.tolist() for r in reference], **cfg.extra}
+            **scenarios.get(cfg.scenario).job_fields(cfg), "max_tokens": cfg.max_tokens, "probe": PROBE,
+            "reference_logits": [r.tolist() for r in reference], "clock_ghz": clock_ghz,
+            "latency": cfg.latency, "cpus": cfg.cpus, **cfg.extra}
 
 
 def run_worker(job: dict, timeout: float) -> dict:
@@ -141,8 +163,8 @@ def run_benchmark(cfg: RunConfig, machine: dict, progress=None) -> dict:
     check_weights_arithmetic(params, reference, weights)
     config = {"backends": cfg.backends, "weights": weights, "order": cfg.order, "temperature": cfg.temperature,
               "seed": cfg.seed, "sampler": cfg.sampler, "seconds": cfg.seconds, "repeats": cfg.repeats,
-              "timeout": cfg.timeout, "probe": PROBE_NAMES}
-    if cfg.accuracy and cfg.scenario == "single-stream":
+              "timeout": cfg.timeout, "probe": PROBE_NAMES, "cpus": cfg.cpus}
+    if cfg.accuracy and scenarios.get(cfg.scenario).measures_accuracy:
         from .accuracy import STEPS, reference_contexts
         seqs, logits = reference_contexts(params, cfg.temperature)
         cfg.extra["accuracy"] = {"sequences": seqs, "logits": [x.tolist() for x in logits]}
@@ -151,7 +173,7 @@ def run_benchmark(cfg: RunConfig, machine: dict, progress=None) -> dict:
     clock = (machine.get("clock") or {}).get("ghz")
     eta = RowTimeEstimate(len(cfg.backends))
     for i, name in enumerate(cfg.backends, 1):
-        job = make_job(cfg, name, reference)
+        job = make_job(cfg, name, reference, clock)
         if progress:
             progress(f"[{i}/{len(cfg.backends)}] {name} ({cfg.scenario}) ...{eta.text()}")
         t0 = time.perf_counter()

@@ -3,7 +3,7 @@
     microgpt-bench report RESULTS.json [MORE.json ...] --out DIR [--with-published] [--watts BACKEND=W ...]
 
 writes into DIR every chart in CHARTS that has data (throughput.png, perf_per_watt.png,
-scaling.png), report.md (the sections in SECTIONS) and report.html (the same on one
+scaling.png, latency_ccdf.png), report.md (the sections in SECTIONS) and report.html (the same on one
 page, charts embedded, no external resources, no script).
 
 Several results files (machines, runs) merge into one report; rows are labelled
@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from . import __version__
+from . import __version__, scenarios
 from .accuracy import describe as describe_accuracy
 from .power import describe as describe_power
 from .power import resolve_power
+from .latency_report import chart_latency, section_latency
 from .results import FPGA_TOK_S, load_results
 from .table import (COLUMNS, NUMERIC_COLUMNS, basis_word, fpga_lines, measured_line, scenario_tag,
                     throughput_notes, throughput_rows)
@@ -135,7 +136,7 @@ def _entry(row: dict, mlabel: str, machine: dict, source: str, doc_index, watts)
     power = resolve_power(row, machine, watts) if source == "measured" else dict(row.get("power") or {})
     per_watt = tok / power["watts"] if tok and _positive(power.get("watts")) else None
     return {"label": f"{mlabel} · {backend} [{tag}]", "machine": mlabel, "backend": backend,
-            "scenario": row.get("scenario") or "single-stream", "tag": tag, "status": row.get("status", "failed"),
+            "scenario": scenarios.for_row(row).name, "tag": tag, "status": row.get("status", "failed"),
             "source": source, "tok_s": tok, "power": power, "per_watt": per_watt, "row": row, "doc": doc_index}
 
 
@@ -388,6 +389,7 @@ CHARTS = [
           "tokens per second per watt; solid bars measured, hatched assumed, dotted given with --watts"),
     Chart("scaling.png", chart_scaling,
           "offline throughput against the number of streams, one line per thread count"),
+    Chart("latency_ccdf.png", chart_latency, "per-token latency CCDF, log-log; the FPGA's fixed band shaded"),
 ]
 
 
@@ -574,7 +576,7 @@ def section_method(ctx: Context, d: "Doc") -> None:
     d.ul(items)
 
 
-SECTIONS = [section_header, section_throughput, section_per_watt, section_scaling, section_not_run,
+SECTIONS = [section_header, section_throughput, section_latency, section_per_watt, section_scaling, section_not_run,
             section_gate, section_accuracy, section_machines, section_method]
 
 

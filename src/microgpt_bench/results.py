@@ -68,7 +68,8 @@ MACHINE_FIELDS = {"label": str, "cpu": str, "arch": str, "cores": int, "simd": l
                   "python": str, "numpy": str, "blas": str, "compilers": dict, "gpus": list}
 ROW_FIELDS = {"backend": str, "scenario": str, "status": str, "reason": str, "precision": str,
               "description": str, "streams": int, "threads": int, "repeats_tok_s": list, "tok_s": (dict, float),
-              "power": dict, "gate": dict, "info": dict, "accuracy": dict, "unstable": bool}
+              "power": dict, "gate": dict, "info": dict, "accuracy": dict, "unstable": bool,
+              "latency": dict}
 TOK_S_FIELDS = {"median": float, "min": float, "max": float, "spread": float}
 SWEEP_POINT_FIELDS = {"streams": int, "threads": int, "tok_s": (dict, float), "status": str}
 

@@ -4,6 +4,7 @@ reference_line, turn them into cells with throughput_rows, notes with throughput
 """
 from __future__ import annotations
 
+from . import scenarios
 from .results import FPGA_TOK_S, UNSTABLE_SPREAD
 
 COLUMNS = ("row", "#", "source", "tok/s", "spread", "ns/token", "cycles/token", "vs FPGA",
@@ -15,15 +16,13 @@ TERMINAL_TITLES = {"row": "implementation"}
 
 
 def scenario_tag(row: dict) -> str:
-    """'single-stream', or 'offline NxTt' (streams x threads)."""
-    if row.get("scenario") == "offline":
-        return f"offline {row.get('streams', '?')}x{row.get('threads', 1)}t"
-    return row.get("scenario") or "single-stream"
+    """The row's scenario as its label shows it: 'single-stream', 'offline NxTt', ..."""
+    return scenarios.for_row(row).tag(row)
 
 
 def row_label(row: dict, with_machine: bool = False) -> str:
     label = row["backend"]
-    if row.get("scenario") == "offline":
+    if not scenarios.for_row(row).is_default:
         label += f" [{scenario_tag(row)}]"
     if with_machine and row.get("machine"):
         label = f"{row['machine']} · {label}"
@@ -50,17 +49,17 @@ def modelled_fpga_row(results: dict) -> dict | None:
 def measured_line(label: str, row: dict, tok_s: float, source: str = "measured", power: dict | None = None,
                   per_watt: float | None = None) -> dict:
     """A table line for a timed row (tok_s: its median)."""
-    offline = row.get("scenario") == "offline"
+    scenario = scenarios.for_row(row)
     tok = row.get("tok_s") if isinstance(row.get("tok_s"), dict) else {}
-    return {"label": label, "tok_s": tok_s, "source": source, "spread": tok.get("spread"), "offline": offline,
-            "cycles": row.get("cycles_per_token_per_core" if offline else "cycles_per_token"),
+    return {"label": label, "tok_s": tok_s, "source": source, "spread": tok.get("spread"),
+            "note": scenario.table_note(), "cycles": scenario.cycles_per_token(row),
             "unstable": bool(row.get("unstable")), "power": power or {}, "per_watt": per_watt, "reference": False}
 
 
 def reference_line(label: str, tok_s: float, source: str, power: dict | None = None, how: str = "") -> dict:
     """A line that is not a row of this run: the published FPGA figure, or its cycle model."""
     watts = (power or {}).get("watts")
-    return {"label": label, "tok_s": tok_s, "source": source, "spread": None, "offline": False, "cycles": None,
+    return {"label": label, "tok_s": tok_s, "source": source, "spread": None, "note": None, "cycles": None,
             "unstable": False, "power": power or {}, "per_watt": tok_s / watts if _positive(watts) else None,
             "reference": True, "how": how}
 
@@ -100,9 +99,7 @@ def throughput_notes(lines: list[dict], clock: str) -> list[str]:
     if any(x["unstable"] for x in lines):
         notes.append(f"! unstable: repeats spread more than {UNSTABLE_SPREAD:.0%} (a busy machine?); "
                      "rerun for firmer figures")
-    if any(x["offline"] for x in lines):
-        notes.append("offline rows: total tok/s over all streams; cycles/token is per core "
-                     "(clock x threads / tok/s)")
+    notes += list(dict.fromkeys(x["note"] for x in lines if x["note"]))  # each scenario's own, once
     notes.append(f"cycles/token from {clock}")
     notes.append("spread: (max - min) / median over the repeats; tok/s is the median")
     return notes
@@ -164,7 +161,7 @@ def floor_notes(rows: list[dict]) -> list[str]:
     for r in rows:
         info = r.get("info") or {}
         floor = info.get("floor_cycles_per_token")
-        cyc = r.get("cycles_per_token_per_core") if r.get("scenario") == "offline" else r.get("cycles_per_token")
+        cyc = scenarios.for_row(r).cycles_per_token(r)
         if floor and cyc:
             peak = info["floor_peak"]
             unit = {"fp32": "fp32 FMA lanes", "int16": "int16 multiply-adds"}.get(peak["kind"], peak["kind"])

@@ -16,7 +16,7 @@ first name of a stream is exactly what the board prints for that seed.
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
+from typing import Iterator, NamedTuple
 
 import numpy as np
 
@@ -361,15 +361,23 @@ def generate_stream(core: TalosCore, n_tokens: int, seed: int, tq: int,
     Board cycles are the back-to-back period L(p) + 2 of every step (section 6);
     sample_mode = False is the core's argmax decoding (752 + 20p a step).
     """
-    tokens, cycles, token, pos, rng = [], 0, BOS, 0, check_seed(seed)
-    while len(tokens) < n_tokens:
-        st = core.step(token, pos, rng, pos == 0, tq, sample_mode)
+    tokens, cycles, rng = [], 0, check_seed(seed)
+    for st in iter_steps(core, n_tokens, seed, tq, sample_mode):
         tokens.append(st.token_out)
         cycles += st.cycles + BOARD_EXTRA_CYCLES
+        rng = st.rng_out
+    return tokens, cycles, rng
+
+
+def iter_steps(core: TalosCore, n_tokens: int, seed: int, tq: int, sample_mode: bool = True) -> Iterator[Step]:
+    """The benchmark loop's core steps one at a time (names back to back, RNG carried on)."""
+    token, pos, rng = BOS, 0, check_seed(seed)
+    for _ in range(n_tokens):
+        st = core.step(token, pos, rng, pos == 0, tq, sample_mode)
+        yield st
         rng, token, pos = st.rng_out, st.token_out, pos + 1
         if token == BOS or pos == BLOCK_SIZE:
             token, pos = BOS, 0
-    return tokens, cycles, rng
 
 
 def logits_q12(core: TalosCore, tokens: list[int]) -> list[list[int]]:

@@ -1,25 +1,71 @@
-"""The one small interface every backend implements.
+"""The one small interface every backend implements: scenario-free primitives.
 
 A backend is constructed with the model's parameters and a temperature. It
 must be able to
   - give the logits of a token sequence fed from position 0 (the correctness gate),
-  - generate tokens with either sampler (names, and the name-agreement tests),
-  - run the timed generation loop itself: the harness times only that call, so
+  - generate tokens: either override `generate`, or offer the one-token-at-a-time
+    primitive `iter_tokens` and let this class build `generate` on it,
+  - run the timed generation loop itself: the engine times only that call, so
     a native backend runs the whole loop (sampling included) in native code.
-Scenario "offline" (many independent streams) is optional: a backend that
-supports it lists it in `scenarios` and implements the *_offline methods.
-Scenario "server" (Poisson arrivals, continuous batching; server.py) likewise:
-a backend offers `lanes(n)` (the Python loop of Backend.serve drives them) or
-overrides `serve` with a native loop.
+Optional primitives, listed in `scenarios` by the scenario that uses them
+(scenarios/): the *_offline methods (many independent streams), and
+`generate_stamped` (per-token end times; by default a perf_counter_ns stamp
+after each token of `iter_tokens`, overridden by native loops that stamp in
+native code). The argument checks of generate, timed_generate and
+generate_stamped live once, here: every override is wrapped by them.
+Scenario "server" (Poisson arrivals, continuous batching; server.py): a backend
+offers `lanes(n)` (the Python loop of Backend.serve drives them) or overrides
+`serve` with a native loop.
 """
 from __future__ import annotations
 
-from typing import ClassVar
+import functools
+import statistics
+import time
+from typing import ClassVar, Iterator
 
 import numpy as np
 
-from ..model import Params
+from ..model import BLOCK_SIZE, Params, names_from_tokens
 from ..samplers import check_temperature, softmax_t
+
+STAMP_CALIBRATION_CALLS = 20_001  # back-to-back clock reads that measure the timer's own cost
+# (method, takes a sampler argument): wrapped with the shared argument checks in every class
+CHECKED_METHODS = (("generate", True), ("timed_generate", False), ("generate_stamped", False))
+
+
+def check_token_count(n_tokens) -> int:
+    """The one rule for how many tokens a generation may ask for: a whole number >= 1."""
+    if isinstance(n_tokens, bool) or not isinstance(n_tokens, (int, np.integer)) or n_tokens < 1:
+        raise ValueError(f"n_tokens must be an integer >= 1, got {n_tokens!r}")
+    return int(n_tokens)
+
+
+def _checked(method, with_sampler: bool):
+    """Wrap a generation method with the shared argument checks (n_tokens, sampler)."""
+    @functools.wraps(method)
+    def wrapper(self, n_tokens, seed, *args, **kwargs):
+        check_token_count(n_tokens)
+        if with_sampler:
+            sampler = args[0] if args else kwargs.get("sampler", self.timed_sampler)
+            if sampler not in self.samplers:
+                raise ValueError(f"{self.name} samples with {', '.join(map(repr, self.samplers))}, not {sampler!r}")
+        return method(self, n_tokens, seed, *args, **kwargs)
+    wrapper.checked = True
+    return wrapper
+
+
+def perf_counter_info(calls: int = STAMP_CALIBRATION_CALLS) -> dict:
+    """time.perf_counter_ns measured here: its resolution and the cost of one read."""
+    now = time.perf_counter_ns
+    reads = [now() for _ in range(calls)]
+    steps = np.diff(np.asarray(reads, np.int64))
+    positive = steps[steps > 0]
+    return {"source": "time.perf_counter_ns", "ticks_per_ns": 1.0,
+            "resolution_ns": time.get_clock_info("perf_counter").resolution * 1e9,
+            "smallest_step_ns": int(positive.min()) if positive.size else None,
+            "overhead_ns": float(statistics.median(steps.tolist())),
+            "how": f"median gap of {calls:,} back-to-back reads (not subtracted from any figure)"}
 
 
 class Unavailable(Exception):
@@ -33,12 +79,23 @@ class Backend:
     precision: ClassVar[str] = "fp32"
     scenarios: ClassVar[tuple[str, ...]] = ("single-stream",)
     samplers: ClassVar[tuple[str, ...]] = ("xorshift32", "python", "argmax")
+    # the clock the default generate_stamped reads (a test injects a fake one)
+    stamp_clock: ClassVar = staticmethod(time.perf_counter_ns)
+    # the sampler of the timed loop (and generate's default)
+    timed_sampler: ClassVar[str] = "xorshift32"
     # a variant that precomputes tables across tokens must say so here
     precomputes: ClassVar[bool] = False
     # max abs logit error allowed by the gate; None: by precision (worker.GATE_TOLERANCE)
     gate_tolerance: ClassVar[float | None] = None
     # where the rows run: "cpu", "cuda", "metal"; decides which power meter measures them
     device: ClassVar[str] = "cpu"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        for name, with_sampler in CHECKED_METHODS:
+            method = cls.__dict__.get(name)
+            if method is not None and not getattr(method, "checked", False):
+                setattr(cls, name, _checked(method, with_sampler))
 
     def __init__(self, params: Params, temperature: float = 0.5):
         self.params = params
@@ -95,13 +152,50 @@ class Backend:
         """Logits, shape (len(tokens), 27), for tokens fed at positions 0.. from an empty cache."""
         raise NotImplementedError
 
+    def iter_tokens(self, n_tokens: int, seed: int, sampler: str = "xorshift32") -> Iterator[int]:
+        """The primitive of Python loops: yield the loop's tokens one at a time (reset rule included)."""
+        raise NotImplementedError(f"{self.name} has no per-token primitive (iter_tokens)")
+
+    @classmethod
+    def has_token_steps(cls) -> bool:
+        return cls.iter_tokens is not Backend.iter_tokens
+
     def generate(self, n_tokens: int, seed: int, sampler: str = "xorshift32") -> list[int]:
         """The first n_tokens sampled tokens of the generation loop."""
-        raise NotImplementedError
+        return list(self.iter_tokens(n_tokens, seed, sampler))
 
     def timed_generate(self, n_tokens: int, seed: int) -> int:
-        """The timed window: n_tokens of the loop with xorshift32; returns a checksum."""
-        return int(sum(self.generate(n_tokens, seed, "xorshift32")))
+        """The timed window: n_tokens of the loop with the timed sampler; returns a checksum."""
+        return int(sum(self.generate(n_tokens, seed, self.timed_sampler)))
+
+    def names(self, count: int, seed: int, sampler: str | None = None) -> list[str]:
+        """The first `count` names of the generation loop."""
+        # every name ends within BLOCK_SIZE tokens, so this many tokens always hold enough names
+        tokens = self.generate(BLOCK_SIZE * count, seed, sampler or self.timed_sampler)
+        return names_from_tokens(tokens)[:count]
+
+    # --------------------------------------------------------- latency stamps
+    @classmethod
+    def has_stamps(cls) -> bool:
+        """True when generate_stamped can run: a native override, or the per-token primitive."""
+        return cls.generate_stamped is not Backend.generate_stamped or cls.has_token_steps()
+
+    def generate_stamped(self, n_tokens: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+        """(tokens int32[n], end_ns int64[n]) of the timed loop: end_ns[i] is the time from a stamp
+        taken just before token 0 to the end of token i. This default stamps each token of
+        iter_tokens with perf_counter_ns; a native loop overrides it and stamps in native code."""
+        now = self.stamp_clock
+        tokens, ends = [0] * n_tokens, [0] * n_tokens
+        steps = self.iter_tokens(n_tokens, seed, self.timed_sampler)
+        start = now()
+        for i, tok in enumerate(steps):
+            ends[i] = now()
+            tokens[i] = tok
+        return np.asarray(tokens, np.int32), np.asarray(ends, np.int64) - start
+
+    def timer_info(self) -> dict:
+        """The clock generate_stamped reads: source, resolution_ns, overhead_ns, ticks_per_ns."""
+        return perf_counter_info()
 
     # ----------------------------------------------------------------- offline
     def generate_offline(self, n_streams: int, tokens_per_stream: int, seed: int,
@@ -146,3 +240,8 @@ class Backend:
             self.close()
         except Exception:  # interpreter shutdown, or a constructor that failed half way
             pass
+
+
+# the base class's own generation methods get the same checks as every override
+for _name, _with_sampler in CHECKED_METHODS:
+    setattr(Backend, _name, _checked(getattr(Backend, _name), _with_sampler))

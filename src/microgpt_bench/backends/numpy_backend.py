@@ -77,21 +77,25 @@ class NumpySimpleBackend(Backend):
     def _cache(self):
         return (np.zeros((BLOCK_SIZE, N_EMBD), np.float32), np.zeros((BLOCK_SIZE, N_EMBD), np.float32))
 
+    def _probs(self, logits):
+        return softmax_t(logits, self.temperature)
+
     def logits(self, tokens):
         keys, values = self._cache()
         return np.array([self._forward(t, p, keys, values) for p, t in enumerate(tokens)])
 
-    def generate(self, n_tokens, seed, sampler="xorshift32"):
-        draw = TokenSampler(sampler, seed, n_tokens)
-        keys, values = self._cache()
-        out, tok, pos = [], BOS, 0
-        while len(out) < n_tokens:
-            tok = draw(softmax_t(self._forward(tok, pos, keys, values), self.temperature))
-            out.append(tok)
+    def iter_tokens(self, n_tokens, seed, sampler="xorshift32"):
+        # temperature 0 is greedy decoding: the argmax of the logits, whatever the sampler
+        draw = TokenSampler("argmax" if self.temperature == 0 else sampler, seed, n_tokens)
+        cache = self._cache()
+        forward, probs = self._forward, self._probs
+        tok, pos = BOS, 0
+        for _ in range(n_tokens):
+            tok = draw(probs(forward(tok, pos, *cache)))
+            yield tok
             pos += 1
             if tok == BOS or pos == BLOCK_SIZE:
                 tok, pos = BOS, 0
-        return out
 
     def info(self):
         return {"numpy": np.__version__, "variant": "one call per operation"}
@@ -117,6 +121,7 @@ class NumpyBackend(NumpySimpleBackend):
         self.head_of = np.arange(N_EMBD) // HEAD_DIM
         self.exp_safe = scores_cannot_overflow(w["layer0.attn_wq"], w["layer0.attn_wk"])
         self.dims = np.arange(N_EMBD)
+        self.inv_t = 1.0 / self.temperature if self.temperature else 1.0  # T = 0: greedy, see iter_tokens
 
     def _forward(self, tok, pos, kv, _unused=None):
         w = self.w
@@ -143,25 +148,11 @@ class NumpyBackend(NumpySimpleBackend):
     def _cache(self):
         return np.zeros((BLOCK_SIZE, 2 * N_EMBD), np.float32), None
 
-    def generate(self, n_tokens, seed, sampler="xorshift32"):
-        draw = TokenSampler(sampler, seed, n_tokens)
-        kv, _ = self._cache()
-        if self.temperature == 0:
-            draw = TokenSampler("argmax", seed, n_tokens)  # greedy: the argmax of the logits
-        inv_t = 1.0 / self.temperature if self.temperature else 1.0
-        forward = self._forward
-        out, tok, pos = [], BOS, 0
-        append = out.append
-        while len(out) < n_tokens:
-            z = forward(tok, pos, kv).astype(np.float64)
-            z *= inv_t
-            e = np.exp(z - z.max())
-            tok = draw(e / e.sum())
-            append(tok)
-            pos += 1
-            if tok == BOS or pos == BLOCK_SIZE:
-                tok, pos = BOS, 0
-        return out
+    def _probs(self, logits):
+        z = logits.astype(np.float64)
+        z *= self.inv_t
+        e = np.exp(z - z.max())
+        return e / e.sum()
 
     def info(self):
         return {"numpy": np.__version__, "variant": "fused projections, preallocated"}

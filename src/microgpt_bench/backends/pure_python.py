@@ -18,19 +18,17 @@ class PurePythonBackend(Backend):
     def logits(self, tokens):
         return reference_logits(self.params, list(tokens))
 
-    def generate(self, n_tokens, seed, sampler="xorshift32"):
+    def iter_tokens(self, n_tokens, seed, sampler="xorshift32"):
         draw = make_sampler(sampler, seed)
         w, temp = self.w, self.temperature
-        out = []
         tok, pos, keys, values = BOS, 0, [], []
-        while len(out) < n_tokens:
+        for _ in range(n_tokens):
             logits = reference_forward(w, tok, pos, keys, values)
             tok = draw(softmax([v / temp for v in logits]) if temp else argmax_onehot(logits).tolist())
-            out.append(tok)
+            yield tok
             pos += 1
             if tok == BOS or pos == BLOCK_SIZE:
                 tok, pos, keys, values = BOS, 0, [], []
-        return out
 
     def info(self):
         return {"numeric": "float64 Python floats"}

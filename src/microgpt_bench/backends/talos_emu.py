@@ -138,6 +138,7 @@ def _check_probe(tokens) -> list[int]:
 class _TalosBackend(Backend):
     precision = "talos"
     samplers = SAMPLERS
+    timed_sampler = SAMPLER
     scenarios = ("single-stream",)
     implementation = "?"
     # T = 0 is a legal Q8.8 input the core samples at, not greedy decoding: that is sample_mode = 0
@@ -288,6 +289,12 @@ class TalosEmuPyBackend(_TalosBackend):
 
     def timed_generate(self, n_tokens: int, seed: int) -> int:
         return sum(self.generate(n_tokens, seed, SAMPLER if self.sample_mode else "argmax"))
+
+    def iter_tokens(self, n_tokens: int, seed: int, sampler: str = SAMPLER):
+        """The per-token primitive (the latency pass): the same loop as generate, one step at a time."""
+        seed = _check_run(n_tokens, seed, sampler)
+        steps = talos.iter_steps(self.core, int(n_tokens), seed, self.tq, self._sample_mode(sampler))
+        return (st.token_out for st in steps)
 
 
 # ------------------------------------------------------- the modelled FPGA row
