@@ -68,7 +68,7 @@ def test_native_server_greedy(params):
     check_served(backend.serve(np.zeros(50), server.request_seeds(SEED, 50), None, 2), offline_names(backend, 50))
 
 
-@pytest.mark.parametrize("name", ["numpy", "numba", "torch-eager", "jax-jit"])
+@pytest.mark.parametrize("name", ["numpy", "numba", "torch-eager", "torch-compile", "jax-jit", "mlx-cpu"])
 @pytest.mark.parametrize("load", list(SCHEDULES))
 def test_python_server_is_batch_invariant(params, name, load):
     backend = make(name, params)

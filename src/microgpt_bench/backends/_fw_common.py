@@ -21,6 +21,10 @@ Subclasses implement:
   _forward1(tok, pos, c)   -> (logits as a numpy (27,) array, cache): one token, one stream,
                            the same compiled forward; used by logits() (the gate) and by the
                            python sampler, which samples on the host exactly as the spec says
+and, for the server scenario (FrameworkLanes):
+  _state(seeds)            -> (tok, pos, K, V, rng) of len(seeds) fresh streams
+  _lane_step(tok, pos, K, V, rng) -> (new, next tok, next pos, K, V, rng): one step of every
+                           stream, tok/pos/rng/new as host numpy arrays, K/V the framework's
 """
 from __future__ import annotations
 
@@ -77,10 +81,38 @@ def bucket(n: int, max_batch: int) -> int:
     return b
 
 
+class FrameworkLanes:
+    """The server scenario's lanes (server.Lanes) on a framework's batched step. Every lane
+    steps every time (one fixed shape: a jitted step compiles once, outside the run); an idle
+    lane computes too, but the server counts only the busy lanes' tokens. A lane that starts
+    a name is reset to BOS at position 0 with its own xorshift32 state: its stale cache slots
+    are masked out and overwritten, as at the offline reset rule."""
+
+    def __init__(self, be: "FrameworkBackend", n_lanes: int):
+        if n_lanes < 1:
+            raise ValueError(f"n_lanes must be >= 1, got {n_lanes}")
+        self.be, self.n_lanes = be, n_lanes
+        be._set_threads(1)
+        be._ensure_warm(n_lanes)
+        _, _, self.K, self.V, _ = be._state(np.ones(n_lanes, np.uint32))
+        self.tok = np.full(n_lanes, BOS, np.int64)
+        self.pos = np.zeros(n_lanes, np.int64)
+        self.rng = np.ones(n_lanes, np.uint32)
+
+    def start(self, lane: int, seed: int) -> None:
+        self.tok[lane], self.pos[lane], self.rng[lane] = BOS, 0, samplers.check_seed("xorshift32", seed)
+
+    def step(self, lanes: np.ndarray) -> np.ndarray:
+        new, tok, pos, self.K, self.V, rng = self.be._lane_step(self.tok, self.pos, self.K, self.V, self.rng)
+        self.tok, self.pos = np.asarray(tok, np.int64), np.asarray(pos, np.int64)
+        self.rng = np.asarray(rng).astype(np.uint32)
+        return np.asarray(new)[lanes]
+
+
 class FrameworkBackend(Backend):
     """Base of the framework rows: the generation loop's bookkeeping in one place."""
 
-    scenarios = ("single-stream", "offline")
+    scenarios = ("single-stream", "offline", "server")
     samplers = ("xorshift32", "python", "argmax")
     precision = "fp32"
     framework = "?"          # shown in info()
@@ -231,3 +263,10 @@ class FrameworkBackend(Backend):
 
     def logits_offline(self, sequences: list[list[int]]) -> list[np.ndarray]:
         return [self.logits(s) for s in sequences]
+
+    def lanes(self, n_lanes: int) -> FrameworkLanes:
+        """The server scenario's primitive: n_lanes streams on the offline batched step."""
+        return FrameworkLanes(self, n_lanes)
+
+    def _lane_step(self, tok, pos, K, V, rng):
+        raise NotImplementedError

@@ -143,6 +143,12 @@ class JaxJitBackend(FrameworkBackend):
         # one transfer of the whole list (jnp.stack would compile a new n-ary concatenate)
         return np.stack(self.jax.device_get(outs), axis=1)
 
+    def _lane_step(self, tok, pos, K, V, rng):
+        t, p, r = self._put(tok.astype(np.int32), pos.astype(np.int32), rng.astype(np.uint32))
+        new, nxt, npos, K, V, r, _ = self.step(t, p, K, V, r)
+        new, nxt, npos, r = self.jax.device_get((new, nxt, npos, r))
+        return new, nxt, npos, K, V, r
+
     def _new_cache(self):
         return self._put(np.zeros((1, BLOCK_SIZE, N_EMBD), np.float32),
                          np.zeros((1, BLOCK_SIZE, N_EMBD), np.float32))

@@ -122,6 +122,14 @@ class MlxCpuBackend(FrameworkBackend):
             mx.eval(res)
         return np.array(res)
 
+    def _lane_step(self, tok, pos, K, V, rng):
+        mx = self.mx
+        with mx.stream(self.stream):
+            new, nxt, npos, K, V, r, _ = self.step(mx.array(tok.astype(np.int32)), mx.array(pos.astype(np.int32)), K, V,
+                                                   mx.array(rng.astype(np.uint32), dtype=mx.uint32))
+            mx.eval(new, nxt, npos, K, V, r)
+        return np.array(new), np.array(nxt), np.array(npos), K, V, np.array(r)
+
     def _new_cache(self):
         mx = self.mx
         with mx.stream(self.stream):

@@ -97,6 +97,53 @@ def _define(numba) -> dict:
         matvec(lm, x, logits)
 
     @njit
+    def pick(logits, inv_t, state):
+        """The next token (greedy at inv_t 0: the lowest index of the max logit, else the
+        xorshift32 draw) and the sampler's new state; overwrites logits."""
+        if inv_t == f32(0.0):
+            new = 0
+            for j in range(1, VOCAB):
+                if logits[j] > logits[new]:
+                    new = j
+            return new, state
+        m = logits[0] * inv_t
+        for j in range(1, VOCAB):
+            z = logits[j] * inv_t
+            if z > m:
+                m = z
+        tot = f32(0.0)
+        for j in range(VOCAB):
+            e = np.exp(logits[j] * inv_t - m)
+            logits[j] = e
+            tot += e
+        state ^= (state << np.uint32(13)) & M32
+        state ^= state >> np.uint32(17)
+        state ^= (state << np.uint32(5)) & M32
+        r = f32(state >> np.uint32(8)) * R24
+        c = f32(0.0)
+        new = VOCAB - 1
+        for j in range(VOCAB - 1):
+            c += logits[j] / tot
+            if r < c:
+                new = j
+                break
+        return new, state
+
+    @njit
+    def step_lanes(wte, wpe, wq, wk, wv, wo, fc1, fc2, lm, inv_t, tok, pos, K, V, rng, new):
+        """One step of every lane (the server's lanes): forward, draw, reset rule; in place."""
+        logits = np.empty(VOCAB, np.float32)
+        for b in range(tok.shape[0]):
+            forward(wte, wpe, wq, wk, wv, wo, fc1, fc2, lm, tok[b], pos[b], K[b], V[b], logits)
+            t, s = pick(logits, inv_t, np.uint32(rng[b]))
+            new[b], rng[b] = t, s
+            pos[b] += 1
+            if t == BOS or pos[b] == BLOCK_SIZE:
+                tok[b], pos[b] = BOS, 0
+            else:
+                tok[b] = t
+
+    @njit
     def run_stream(wte, wpe, wq, wk, wv, wo, fc1, fc2, lm, inv_t, seed, out):
         """The generation loop of one stream, xorshift32 sampler, out.shape[0] tokens."""
         K = np.zeros((BLOCK_SIZE, N_EMBD), np.float32)
@@ -107,35 +154,8 @@ def _define(numba) -> dict:
         pos = 0
         for i in range(out.shape[0]):
             forward(wte, wpe, wq, wk, wv, wo, fc1, fc2, lm, tok, pos, K, V, logits)
-            if inv_t == f32(0.0):  # temperature 0: greedy, the lowest index of the max logit
-                new = 0
-                for j in range(1, VOCAB):
-                    if logits[j] > logits[new]:
-                        new = j
-                out[i] = new
-            else:
-                m = logits[0] * inv_t
-                for j in range(1, VOCAB):
-                    z = logits[j] * inv_t
-                    if z > m:
-                        m = z
-                tot = f32(0.0)
-                for j in range(VOCAB):
-                    e = np.exp(logits[j] * inv_t - m)
-                    logits[j] = e
-                    tot += e
-                state ^= (state << np.uint32(13)) & M32
-                state ^= state >> np.uint32(17)
-                state ^= (state << np.uint32(5)) & M32
-                r = f32(state >> np.uint32(8)) * R24
-                c = f32(0.0)
-                new = VOCAB - 1
-                for j in range(VOCAB - 1):
-                    c += logits[j] / tot
-                    if r < c:
-                        new = j
-                        break
-                out[i] = new
+            new, state = pick(logits, inv_t, state)
+            out[i] = new
             pos += 1
             if new == BOS or pos == BLOCK_SIZE:
                 tok = BOS
@@ -150,7 +170,7 @@ def _define(numba) -> dict:
                 run_stream(wte, wpe, wq, wk, wv, wo, fc1, fc2, lm, inv_t, seeds[s], out[s])
         return run
 
-    return {"forward": forward, "run": make_run(False), "make_run": make_run}
+    return {"forward": forward, "run": make_run(False), "make_run": make_run, "step_lanes": step_lanes}
 
 
 class NumbaBackend(FrameworkBackend):
@@ -214,6 +234,17 @@ class NumbaBackend(FrameworkBackend):
         out = np.empty((len(seeds), n_tokens), np.int64)
         self._kernel()(*self.w, self.inv_t, seeds.astype(np.uint32), out)
         return out
+
+    def _state(self, seeds: np.ndarray):
+        b = len(seeds)
+        return (np.full(b, BOS, np.int64), np.zeros(b, np.int64), np.zeros((b, BLOCK_SIZE, N_EMBD), np.float32),
+                np.zeros((b, BLOCK_SIZE, N_EMBD), np.float32), seeds.astype(np.uint32))
+
+    def _lane_step(self, tok, pos, K, V, rng):
+        tok, pos, rng = tok.copy(), pos.copy(), rng.astype(np.uint32)
+        new = np.empty(len(tok), np.int64)
+        self.k["step_lanes"](*self.w, self.inv_t, tok, pos, K, V, rng, new)
+        return new, tok, pos, K, V, rng
 
     def _new_cache(self):
         return (np.zeros((BLOCK_SIZE, N_EMBD), np.float32), np.zeros((BLOCK_SIZE, N_EMBD), np.float32))

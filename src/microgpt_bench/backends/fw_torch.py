@@ -125,6 +125,14 @@ class TorchEagerBackend(FrameworkBackend):
                 outs.append(new)
             return torch.stack(outs, dim=1).cpu().numpy()
 
+    def _lane_step(self, tok, pos, K, V, rng):
+        torch, dev = self.torch, self.device
+        with torch.no_grad():
+            ins = (torch.from_numpy(np.ascontiguousarray(a, np.int64)).to(dev) for a in (tok, pos, rng))
+            t, p, r = ins
+            new, nxt, npos, K, V, r, _ = self.step(t, p, K, V, r)
+        return new.cpu().numpy(), nxt.cpu().numpy(), npos.cpu().numpy(), K, V, r.cpu().numpy()
+
     def _new_cache(self):
         torch, dev = self.torch, self.device
         return (torch.zeros((1, BLOCK_SIZE, N_EMBD), dtype=torch.float32, device=dev),
