@@ -168,6 +168,13 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--streams", type=bounded_int(MAX_STREAMS), default=256, help="offline: independent streams")
     run.add_argument("--threads", type=positive_int, default=None, help="offline: threads (default: all cores)")
     run.add_argument("--timeout", type=timeout_float, default=300.0, help="per-row limit in seconds")
+    run.add_argument("--rate-start", type=float, default=None, metavar="NAMES_PER_S",
+                     help="server: the search's first offered rate (default 2000 names/s)")
+    run.add_argument("--latency-bound", type=float, default=None, metavar="MS",
+                     help="server: the p99 per-name latency bound in ms (default 1)")
+    run.add_argument("--requests", type=int, default=None, help="server: requests per load point (default 3000)")
+    run.add_argument("--lanes", type=int, default=None,
+                     help="server: lanes per worker (default: the backend's SoA width, 16 for the Python loops)")
     run.add_argument("--cpu", type=cpu_list, default=None, metavar="LIST",
                      help="pin every worker process to these CPUs (e.g. 1 or 0,2-3)")
     run.add_argument("--no-latency", dest="latency", action="store_false",
@@ -317,6 +324,7 @@ def cmd_run(args) -> int:
         chosen = [n for n in names if scenarios.get(scenario).unavailable_reason(registry.backend_class(n)) is None
                   ] if len(wanted) > 1 else names
         extra = {"fpga_mhz": args.fpga_mhz} if args.fpga_mhz else {}
+        extra["server"] = server_settings(args)
         cfg = RunConfig(backends=chosen, weights=args.weights, order=args.order, temperature=args.temperature,
                         sampler=args.sampler,
                         seed=args.seed, seconds=args.seconds, repeats=args.repeats, scenario=scenario,
@@ -328,6 +336,10 @@ def cmd_run(args) -> int:
         else:
             results["rows"].extend(part["rows"])
     print(format_table(results))  # first: whatever happens to the file, the figures are shown
+    from .server_report import format_server
+    served = format_server(results)
+    if served:
+        print("\n" + served)
     latency = format_latency(results)
     if latency:
         print("\n" + latency)
@@ -337,6 +349,13 @@ def cmd_run(args) -> int:
     if not args.no_report and not saved:
         write_run_report(out, report_dir or out.with_name(out.stem + "-report"))
     return saved or (0 if all(r.get("status") != "failed" for r in results["rows"]) else 1)
+
+
+def server_settings(args) -> dict:
+    """The server scenario's options (validated with the run: scenarios/server.py)."""
+    bound = args.latency_bound
+    return {"rate_start": args.rate_start, "latency_bound_s": bound / 1e3 if bound is not None else None,
+            "requests": args.requests, "lanes": args.lanes}
 
 
 def write_run_report(results_path: Path, out_dir) -> None:

@@ -41,6 +41,7 @@ from .accuracy import describe as describe_accuracy
 from .power import describe as describe_power
 from .power import resolve_power
 from .latency_report import chart_latency, section_latency
+from .server_report import chart_server, section_server
 from .results import FPGA_TOK_S, load_results
 from .table import (COLUMNS, NUMERIC_COLUMNS, basis_word, fpga_lines, measured_line, scenario_tag,
                     throughput_notes, throughput_rows)
@@ -390,6 +391,8 @@ CHARTS = [
     Chart("scaling.png", chart_scaling,
           "offline throughput against the number of streams, one line per thread count"),
     Chart("latency_ccdf.png", chart_latency, "per-token latency CCDF, log-log; the FPGA's fixed band shaded"),
+    Chart("server_p99.png", chart_server,
+          "server: p99 name latency against offered Poisson load, log-log; the FPGA modelled, the bound dotted"),
 ]
 
 
@@ -576,7 +579,7 @@ def section_method(ctx: Context, d: "Doc") -> None:
     d.ul(items)
 
 
-SECTIONS = [section_header, section_throughput, section_latency, section_per_watt, section_scaling, section_not_run,
+SECTIONS = [section_header, section_throughput, section_latency, section_server, section_per_watt, section_scaling, section_not_run,
             section_gate, section_accuracy, section_machines, section_method]
 
 

@@ -111,7 +111,7 @@ class ServeResult:
     def summary(self) -> dict:
         lat = self.latency_ns.astype(np.float64)
         span = max(self.wall_s, 1e-12)
-        return {"requests": len(lat), "achieved_names_per_s": len(lat) / span,
+        return {"requests": len(lat), "tokens": self.tokens, "achieved_names_per_s": len(lat) / span,
                 "achieved_tok_s": self.tokens / span, "mean_ns": float(lat.mean()),
                 **{f"p{q:g}_ns": float(np.percentile(lat, q)) for q in (50, 90, 99, 99.9)},
                 "max_ns": float(lat.max()), "steps": self.steps,
@@ -240,13 +240,17 @@ class LoadPoint:
 
 
 def max_sustained_rate(measure: Callable[[float], dict], bound_s: float, start_rate: float,
-                       refinements: int = 5, max_points: int = 24) -> tuple[float | None, list[LoadPoint]]:
+                       refinements: int = 5, max_points: int = 24,
+                       min_rate: float = 0.0) -> tuple[float | None, list[LoadPoint]]:
     """The largest offered rate whose p99 latency stays within bound_s, the LoadGen way: double
     (or halve) from start_rate until the bound is bracketed, then bisect `refinements` times.
-    measure(rate) runs one load point and returns its summary (with p99_ns). Returns the best
-    passing rate (None if even the lowest tried fails) and every point, in the order run."""
+    measure(rate) runs one load point and returns its summary (with p99_ns). Halving stops
+    below min_rate (a point's duration is requests / rate). Returns the best passing rate
+    (None if even the lowest tried fails) and every point, in the order run."""
     if not bound_s > 0:
         raise ValueError(f"the latency bound must be > 0 s, got {bound_s}")
+    if not start_rate > 0 or not np.isfinite(start_rate):
+        raise ValueError(f"the starting rate must be a finite number > 0 names/s, got {start_rate}")
     points: list[LoadPoint] = []
 
     def run(rate: float) -> bool:
@@ -259,7 +263,7 @@ def max_sustained_rate(measure: Callable[[float], dict], bound_s: float, start_r
             good, rate = rate, rate * 2
         else:
             bad, rate = rate, rate / 2
-        if good is not None and bad is not None:
+        if good is not None and bad is not None or rate < min_rate:
             break
     for _ in range(refinements if good and bad else 0):
         mid = (good * bad) ** 0.5  # geometric: rates span decades
@@ -292,7 +296,7 @@ def fpga_load_point(rate: float, name_steps: np.ndarray, mhz: float, seed: int) 
     sojourn = simulate_single_server(arrivals, service)
     span = float((arrivals + sojourn).max() - arrivals[0] + service[0])
     lat = sojourn * 1e9
-    return {"requests": len(service), "achieved_names_per_s": len(service) / span,
+    return {"requests": len(service), "tokens": int(np.sum(name_steps)), "achieved_names_per_s": len(service) / span,
             "achieved_tok_s": float(np.sum(name_steps)) / span, "mean_ns": float(lat.mean()),
             **{f"p{q:g}_ns": float(np.percentile(lat, q)) for q in (50, 90, 99, 99.9)},
             "max_ns": float(lat.max()), "utilisation": rate * float(service.mean())}

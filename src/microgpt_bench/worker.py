@@ -155,7 +155,7 @@ def run_job(job: dict) -> dict:
         result["accuracy"] = measure_accuracy(backend, acc["sequences"], [np.asarray(x) for x in acc["logits"]],
                                               job["temperature"])
     try:
-        measured = measure(scenario, backend, job)
+        measured = scenario.measure(backend, job) or measure(scenario, backend, job)
     except MeasurementError as exc:
         return {**result, "status": "failed", "reason": f"timing rejected: {exc}"}
     result.update(measured)

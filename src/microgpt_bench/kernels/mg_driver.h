@@ -428,6 +428,28 @@ static int serve_fill(serve_job *jb, serve_lane *ln, cache_t *caches, int *live)
     return joined;
 }
 
+/* An idle worker waits for request h's scheduled arrival (or for another worker to take it).
+ * Gaps over MG_SERVE_SPIN_NS are slept through, all but their last MG_SERVE_SPIN_NS (sleep
+ * overshoots), in slices of at most 1 ms: a thread that spins through long gaps on a shared
+ * machine uses up its share and is preempted just when a request arrives, while one that slept
+ * is woken promptly. The last stretch spins (pause), for a pickup within ~100 ns. */
+#define MG_SERVE_SPIN_NS 150000.0
+static void serve_idle(const serve_job *jb, int32_t h)
+{
+    for (;;) {
+        if (__atomic_load_n(jb->q->head, __ATOMIC_ACQUIRE) != h) return;
+        const double left_ns = (double)(jb->q->arrival[h] - (int64_t)mg_ticks()) / jb->per_ns;
+        if (left_ns <= 0) return;
+        if (left_ns > 2 * MG_SERVE_SPIN_NS) {
+            double nap = left_ns - MG_SERVE_SPIN_NS;
+            struct timespec ts = {0, (long)(nap < 1e6 ? nap : 1e6)};
+            nanosleep(&ts, NULL);
+        } else {
+            mg_cpu_relax();
+        }
+    }
+}
+
 static void *serve_worker(void *arg)
 {
     serve_job *jb = arg;
@@ -456,8 +478,7 @@ static void *serve_worker(void *arg)
         if (live == 0) {
             int32_t h = __atomic_load_n(jb->q->head, __ATOMIC_ACQUIRE);
             if (h >= jb->q->n) break; /* nothing left to take: this worker is done */
-            while ((int64_t)mg_ticks() < jb->q->arrival[h] && __atomic_load_n(jb->q->head, __ATOMIC_ACQUIRE) == h)
-                mg_cpu_relax(); /* until the next arrival, or another worker took it */
+            serve_idle(jb, h); /* until the next arrival, or another worker took it */
             step--;
             continue;
         }

@@ -56,6 +56,12 @@ class Scenario:
         """The checksum `timed` must return, from the untimed generation of the same tokens."""
         raise NotImplementedError
 
+    def measure(self, backend, job: dict) -> dict | None:
+        """The scenario's own measurement in place of the engine's calibrated timed windows
+        (None: use those). Returns the row's timing fields (repeats_tok_s, ...); raises
+        worker.MeasurementError when the figures cannot be published."""
+        return None
+
     def after_timing(self, backend, job: dict, measured: dict) -> dict:
         """Fields from passes run after the timed repeats (never inside them)."""
         return {}
