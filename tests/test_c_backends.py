@@ -400,5 +400,5 @@ def test_logits_offline(params, fp32, q412):
 def test_scenarios_and_registry_names():
     assert CFp32Backend.name == "c-fp32" and CQ412Backend.name == "c-q412"
     assert CFp32Backend.precision == "fp32" and CQ412Backend.precision == "q412"
-    assert set(CFp32Backend.scenarios) == {"single-stream", "offline"}
+    assert set(CFp32Backend.scenarios) == {"single-stream", "offline", "server"}
     assert platform.machine()  # smoke: the module imports on every platform

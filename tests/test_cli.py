@@ -82,7 +82,7 @@ def test_no_report_writes_only_the_results(tmp_path, talos_weights):
     (["run", "--seconds", "0.015"], "must be between 0.02 and 3600"),
     (["run", "--cpu", "x"], "is not a CPU list"),
     (["run", "--backends", "numpy", "--cpu", "4096"], "--cpu [4096] is not a subset"),
-    (["run", "--scenario", "server"], "invalid choice"),
+    (["run", "--scenario", "no-such-scenario"], "invalid choice"),
 ])
 def test_bad_input_is_a_clear_error_with_exit_2(args, message):
     proc = cli(*args)
