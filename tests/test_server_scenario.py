@@ -84,7 +84,8 @@ def test_measurement_finds_the_rate_and_keeps_the_curve(params):
     srv = got["server"]
     assert srv["batch_invariance"]["passed"] and srv["threads"] == 1 and srv["lanes"] == 16
     points = srv["points"]
-    assert all(p["requests"] == 1000 for p in points)
+    # every point at least the asked count, and a schedule of at least 0.1 s (100 bounds)
+    assert all(p["requests"] == max(1000, -(-p["offered_names_per_s"] * 0.1 // 1)) for p in points)
     best = srv["sustained_names_per_s"]
     assert all(p["p99_ns"] <= 1e6 for p in points if p["offered_names_per_s"] == best)
     assert any(p["p99_ns"] > 1e6 and p["offered_names_per_s"] > best for p in points)  # bracketed from above
@@ -99,6 +100,13 @@ def test_measurement_finds_the_rate_and_keeps_the_curve(params):
     text = server_report.format_server({"rows": [row, offline]})
     assert "numpy [server 16L x1t]" in text and "50%" in text and "TALOS-V2 (FPGA, modelled)" in text
     assert text.count("offered") == len(points)
+
+
+def test_an_overloaded_point_runs_long_enough_to_show_it():
+    from microgpt_bench.scenarios.server import point_requests
+    assert point_requests(2000.0, 3000, 1e-3) == 3000
+    assert point_requests(1e6, 3000, 1e-3) == 100_000          # 0.1 s of the schedule
+    assert point_requests(1e6, 3000, 1e-2) == 1_000_000        # 100 bounds of 10 ms
 
 
 def test_a_backend_that_changes_names_under_batching_fails_the_gate(params):

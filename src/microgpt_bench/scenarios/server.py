@@ -1,7 +1,8 @@
 """server: Poisson arrivals into continuous batching (MLPerf's Server), the highest rate whose
 p99 per-name latency stays within a bound.
 
-Each load point sends `requests` requests as a Poisson process at an offered rate (names/s),
+Each load point sends at least `requests` requests, and enough for its schedule to last
+100 bounds and 0.1 s (point_requests), as a Poisson process at an offered rate (names/s),
 the schedule drawn before the run (server.poisson_arrivals, seeded by the job's seed); request
 i generates one name with seed stream_seed(seed, i). The backend serves them (Backend.serve:
 native loops in C for c-fp32/c-q412, the Python loop over lanes() elsewhere) and latency runs
@@ -27,6 +28,9 @@ MIN_REQUESTS = 1000          # a p99 over fewer requests rests on fewer than 10 
 MAX_REQUESTS = 1_000_000
 MAX_POINT_S = 60.0           # the search never offers a rate whose schedule lasts longer
 INVARIANCE_REQUESTS = 256    # the gate's short load point
+MIN_POINT_S = 0.1            # a load point's schedule lasts at least this long ...
+MIN_POINT_BOUNDS = 100       # ... and this many latency bounds (an overload of 1% then shows)
+MAX_POINT_REQUESTS = 2_000_000
 
 
 def settings(cfg_or_job) -> dict:
@@ -90,9 +94,13 @@ class Server(Scenario):
         seeds = server.request_seeds(seed, s["requests"])
         bound, start = s["latency_bound_s"], s["rate_start"]
         floor = s["requests"] / MAX_POINT_S
+        all_seeds = {}
 
         def point(rate):
-            res = backend.serve(server.poisson_arrivals(rate, len(seeds), seed), seeds, lanes, threads)
+            n = point_requests(rate, s["requests"], bound)
+            if n not in all_seeds:
+                all_seeds[n] = server.request_seeds(seed, n)
+            res = backend.serve(server.poisson_arrivals(rate, n, seed), all_seeds[n], lanes, threads)
             return {"offered_names_per_s": rate, **res.summary()}
 
         best, points = server.max_sustained_rate(point, bound, start, min_rate=floor)
@@ -110,6 +118,14 @@ class Server(Scenario):
         fields["server"]["sustained_tok_s"] = at["achieved_tok_s"]
         return {**fields, "tokens_per_repeat": at["tokens"], "repeats_tok_s": [at["achieved_tok_s"]],
                 "checksum_verified": invariance}
+
+
+def point_requests(rate: float, requests: int, bound_s: float) -> int:
+    """Requests in a load point at `rate`: at least `requests`, and enough for the schedule to
+    last MIN_POINT_BOUNDS bounds (and MIN_POINT_S). A fixed count would let an overloaded
+    server pass: its whole backlog could drain within the bound once the schedule ends, while
+    over a long enough schedule the queue of an overloaded server grows past any bound."""
+    return int(min(MAX_POINT_REQUESTS, max(requests, math.ceil(rate * max(MIN_POINT_S, MIN_POINT_BOUNDS * bound_s)))))
 
 
 def threads_for(backend, threads: int) -> int:
