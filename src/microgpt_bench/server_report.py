@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 COLUMNS = ("row", "sustained names/s", "sustained tok/s", "offline tok/s", "of offline", "p99 bound",
-           "requests/point", "points", "FPGA names/s")
+           "min requests/point", "points", "FPGA names/s")
 NUMERIC = frozenset(range(1, len(COLUMNS)))
 FPGA_LABEL = "TALOS-V2 (FPGA, modelled)"
 

@@ -39,8 +39,9 @@ VERIFY_MAX_TOKENS = 16_000_000  # windows up to this size are checksum-verified 
 Clock = Callable[[], int]  # nanoseconds, monotonic
 
 
-class MeasurementError(Exception):
-    """The timed windows cannot be published (wrong checksum, impossible rate); str says why."""
+# defined beside Scenario so that a scenario's own measurement raises the class this module catches
+# (run as `python -m microgpt_bench.worker`, this module is __main__, not microgpt_bench.worker)
+from .scenarios.base import MeasurementError  # noqa: E402
 
 
 def correctness_gate(backend, probe: list[list[int]], reference: list[np.ndarray],

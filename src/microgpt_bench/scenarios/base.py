@@ -14,6 +14,10 @@ from __future__ import annotations
 from typing import ClassVar
 
 
+class MeasurementError(Exception):
+    """The timed windows cannot be published (wrong checksum, impossible rate); str says why."""
+
+
 class Scenario:
     name: ClassVar[str] = "?"
     description: ClassVar[str] = ""

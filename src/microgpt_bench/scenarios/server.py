@@ -26,7 +26,7 @@ from .base import Scenario
 DEFAULTS = {"rate_start": 2000.0, "latency_bound_s": 1e-3, "requests": 3000, "lanes": None}
 MIN_REQUESTS = 1000          # a p99 over fewer requests rests on fewer than 10 of them
 MAX_REQUESTS = 1_000_000
-MAX_POINT_S = 60.0           # the search never offers a rate whose schedule lasts longer
+MAX_POINT_S = 10.0           # the search never halves to a rate whose minimum schedule lasts longer
 INVARIANCE_REQUESTS = 256    # the gate's short load point
 MIN_POINT_S = 0.1            # a load point's schedule lasts at least this long ...
 MIN_POINT_BOUNDS = 100       # ... and this many latency bounds (an overload of 1% then shows)
@@ -81,7 +81,7 @@ class Server(Scenario):
     def measure(self, backend, job):
         from .. import server
         from ..talos import FPGA_MHZ
-        from ..worker import MeasurementError
+        from .base import MeasurementError
 
         s = settings(job)
         threads = threads_for(backend, job["threads"])
