@@ -57,6 +57,27 @@ def _import_playwright():
     return sync_playwright
 
 
+class _Driver:
+    """One Playwright driver per process, shared by the live backends (its sync API
+    allows one per thread); stopped when the last of them closes."""
+    playwright = None
+    users = 0
+
+    @classmethod
+    def acquire(cls, sync_playwright):
+        if cls.playwright is None:
+            cls.playwright = sync_playwright().start()
+        cls.users += 1
+        return cls.playwright
+
+    @classmethod
+    def release(cls) -> None:
+        cls.users -= 1
+        if cls.users == 0 and cls.playwright is not None:
+            driver, cls.playwright = cls.playwright, None
+            driver.stop()
+
+
 def browser_availability() -> str | None:
     try:
         _import_playwright()
@@ -85,7 +106,8 @@ class _ChromiumBackend(Backend):
             wasm_b64 = base64.b64encode(Path(module_path).read_bytes()).decode()
         self.last_window: dict | None = None
         self._profile = tempfile.mkdtemp(prefix="microgpt-chromium-")
-        self._pw = sync_playwright().start()
+        self._context = None
+        self._pw = _Driver.acquire(sync_playwright)
         try:
             self._context = self._pw.chromium.launch_persistent_context(
                 self._profile, executable_path=self.executable, headless=True, args=CHROMIUM_FLAGS,
@@ -166,14 +188,15 @@ class _ChromiumBackend(Backend):
                                ns * tps)["checksum"])
 
     def close(self) -> None:
-        for attr, method in (("_context", "close"), ("_pw", "stop")):
-            handle = getattr(self, attr, None)
-            if handle is not None:
-                setattr(self, attr, None)
-                try:
-                    getattr(handle, method)()
-                except Exception:  # the browser already gone (crashed, killed): nothing left to release
-                    pass
+        context, self._context = getattr(self, "_context", None), None
+        if context is not None:
+            try:
+                context.close()
+            except Exception:  # the browser already gone (crashed, killed): nothing left to release
+                pass
+        if getattr(self, "_pw", None) is not None:
+            self._pw = None
+            _Driver.release()
         if getattr(self, "_profile", None):
             shutil.rmtree(self._profile, ignore_errors=True)
             self._profile = None
