@@ -54,6 +54,8 @@ typedef v128_t F4;
 #define MUL wasm_f32x4_mul
 #define SPL wasm_f32x4_splat
 #define LD(p) wasm_v128_load(p)
+/* an element of a vector in memory in every lane: v128.load32_splat, one broadcast load (not a shuffle) */
+#define BC(p) wasm_v128_load32_splat(p)
 #define ST(p, v) wasm_v128_store(p, v)
 /* the canonical fma(a, b, c), unfused: SIMD128 has no fma */
 INLINE F4 MAD(F4 a, F4 b, F4 c) { return ADD(MUL(a, b), c); }
@@ -125,9 +127,9 @@ EXPORT(mg_scratch) void *mg_scratch(int32_t bytes)
 
 /* ------------------------------------------------------- canonical vector ops */
 
-INLINE F4 exp2v(F4 x)  /* 2^x, x clamped at -126 (mg_exp2_s) */
+/* 2^x (mg_exp2_s) for x >= -126 */
+INLINE F4 exp2nc(F4 x)
 {
-    x = wasm_f32x4_max(x, SPL(EXP_LO));
     F4 t = ADD(x, SPL(EXP_MAGIC));
     F4 f = SUB(x, SUB(t, SPL(EXP_MAGIC)));
     F4 f2 = MUL(f, f);
@@ -137,6 +139,13 @@ INLINE F4 exp2v(F4 x)  /* 2^x, x clamped at -126 (mg_exp2_s) */
     F4 f4 = MUL(f2, f2);
     F4 p = MAD(p45, f4, MAD(p23, f2, p01));
     return MUL(p, wasm_i32x4_shl(wasm_i32x4_add(t, wasm_i32x4_splat(127)), 23));
+}
+
+/* 2^(x - o), x - o clamped at -126; the fast range (o = 0) needs neither */
+INLINE F4 exp2o(F4 x, int slow, float o)
+{
+    if (!slow) return exp2nc(x);  /* x - 0 is x, and every live x is >= -126 */
+    return exp2nc(wasm_f32x4_pmax(SPL(EXP_LO), SUB(x, SPL(o))));  /* -126 < x ? x : -126, one maxps */
 }
 
 INLINE F4 rs(F4 a) { return wasm_f32x4_div(SPL(1.0f), wasm_f32x4_sqrt(a)); }
@@ -162,13 +171,13 @@ INLINE F4 tree16(const F4 *v) { return hsum4(hsum4x4(v[0], v[1], v[2], v[3])); }
 /* mv16 (4 chains of 4) of the 4 outputs at column W of a transposed matrix (row stride S) */
 INLINE F4 mv16(const float *W, int S, const float *x)
 {
-    F4 c0 = MUL(SPL(x[0]), LD(W)), c1 = MUL(SPL(x[1]), LD(W + S));
-    F4 c2 = MUL(SPL(x[2]), LD(W + 2 * S)), c3 = MUL(SPL(x[3]), LD(W + 3 * S));
+    F4 c0 = MUL(BC(x), LD(W)), c1 = MUL(BC(x + 1), LD(W + S));
+    F4 c2 = MUL(BC(x + 2), LD(W + 2 * S)), c3 = MUL(BC(x + 3), LD(W + 3 * S));
     for (int j = 4; j < 16; j += 4) {
-        c0 = MAD(SPL(x[j]), LD(W + j * S), c0);
-        c1 = MAD(SPL(x[j + 1]), LD(W + (j + 1) * S), c1);
-        c2 = MAD(SPL(x[j + 2]), LD(W + (j + 2) * S), c2);
-        c3 = MAD(SPL(x[j + 3]), LD(W + (j + 3) * S), c3);
+        c0 = MAD(BC(x + j), LD(W + j * S), c0);
+        c1 = MAD(BC(x + j + 1), LD(W + (j + 1) * S), c1);
+        c2 = MAD(BC(x + j + 2), LD(W + (j + 2) * S), c2);
+        c3 = MAD(BC(x + j + 3), LD(W + (j + 3) * S), c3);
     }
     return ADD(ADD(c0, c1), ADD(c2, c3));
 }
@@ -177,7 +186,7 @@ INLINE F4 mv16(const float *W, int S, const float *x)
 INLINE F4 mv16b(const float *W, int S, const float *x)
 {
     F4 c[8];
-    for (int k = 0; k < 8; k++) c[k] = MAD(SPL(x[k + 8]), LD(W + (k + 8) * S), MUL(SPL(x[k]), LD(W + k * S)));
+    for (int k = 0; k < 8; k++) c[k] = MAD(BC(x + k + 8), LD(W + (k + 8) * S), MUL(BC(x + k), LD(W + k * S)));
     return ADD(ADD(ADD(c[0], c[1]), ADD(c[2], c[3])), ADD(ADD(c[4], c[5]), ADD(c[6], c[7])));
 }
 
@@ -186,10 +195,10 @@ INLINE F4 mv64(const float *F, const float *h)
 {
     F4 g[16];
     for (int k = 0; k < 16; k++) {
-        g[k] = MUL(SPL(h[k]), LD(F + k * E));
-        g[k] = MAD(SPL(h[k + 16]), LD(F + (k + 16) * E), g[k]);
-        g[k] = MAD(SPL(h[k + 32]), LD(F + (k + 32) * E), g[k]);
-        g[k] = MAD(SPL(h[k + 48]), LD(F + (k + 48) * E), g[k]);
+        g[k] = MUL(BC(h + k), LD(F + k * E));
+        g[k] = MAD(BC(h + k + 16), LD(F + (k + 16) * E), g[k]);
+        g[k] = MAD(BC(h + k + 32), LD(F + (k + 32) * E), g[k]);
+        g[k] = MAD(BC(h + k + 48), LD(F + (k + 48) * E), g[k]);
     }
     for (int w = 1; w < 16; w <<= 1)
         for (int k = 0; k < 16; k += 2 * w) g[k] = ADD(g[k], g[k + w]);
@@ -257,28 +266,37 @@ INLINE void attention(const F4 *qs, const F4 *k, const F4 *v, cache_t *c, int sl
             c->VT[(h * 4 + d) * CTX + slot] = vv[d];
         }
     }
+    /* blocks of 4 slots no live slot lies in are skipped: their e are 0, their terms +-0 */
     F4 live[4], s[4][4];
-    for (int b = 0; b < 4; b++) live[b] = nibmask((valid >> (4 * b)) & 15u);
+    int any[4];
+    for (int b = 0; b < 4; b++) {
+        any[b] = (valid >> (4 * b)) & 15u;
+        live[b] = nibmask((unsigned)any[b]);
+    }
     int slow = 0;
     for (int h = 0; h < 4; h++) {
         const float *K = c->KT + h * 4 * CTX;
         F4 q0 = wasm_i32x4_shuffle(qs[h], qs[h], 0, 0, 0, 0), q1 = wasm_i32x4_shuffle(qs[h], qs[h], 1, 1, 1, 1);
         F4 q2 = wasm_i32x4_shuffle(qs[h], qs[h], 2, 2, 2, 2), q3 = wasm_i32x4_shuffle(qs[h], qs[h], 3, 3, 3, 3);
         for (int b = 0; b < 4; b++)
-            s[h][b] = ADD(MAD(q1, LD(K + CTX + 4 * b), MUL(q0, LD(K + 4 * b))),
-                          MAD(q3, LD(K + 3 * CTX + 4 * b), MUL(q2, LD(K + 2 * CTX + 4 * b))));
+            s[h][b] = !any[b] ? wasm_i32x4_splat(0)
+                              : ADD(MAD(q1, LD(K + CTX + 4 * b), MUL(q0, LD(K + 4 * b))),
+                                    MAD(q3, LD(K + 3 * CTX + 4 * b), MUL(q2, LD(K + 2 * CTX + 4 * b))));
         slow |= any_slow(s[h], live, 4);
     }
+    const int lo = any[0] | any[1], hi = any[2] | any[3];
     for (int h = 0; h < 4; h++) {
-        const F4 o = SPL(slow ? offset(s[h], live, 4) : 0.0f);  /* exp2(s - 0) is exp2(s) */
+        const float o = slow ? offset(s[h], live, 4) : 0.0f;
         F4 e[4];
-        for (int b = 0; b < 4; b++) e[b] = wasm_v128_and(live[b], exp2v(SUB(s[h][b], o)));
+        for (int b = 0; b < 4; b++) e[b] = any[b] ? wasm_v128_and(live[b], exp2o(s[h][b], slow, o)) : wasm_i32x4_splat(0);
         F4 rl = wasm_f32x4_div(SPL(1.0f), hsum4(ADD(ADD(e[0], e[1]), ADD(e[2], e[3]))));
         const float *V = c->VT + h * 4 * CTX;
         F4 a[4];
         for (int d = 0; d < 4; d++) {
             const float *vd = V + d * CTX;
-            a[d] = ADD(MAD(e[1], LD(vd + 4), MUL(e[0], LD(vd))), MAD(e[3], LD(vd + 12), MUL(e[2], LD(vd + 8))));
+            F4 a01 = lo ? MAD(e[1], LD(vd + 4), MUL(e[0], LD(vd))) : wasm_i32x4_splat(0);
+            F4 a23 = hi ? MAD(e[3], LD(vd + 12), MUL(e[2], LD(vd + 8))) : wasm_i32x4_splat(0);
+            a[d] = ADD(a01, a23);
         }
         ST(out + 4 * h, MUL(hsum4x4(a[0], a[1], a[2], a[3]), rl));
     }
@@ -315,7 +333,7 @@ static void forward(cache_t *c, int tok, int pos, int step, F4 *z)
         ST(ab + 4 * h, x3[h]);
     }
     F4 S3 = rs(MAD(tree16(sq), SPL(N1), SPL(EPS)));
-    for (int o = 0; o < 16; o++) ST(hb + 4 * o, wasm_f32x4_max(mv16(M.fc1T + 4 * o, HID, ab), SPL(0.0f)));
+    for (int o = 0; o < 16; o++) ST(hb + 4 * o, wasm_f32x4_pmax(SPL(0.0f), mv16(M.fc1T + 4 * o, HID, ab)));
     for (int h = 0; h < 4; h++) ST(xb + 4 * h, MAD(mv64(M.fc2T + 4 * h, hb), S3, x3[h]));
     for (int o = 0; o < 8; o++) z[o] = mv16b(M.lmT + 4 * o, 32, xb);
 }
@@ -326,9 +344,10 @@ static int sample(F4 *z, int python, float r, double u)
     F4 live[7];
     for (int k = 0; k < 6; k++) live[k] = wasm_i32x4_splat(-1);
     live[6] = nibmask(7u);                               /* ids 24..26 */
-    const F4 o = SPL(any_slow(z, live, 7) ? offset(z, live, 7) : 0.0f);
+    const int slow = any_slow(z, live, 7);
+    const float o = slow ? offset(z, live, 7) : 0.0f;
     F4 e[8];
-    for (int k = 0; k < 7; k++) e[k] = wasm_v128_and(live[k], exp2v(SUB(z[k], o)));
+    for (int k = 0; k < 7; k++) e[k] = wasm_v128_and(live[k], exp2o(z[k], slow, o));
     e[7] = wasm_i32x4_splat(0);
     F4 t[4];
     for (int k = 0; k < 4; k++) t[k] = ADD(e[k], e[k + 4]);  /* c_i + c_{16+i}; + 0 past id 26 is exact */
