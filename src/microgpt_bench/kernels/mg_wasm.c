@@ -15,9 +15,12 @@
  * the same, so logits differ from c-fp32's only by the fma roundings.
  *
  * Layout, single stream (the only one: offline runs the streams one after another,
- * as wasm here has one thread): weights transposed (a column per input element),
- * each input element splatted from memory and multiplied into 4-output vectors;
- * the KV cache as [head][dim][slot] so that one vector holds 4 slots of one head.
+ * as wasm here has one thread): the 16-input matvecs (q, k, v, wo, fc1, lm_head) read
+ * the weights row-major, with x in 4 vectors, so lane k of a row's product chain is the
+ * canonical chain c_k and one 4x4 shuffle-and-add (hsum4x4) finishes 4 rows at once:
+ * no broadcasts. fc2 (64 inputs, 16 chains) uses the transposed matrix and broadcast
+ * loads of the hidden units. The KV cache is [head][dim][slot], 4 slots of one head
+ * per vector; blocks of 4 slots without a live slot are skipped.
  *
  * What could later be shared with the native kernels: the model's shape and the
  * flat-order offsets (here derived from the shapes), xorshift32, the stream seed
@@ -72,9 +75,8 @@ static const float N1 = 0.0625f, N2 = 0.0625006250f, EPS = 1e-5f, EPS2 = 1e-10f,
 typedef struct {
     float cz;                            /* log2(e) / T */
     float raw[N_PARAM];                  /* C flat order, as written by the host */
-    float wqkvT[E * 48];                 /* [j][o]: o < 16 q, < 32 k, < 48 v */
-    float woT[E * E], fc1T[E * HID], fc2T[HID * E];
-    float lmT[E * 32];                   /* [j][v], v >= 27 zero */
+    float fc2T[HID * E];                 /* [j][o] */
+    float lm[28 * E];                    /* lm_head with a zero row 27: 7 groups of 4 outputs */
 } model_t;
 
 typedef struct {
@@ -98,19 +100,9 @@ EXPORT(mg_init) int mg_init(float temperature)
     const float *w = M.raw;
     M.cz = (float)(1.4426950408889634 / (double)temperature);
     for (int o = 0; o < E; o++)
-        for (int j = 0; j < E; j++) {
-            M.wqkvT[j * 48 + o] = w[W_Q + o * E + j];
-            M.wqkvT[j * 48 + 16 + o] = w[W_K + o * E + j];
-            M.wqkvT[j * 48 + 32 + o] = w[W_V + o * E + j];
-            M.woT[j * E + o] = w[W_O + o * E + j];
-        }
-    for (int o = 0; o < HID; o++)
-        for (int j = 0; j < E; j++) M.fc1T[j * HID + o] = w[W_FC1 + o * E + j];
-    for (int o = 0; o < E; o++)
         for (int j = 0; j < HID; j++) M.fc2T[j * E + o] = w[W_FC2 + o * HID + j];
-    __builtin_memset(M.lmT, 0, sizeof M.lmT);
-    for (int v = 0; v < VOCAB; v++)
-        for (int j = 0; j < E; j++) M.lmT[j * 32 + v] = w[W_LM + v * E + j];
+    __builtin_memset(M.lm, 0, sizeof M.lm);
+    __builtin_memcpy(M.lm, w + W_LM, VOCAB * E * sizeof(float));
     return 0;
 }
 
@@ -168,26 +160,30 @@ INLINE F4 hsum4(F4 v)
 /* tree16 of the 16 lanes of v[0..3], in every lane */
 INLINE F4 tree16(const F4 *v) { return hsum4(hsum4x4(v[0], v[1], v[2], v[3])); }
 
-/* mv16 (4 chains of 4) of the 4 outputs at column W of a transposed matrix (row stride S) */
-INLINE F4 mv16(const float *W, int S, const float *x)
+/* mv16 (4 chains of 4) of 4 outputs: rows W, W + 16, W + 32, W + 48 of a row-major
+ * [out][16] matrix, x in 4 vectors. Lane k of a row's chain is the canonical c_k
+ * (j = k, k + 4, k + 8, k + 12); hsum4x4 then adds (c0 + c1) + (c2 + c3) per row. */
+INLINE F4 mv16(const float *W, const F4 *x)
 {
-    F4 c0 = MUL(BC(x), LD(W)), c1 = MUL(BC(x + 1), LD(W + S));
-    F4 c2 = MUL(BC(x + 2), LD(W + 2 * S)), c3 = MUL(BC(x + 3), LD(W + 3 * S));
-    for (int j = 4; j < 16; j += 4) {
-        c0 = MAD(BC(x + j), LD(W + j * S), c0);
-        c1 = MAD(BC(x + j + 1), LD(W + (j + 1) * S), c1);
-        c2 = MAD(BC(x + j + 2), LD(W + (j + 2) * S), c2);
-        c3 = MAD(BC(x + j + 3), LD(W + (j + 3) * S), c3);
+    F4 c[4];
+    for (int r = 0; r < 4; r++) {
+        const float *w = W + 16 * r;
+        c[r] = MAD(x[3], LD(w + 12), MAD(x[2], LD(w + 8), MAD(x[1], LD(w + 4), MUL(x[0], LD(w)))));
     }
-    return ADD(ADD(c0, c1), ADD(c2, c3));
+    return hsum4x4(c[0], c[1], c[2], c[3]);
 }
 
-/* mv16b (8 chains of 2) */
-INLINE F4 mv16b(const float *W, int S, const float *x)
+/* mv16b (8 chains of 2) of 4 outputs: a lanes c_0..c_3, b lanes c_4..c_7 (c_k = x_{k+8} w_{k+8}
+ * + x_k w_k); ((c0 + c1) + (c2 + c3)) + ((c4 + c5) + (c6 + c7)) per row */
+INLINE F4 mv16b(const float *W, const F4 *x)
 {
-    F4 c[8];
-    for (int k = 0; k < 8; k++) c[k] = MAD(BC(x + k + 8), LD(W + (k + 8) * S), MUL(BC(x + k), LD(W + k * S)));
-    return ADD(ADD(ADD(c[0], c[1]), ADD(c[2], c[3])), ADD(ADD(c[4], c[5]), ADD(c[6], c[7])));
+    F4 a[4], b[4];
+    for (int r = 0; r < 4; r++) {
+        const float *w = W + 16 * r;
+        a[r] = MAD(x[2], LD(w + 8), MUL(x[0], LD(w)));
+        b[r] = MAD(x[3], LD(w + 12), MUL(x[1], LD(w + 4)));
+    }
+    return ADD(hsum4x4(a[0], a[1], a[2], a[3]), hsum4x4(b[0], b[1], b[2], b[3]));
 }
 
 /* mv64 (16 chains of 4, then tree16 lane-wise) of the 4 fc2 outputs at column F */
@@ -313,7 +309,6 @@ static void forward(cache_t *c, int tok, int pos, int step, F4 *z)
     for (int h = 0; h < 4; h++) {
         x[h] = ADD(LD(w + W_TE + tok * E + 4 * h), LD(w + W_PE + pos * E + 4 * h));
         sq[h] = MUL(x[h], x[h]);
-        ST(xb + 4 * h, x[h]);
     }
     F4 ss = tree16(sq);
     F4 s0 = rs(MAD(ss, SPL(N1), SPL(EPS)));
@@ -321,21 +316,23 @@ static void forward(cache_t *c, int tok, int pos, int step, F4 *z)
     F4 Sq = MUL(S, SPL(CQ));
     for (int h = 0; h < 4; h++) {
         x1[h] = MUL(x[h], s0);
-        qs[h] = MUL(mv16(M.wqkvT + 4 * h, 48, xb), Sq);
-        k[h] = MUL(mv16(M.wqkvT + 16 + 4 * h, 48, xb), S);
-        v[h] = MUL(mv16(M.wqkvT + 32 + 4 * h, 48, xb), S);
+        qs[h] = MUL(mv16(w + W_Q + 64 * h, x), Sq);
+        k[h] = MUL(mv16(w + W_K + 64 * h, x), S);
+        v[h] = MUL(mv16(w + W_V + 64 * h, x), S);
     }
     attention(qs, k, v, c, step & 15, valid_slots(step, pos), xb);
-    float ab[16] __attribute__((aligned(16)));
+    F4 att[4];
+    for (int h = 0; h < 4; h++) att[h] = LD(xb + 4 * h);
     for (int h = 0; h < 4; h++) {
-        x3[h] = ADD(mv16b(M.woT + 4 * h, E, xb), x1[h]);
+        x3[h] = ADD(mv16b(w + W_O + 64 * h, att), x1[h]);
         sq[h] = MUL(x3[h], x3[h]);
-        ST(ab + 4 * h, x3[h]);
     }
     F4 S3 = rs(MAD(tree16(sq), SPL(N1), SPL(EPS)));
-    for (int o = 0; o < 16; o++) ST(hb + 4 * o, wasm_f32x4_pmax(SPL(0.0f), mv16(M.fc1T + 4 * o, HID, ab)));
-    for (int h = 0; h < 4; h++) ST(xb + 4 * h, MAD(mv64(M.fc2T + 4 * h, hb), S3, x3[h]));
-    for (int o = 0; o < 8; o++) z[o] = mv16b(M.lmT + 4 * o, 32, xb);
+    for (int o = 0; o < 16; o++) ST(hb + 4 * o, wasm_f32x4_pmax(SPL(0.0f), mv16(w + W_FC1 + 64 * o, x3)));
+    F4 y[4];
+    for (int h = 0; h < 4; h++) y[h] = MAD(mv64(M.fc2T + 4 * h, hb), S3, x3[h]);
+    for (int o = 0; o < 7; o++) z[o] = mv16b(M.lm + 64 * o, y);
+    z[7] = wasm_i32x4_splat(0);
 }
 
 /* the canonical sampler (mg_sample_s) on z = logits * log2(e)/T */
