@@ -31,7 +31,7 @@ from ..model import VOCAB, Params
 from ..samplers import SAMPLERS, check_seed, python_uniforms
 from .base import Backend, Unavailable
 from .c_native import _check_count, _check_tokens
-from .wasm import WASM_FEATURES, check_offline_args, load_module, module_availability
+from .wasm import WASM_FEATURES, check_offline_args, load_module, module_availability, module_build_info
 
 WEB_DIR = Path(__file__).resolve().parent.parent / "web"
 BROWSER_NAMES = ("chromium", "chromium-browser", "google-chrome", "google-chrome-stable")
@@ -102,7 +102,7 @@ class _ChromiumBackend(Backend):
             raise Unavailable(browser_availability())
         wasm_b64 = None
         if self.kind == "wasm":
-            module_path, self.build_info = load_module()
+            module_path, self._module_info = load_module()
             wasm_b64 = base64.b64encode(Path(module_path).read_bytes()).decode()
         self.last_window: dict | None = None
         self._profile = tempfile.mkdtemp(prefix="microgpt-chromium-")
@@ -132,6 +132,11 @@ class _ChromiumBackend(Backend):
             reason = module_availability()
         return reason
 
+    @classmethod
+    def build_info(cls) -> dict:
+        info = {"browser": find_chromium()}
+        return {**info, **module_build_info()} if cls.kind == "wasm" else info
+
     def _versions(self) -> dict:
         """The browser's and V8's versions, from the DevTools protocol's Browser.getVersion."""
         cdp = self._context.new_cdp_session(self.page)
@@ -146,7 +151,7 @@ class _ChromiumBackend(Backend):
                 "driver": f"playwright {version('playwright')}", "offline_threads": 1,
                 "last_timed_window": self.last_window}
         if self.kind == "wasm":
-            info.update(compiler_version=self.build_info["compiler_version"], wasm_flags=self.build_info["flags"],
+            info.update(compiler_version=self._module_info["compiler_version"], wasm_flags=self._module_info["flags"],
                         wasm_features=list(WASM_FEATURES))
         return info
 

@@ -110,6 +110,12 @@ def module_availability() -> str | None:
     return None
 
 
+def module_build_info() -> dict:
+    """What `microgpt-bench info` shows for the wasm rows: the compiler and the wasm features."""
+    info = load_module()[1]
+    return {"compiler": info["compiler_version"], "wasm_features": ", ".join(info["wasm_features"])}
+
+
 def as_i32(value: int) -> int:
     """A uint32 (seed) as the i32 that wasm passes it as."""
     return value - (1 << 32) if value >= 1 << 31 else value
@@ -143,7 +149,7 @@ class WasmtimeBackend(Backend):
     def __init__(self, params: Params, temperature: float = 0.5):
         super().__init__(params, temperature)
         wasmtime = _import_wasmtime()
-        self.module_path, self.build_info = load_module()
+        self.module_path, self._module_info = load_module()
         config = wasmtime.Config()
         config.cranelift_opt_level = "speed"
         config.wasm_simd = True
@@ -167,9 +173,13 @@ class WasmtimeBackend(Backend):
             return str(exc)
         return module_availability()
 
+    @classmethod
+    def build_info(cls) -> dict:
+        return module_build_info()
+
     def info(self) -> dict:
         from importlib.metadata import version
-        return {**{k: self.build_info[k] for k in ("compiler_version", "flags", "wasm_features")},
+        return {**{k: self._module_info[k] for k in ("compiler_version", "flags", "wasm_features")},
                 "runtime": "wasmtime", "wasmtime_version": version("wasmtime"), "offline_threads": 1}
 
     # ------------------------------------------------------------ memory, calls
