@@ -237,3 +237,16 @@ def test_missing_python_package(name, hidden, monkeypatch, params):
 def test_availability_never_raises(name):
     reason = availability(name)
     assert reason is None or (isinstance(reason, str) and reason)
+
+
+def test_row_through_the_worker(params):
+    """A browser row runs like any other: a worker subprocess, the gate, calibration, timing."""
+    from microgpt_bench.harness import PROBE, RunConfig, make_job, run_worker
+    if WasmChromiumBackend.availability():
+        pytest.skip(WasmChromiumBackend.availability())
+    cfg = RunConfig(backends=["wasm-chromium"], seconds=0.05, repeats=1)
+    row = run_worker(make_job(cfg, "wasm-chromium", [model.reference_logits(params, s) for s in PROBE]), 120)
+    assert row["status"] == "ok", row.get("reason")
+    assert row["gate"]["passed"] and row["gate"]["max_abs_error"] <= 1e-4
+    window = row["info"]["last_timed_window"]
+    assert window["tokens"] == row["tokens_per_repeat"] and 0 < window["page_seconds"] <= window["call_seconds"]
