@@ -17,9 +17,9 @@
  * Layout, single stream (the only one: offline runs the streams one after another,
  * as wasm here has one thread): the 16-input matvecs (q, k, v, wo, fc1, lm_head) read
  * the weights row-major, with x in 4 vectors, so lane k of a row's product chain is the
- * canonical chain c_k and one 4x4 shuffle-and-add (hsum4x4) finishes 4 rows at once:
- * no broadcasts. fc2 (64 inputs, 16 chains) uses the transposed matrix and broadcast
- * loads of the hidden units. The KV cache is [head][dim][slot], 4 slots of one head
+ * canonical chain c_k and one 4x4 shuffle-and-add (hsum4x4) finishes 4 rows at once
+ * (fc2, 64 inputs in 16 vectors, the same with two of them): no broadcasts, no
+ * transposed copies. The KV cache is [head][dim][slot], 4 slots of one head
  * per vector; blocks of 4 slots without a live slot are skipped.
  *
  * What could later be shared with the native kernels: the model's shape and the
@@ -57,8 +57,6 @@ typedef v128_t F4;
 #define MUL wasm_f32x4_mul
 #define SPL wasm_f32x4_splat
 #define LD(p) wasm_v128_load(p)
-/* an element of a vector in memory in every lane: v128.load32_splat, one broadcast load (not a shuffle) */
-#define BC(p) wasm_v128_load32_splat(p)
 #define ST(p, v) wasm_v128_store(p, v)
 /* the canonical fma(a, b, c), unfused: SIMD128 has no fma */
 INLINE F4 MAD(F4 a, F4 b, F4 c) { return ADD(MUL(a, b), c); }
@@ -75,7 +73,6 @@ static const float N1 = 0.0625f, N2 = 0.0625006250f, EPS = 1e-5f, EPS2 = 1e-10f,
 typedef struct {
     float cz;                            /* log2(e) / T */
     float raw[N_PARAM];                  /* C flat order, as written by the host */
-    float fc2T[HID * E];                 /* [j][o] */
     float lm[28 * E];                    /* lm_head with a zero row 27: 7 groups of 4 outputs */
 } model_t;
 
@@ -99,8 +96,6 @@ EXPORT(mg_init) int mg_init(float temperature)
         if (!finite(M.raw[i])) return ERR_ARG;
     const float *w = M.raw;
     M.cz = (float)(1.4426950408889634 / (double)temperature);
-    for (int o = 0; o < E; o++)
-        for (int j = 0; j < HID; j++) M.fc2T[j * E + o] = w[W_FC2 + o * HID + j];
     __builtin_memset(M.lm, 0, sizeof M.lm);
     __builtin_memcpy(M.lm, w + W_LM, VOCAB * E * sizeof(float));
     return 0;
@@ -186,19 +181,21 @@ INLINE F4 mv16b(const float *W, const F4 *x)
     return ADD(hsum4x4(a[0], a[1], a[2], a[3]), hsum4x4(b[0], b[1], b[2], b[3]));
 }
 
-/* mv64 (16 chains of 4, then tree16 lane-wise) of the 4 fc2 outputs at column F */
-INLINE F4 mv64(const float *F, const float *h)
+/* mv64 (16 chains of 4, then tree16) of 4 outputs: rows W + 64 r of a row-major [out][64]
+ * matrix, h in 16 vectors. c[b] lanes: the chains c_{4b}..c_{4b+3} (j = k, k + 16, k + 32,
+ * k + 48); hsum4x4 adds tree16's inner levels, a second hsum4x4 its outer ones, for 4 rows. */
+INLINE F4 mv64(const float *W, const F4 *h)
 {
-    F4 g[16];
-    for (int k = 0; k < 16; k++) {
-        g[k] = MUL(BC(h + k), LD(F + k * E));
-        g[k] = MAD(BC(h + k + 16), LD(F + (k + 16) * E), g[k]);
-        g[k] = MAD(BC(h + k + 32), LD(F + (k + 32) * E), g[k]);
-        g[k] = MAD(BC(h + k + 48), LD(F + (k + 48) * E), g[k]);
+    F4 d[4];
+    for (int r = 0; r < 4; r++) {
+        const float *w = W + 64 * r;
+        F4 c[4];
+        for (int b = 0; b < 4; b++)
+            c[b] = MAD(h[b + 12], LD(w + 48 + 4 * b), MAD(h[b + 8], LD(w + 32 + 4 * b),
+                       MAD(h[b + 4], LD(w + 16 + 4 * b), MUL(h[b], LD(w + 4 * b)))));
+        d[r] = hsum4x4(c[0], c[1], c[2], c[3]);
     }
-    for (int w = 1; w < 16; w <<= 1)
-        for (int k = 0; k < 16; k += 2 * w) g[k] = ADD(g[k], g[k + w]);
-    return g[0];
+    return hsum4x4(d[0], d[1], d[2], d[3]);
 }
 
 /* lanes j of the mask: bit j of nib */
@@ -304,7 +301,7 @@ INLINE void attention(const F4 *qs, const F4 *k, const F4 *v, cache_t *c, int sl
 static void forward(cache_t *c, int tok, int pos, int step, F4 *z)
 {
     const float *w = M.raw;
-    float xb[16] __attribute__((aligned(16))), hb[64] __attribute__((aligned(16)));
+    float xb[16] __attribute__((aligned(16)));
     F4 x[4], sq[4], x1[4], qs[4], k[4], v[4], x3[4];
     for (int h = 0; h < 4; h++) {
         x[h] = ADD(LD(w + W_TE + tok * E + 4 * h), LD(w + W_PE + pos * E + 4 * h));
@@ -328,9 +325,9 @@ static void forward(cache_t *c, int tok, int pos, int step, F4 *z)
         sq[h] = MUL(x3[h], x3[h]);
     }
     F4 S3 = rs(MAD(tree16(sq), SPL(N1), SPL(EPS)));
-    for (int o = 0; o < 16; o++) ST(hb + 4 * o, wasm_f32x4_pmax(SPL(0.0f), mv16(w + W_FC1 + 64 * o, x3)));
-    F4 y[4];
-    for (int h = 0; h < 4; h++) y[h] = MAD(mv64(M.fc2T + 4 * h, hb), S3, x3[h]);
+    F4 hid[16], y[4];
+    for (int o = 0; o < 16; o++) hid[o] = wasm_f32x4_pmax(SPL(0.0f), mv16(w + W_FC1 + 64 * o, x3));
+    for (int h = 0; h < 4; h++) y[h] = MAD(mv64(w + W_FC2 + 256 * h, hid), S3, x3[h]);
     for (int o = 0; o < 7; o++) z[o] = mv16b(M.lm + 64 * o, y);
     z[7] = wasm_i32x4_splat(0);
 }
