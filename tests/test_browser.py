@@ -239,6 +239,14 @@ def test_availability_never_raises(name):
     assert reason is None or (isinstance(reason, str) and reason)
 
 
+@pytest.mark.parametrize("name", list(ROWS))
+def test_offline_rows_record_the_one_thread_they_use(name):
+    from microgpt_bench.harness import RunConfig, make_job
+    job = make_job(RunConfig(backends=[name], scenario="offline", streams=8, threads=2), name, [])
+    assert job["threads"] == 1
+    assert make_job(RunConfig(backends=["c-fp32"], scenario="offline", threads=2), "c-fp32", [])["threads"] == 2
+
+
 def test_row_through_the_worker(params):
     """A browser row runs like any other: a worker subprocess, the gate, calibration, timing."""
     from microgpt_bench.harness import PROBE, RunConfig, make_job, run_worker

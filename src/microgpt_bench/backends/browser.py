@@ -93,6 +93,7 @@ class _ChromiumBackend(Backend):
     precision = "fp32"
     scenarios = ("single-stream", "offline")
     samplers = SAMPLERS
+    max_threads = 1   # offline runs its streams one after another (no wasm threads, one JS thread)
 
     def __init__(self, params: Params, temperature: float = 0.5):
         super().__init__(params, temperature)
@@ -148,7 +149,7 @@ class _ChromiumBackend(Backend):
     def info(self) -> dict:
         from importlib.metadata import version
         info = {**self.versions, "executable": self.executable, "browser_flags": " ".join(CHROMIUM_FLAGS),
-                "driver": f"playwright {version('playwright')}", "offline_threads": 1,
+                "driver": f"playwright {version('playwright')}",
                 "last_timed_window": self.last_window}
         if self.kind == "wasm":
             info.update(compiler_version=self._module_info["compiler_version"], wasm_flags=self._module_info["flags"],

@@ -145,6 +145,7 @@ class WasmtimeBackend(Backend):
     precision = "fp32"
     scenarios = ("single-stream", "offline")
     samplers = SAMPLERS
+    max_threads = 1   # offline runs its streams one after another (no wasm threads, one JS thread)
 
     def __init__(self, params: Params, temperature: float = 0.5):
         super().__init__(params, temperature)
@@ -180,7 +181,7 @@ class WasmtimeBackend(Backend):
     def info(self) -> dict:
         from importlib.metadata import version
         return {**{k: self._module_info[k] for k in ("compiler_version", "flags", "wasm_features")},
-                "runtime": "wasmtime", "wasmtime_version": version("wasmtime"), "offline_threads": 1}
+                "runtime": "wasmtime", "wasmtime_version": version("wasmtime")}
 
     # ------------------------------------------------------------ memory, calls
     def _call(self, name, *args):
