@@ -23,6 +23,7 @@ from microgpt_bench.backends.browser import JsChromiumBackend, WasmChromiumBacke
 from microgpt_bench.backends.c_native import NativeError
 from microgpt_bench.backends.wasm import WasmtimeBackend
 from microgpt_bench.weights import load_weights
+from reference_loop import reference_tokens
 
 ROWS = {"wasm-wasmtime": WasmtimeBackend, "wasm-chromium": WasmChromiumBackend, "js-chromium": JsChromiumBackend}
 N_NAMES = 200
@@ -34,23 +35,6 @@ PROBES = [[model.BOS], [model.BOS] + model.encode("emma"),
 @pytest.fixture(scope="module")
 def params():
     return load_weights()   # the shipped weights
-
-
-def reference_tokens(params, sampler, seed, n_names=None, n_tokens=None):
-    """The float64 reference generation loop (model.reference_forward + the spec's samplers)."""
-    w = params.as_lists()
-    draw = samplers.make_sampler(sampler, seed)
-    out, tok, pos, keys, values, names = [], model.BOS, 0, [], [], 0
-    while (n_names is not None and names < n_names) or (n_tokens is not None and len(out) < n_tokens):
-        new = draw(model.softmax([v / model.DEFAULT_TEMPERATURE
-                                  for v in model.reference_forward(w, tok, pos, keys, values)]))
-        out.append(new)
-        pos += 1
-        if new == model.BOS or pos == model.BLOCK_SIZE:
-            tok, pos, keys, values, names = model.BOS, 0, [], [], names + 1
-        else:
-            tok = new
-    return out
 
 
 @pytest.fixture(scope="module")
