@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -204,6 +205,20 @@ def test_no_chromium(monkeypatch, params):
         assert "no Chromium found" in cls.availability()
         with pytest.raises(Unavailable, match="no Chromium"):
             cls(params)
+
+
+def test_chromium_that_does_not_start(tmp_path, monkeypatch, params):
+    if JsChromiumBackend.availability():
+        pytest.skip(JsChromiumBackend.availability())
+    fake = tmp_path / "chromium"
+    fake.write_text("#!/bin/sh\necho 'cannot open display' >&2\nexit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("MICROGPT_BENCH_CHROMIUM", str(fake))
+    monkeypatch.setattr("microgpt_bench.backends.browser.LAUNCH_TIMEOUT_MS", 20_000)
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))   # where the profile goes
+    with pytest.raises(Unavailable, match="did not start"):
+        JsChromiumBackend(params)
+    assert not list(tmp_path.glob("microgpt-chromium-*"))     # the profile was removed
 
 
 @pytest.mark.parametrize("name, hidden", [("wasm-wasmtime", "wasmtime"), ("wasm-chromium", "playwright"),

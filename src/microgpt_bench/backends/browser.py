@@ -107,23 +107,24 @@ class _ChromiumBackend(Backend):
             wasm_b64 = base64.b64encode(Path(module_path).read_bytes()).decode()
         self.last_window: dict | None = None
         self._profile = tempfile.mkdtemp(prefix="microgpt-chromium-")
-        self._context = None
-        self._pw = _Driver.acquire(sync_playwright)
+        self._context = self._pw = None
         try:
+            self._pw = _Driver.acquire(sync_playwright)
             self._context = self._pw.chromium.launch_persistent_context(
                 self._profile, executable_path=self.executable, headless=True, args=CHROMIUM_FLAGS,
                 timeout=LAUNCH_TIMEOUT_MS)
+        except Exception as exc:  # the browser (or Playwright's driver) would not start: no row here
+            self.close()
+            raise Unavailable(f"Chromium ({self.executable}) did not start: {str(exc).strip().splitlines()[0]}") from exc
+        try:
             self.page = self._context.pages[0] if self._context.pages else self._context.new_page()
             self.page.goto((WEB_DIR / "harness.html").as_uri())
             weights = params.flat("c", np.float32).astype(np.float64).tolist()
             self.page_info = self.page.evaluate("([k, w, t, b]) => mgHarness.init(k, w, t, b)",
                                                 [self.kind, weights, self.temperature, wasm_b64])
             self.versions = self._versions()
-        except Exception as exc:
+        except BaseException:  # a broken page is a failed row, reported by the worker
             self.close()
-            if type(exc).__module__.startswith("playwright"):
-                raise Unavailable(f"Chromium ({self.executable}) did not start the harness page: "
-                                  f"{str(exc).splitlines()[0]}") from exc
             raise
 
     @classmethod
