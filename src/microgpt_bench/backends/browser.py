@@ -59,12 +59,18 @@ def _import_playwright():
 
 class _Driver:
     """One Playwright driver per process, shared by the live backends (its sync API
-    allows one per thread); stopped when the last of them closes."""
+    allows one per thread); stopped when the last of them closes.
+
+    A backend garbage-collected without close() may be collected inside another
+    Playwright call, where the sync API must not be re-entered (it deadlocks): its
+    browser is left here and closed at the driver's next acquire or release."""
     playwright = None
     users = 0
+    orphans: list = []
 
     @classmethod
     def acquire(cls, sync_playwright):
+        cls.close_orphans()
         if cls.playwright is None:
             cls.playwright = sync_playwright().start()
         cls.users += 1
@@ -73,9 +79,32 @@ class _Driver:
     @classmethod
     def release(cls) -> None:
         cls.users -= 1
+        cls.close_orphans()
         if cls.users == 0 and cls.playwright is not None:
             driver, cls.playwright = cls.playwright, None
             driver.stop()
+
+    @classmethod
+    def orphan(cls, context, profile) -> None:
+        """From __del__: no Playwright call here, only bookkeeping."""
+        cls.users -= 1
+        cls.orphans.append((context, profile))
+
+    @classmethod
+    def close_orphans(cls) -> None:
+        while cls.orphans:
+            context, profile = cls.orphans.pop()
+            if context is not None:
+                _close_quietly(context)
+            if profile:
+                shutil.rmtree(profile, ignore_errors=True)
+
+
+def _close_quietly(context) -> None:
+    try:
+        context.close()
+    except Exception:  # the browser already gone (crashed, killed): nothing left to release
+        pass
 
 
 def browser_availability() -> str | None:
@@ -175,8 +204,9 @@ class _ChromiumBackend(Backend):
         n = _check_count("n_tokens", n_tokens, 1, 2**31 - 1)
         check_seed(sampler, seed)
         uniforms = python_uniforms(seed, n) if sampler == "python" else None
-        return [int(t) for t in self.page.evaluate("([n, s, u]) => mgHarness.generate(n, s, u)",
-                                                   [n, seed if uniforms is None else 0, uniforms])]
+        xs_seed = seed if sampler == "xorshift32" else 0   # greedy: the seed plays no part
+        return [int(t) for t in self.page.evaluate("([n, s, u, g]) => mgHarness.generate(n, s, u, g)",
+                                                   [n, xs_seed, uniforms, sampler == "argmax"])]
 
     def timed_generate(self, n_tokens: int, seed: int) -> int:
         n = _check_count("n_tokens", n_tokens, 1, 2**31 - 1)
@@ -197,16 +227,21 @@ class _ChromiumBackend(Backend):
     def close(self) -> None:
         context, self._context = getattr(self, "_context", None), None
         if context is not None:
-            try:
-                context.close()
-            except Exception:  # the browser already gone (crashed, killed): nothing left to release
-                pass
+            _close_quietly(context)
         if getattr(self, "_pw", None) is not None:
             self._pw = None
             _Driver.release()
+        self._remove_profile()
+
+    def _remove_profile(self) -> None:
         if getattr(self, "_profile", None):
             shutil.rmtree(self._profile, ignore_errors=True)
             self._profile = None
+
+    def __del__(self):
+        if getattr(self, "_pw", None) is not None:
+            _Driver.orphan(getattr(self, "_context", None), getattr(self, "_profile", None))
+            self._pw = self._context = self._profile = None
 
 
 class WasmChromiumBackend(_ChromiumBackend):

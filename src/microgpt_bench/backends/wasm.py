@@ -213,18 +213,19 @@ class WasmtimeBackend(Backend):
         check_seed(sampler, seed)
         uniforms = np.asarray(python_uniforms(seed, n), np.float64) if sampler == "python" else None
         ptr = self._scratch(n * (4 + (8 if uniforms is not None else 0)))
-        out = ptr
+        out = ptr + 8 * n if uniforms is not None else ptr
         if uniforms is not None:
             self._write(ptr, uniforms)
-            out = ptr + 8 * n
-        check_code(self._call("mg_generate", n, 0 if uniforms is not None else as_i32(seed),
-                              ptr if uniforms is not None else 0, out), "mg_generate")
+        # greedy (argmax, or temperature 0 in the module): the seed plays no part
+        xs_seed = as_i32(seed) if sampler == "xorshift32" else 0
+        check_code(self._call("mg_generate", n, xs_seed, ptr if uniforms is not None else 0, out,
+                              int(sampler == "argmax")), "mg_generate")
         return self._read(out, n, np.int32).tolist()
 
     def timed_generate(self, n_tokens: int, seed: int) -> int:
         n = _check_count("n_tokens", n_tokens, 1, 2**31 - 1)
         check_seed("xorshift32", seed)
-        return check_code(self._call("mg_generate", n, as_i32(seed), 0, 0), "mg_generate")
+        return check_code(self._call("mg_generate", n, as_i32(seed), 0, 0, 0), "mg_generate")
 
     # ----------------------------------------------------------------- offline
     def generate_offline(self, n_streams, tokens_per_stream, seed, threads=1) -> np.ndarray:

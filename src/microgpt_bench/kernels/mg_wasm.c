@@ -29,10 +29,10 @@
  * constants live in a libc-free header of their own.
  *
  * Exports (the host writes the weights to mg_weights(), then calls mg_init):
- *   mg_abi() -> 1;  mg_weights() -> float[4192];  mg_init(T) -> 0 | error
+ *   mg_abi() -> 1;  mg_weights() -> float[4192];  mg_init(T) -> 0 | error (T = 0: greedy)
  *   mg_scratch(bytes) -> a pointer to at least `bytes` free bytes (0: out of memory)
  *   mg_logits(tokens, n, out) -> 0 | error
- *   mg_generate(n, seed, uniforms or 0, out or 0) -> checksum (f64) | error
+ *   mg_generate(n, seed, uniforms or 0, out or 0, greedy) -> checksum (f64) | error
  *   mg_generate_offline(streams, tokens_per_stream, base_seed, out or 0) -> checksum | error
  * Errors are the negative codes of mg_common.h (backends/c_native.ERRORS).
  */
@@ -72,6 +72,7 @@ static const float N1 = 0.0625f, N2 = 0.0625006250f, EPS = 1e-5f, EPS2 = 1e-10f,
 
 typedef struct {
     float cz;                            /* log2(e) / T */
+    int greedy;                          /* T = 0: every token is the argmax */
     float raw[N_PARAM];                  /* C flat order, as written by the host */
     float lm[28 * E];                    /* lm_head with a zero row 27: 7 groups of 4 outputs */
 } model_t;
@@ -91,11 +92,12 @@ static int finite(float f) { return f - f == 0.0f; }
 
 EXPORT(mg_init) int mg_init(float temperature)
 {
-    if (!(temperature > 0.0f) || !finite(temperature)) return ERR_ARG;
+    if (!(temperature >= 0.0f) || !finite(temperature)) return ERR_ARG;
     for (int i = 0; i < N_PARAM; i++)
         if (!finite(M.raw[i])) return ERR_ARG;
     const float *w = M.raw;
-    M.cz = (float)(1.4426950408889634 / (double)temperature);
+    M.greedy = temperature == 0.0f;
+    M.cz = M.greedy ? 0.0f : (float)(1.4426950408889634 / (double)temperature);
     __builtin_memset(M.lm, 0, sizeof M.lm);
     __builtin_memcpy(M.lm, w + W_LM, VOCAB * E * sizeof(float));
     return 0;
@@ -378,7 +380,17 @@ EXPORT(mg_logits) int mg_logits(const int32_t *tokens, int32_t n, float *out)
     return 0;
 }
 
-static double gen1(int32_t n, uint32_t x, const double *uniforms, int32_t *out)
+/* greedy decoding: the lowest index of the maximum logit */
+static int argmax(const F4 *z)
+{
+    float l[28] __attribute__((aligned(16)));
+    for (int k = 0; k < 7; k++) ST(l + 4 * k, z[k]);
+    int best = 0;
+    for (int v = 1; v < VOCAB; v++) best = l[v] > l[best] ? v : best;
+    return best;
+}
+
+static double gen1(int32_t n, uint32_t x, const double *uniforms, int32_t *out, int greedy)
 {
     cache_t c;
     __builtin_memset(&c, 0, sizeof c);
@@ -395,8 +407,13 @@ static double gen1(int32_t n, uint32_t x, const double *uniforms, int32_t *out)
         }
         F4 z[8];
         forward(&c, tok, pos, i & 15, z);
-        for (int o = 0; o < 7; o++) z[o] = MUL(z[o], cz);
-        int nt = sample(z, uniforms != 0, r, uniforms ? uniforms[i] : 0.0);
+        int nt;
+        if (greedy) {
+            nt = argmax(z);
+        } else {
+            for (int o = 0; o < 7; o++) z[o] = MUL(z[o], cz);
+            nt = sample(z, uniforms != 0, r, uniforms ? uniforms[i] : 0.0);
+        }
         if (out) out[i] = nt;
         sum += nt;
         pos++;
@@ -407,16 +424,20 @@ static double gen1(int32_t n, uint32_t x, const double *uniforms, int32_t *out)
     return sum;
 }
 
-EXPORT(mg_generate) double mg_generate(int32_t n, uint32_t seed, const double *uniforms, int32_t *out)
+EXPORT(mg_generate) double mg_generate(int32_t n, uint32_t seed, const double *uniforms, int32_t *out, int32_t greedy)
 {
     if (n < 1) return ERR_ARG;
-    if (uniforms) {
+    greedy |= M.greedy;
+    if (greedy) {
+        uniforms = 0;                    /* no random draws: seed and uniforms play no part */
+        seed = seed ? seed : 1u;
+    } else if (uniforms) {
         for (int32_t i = 0; i < n; i++)
             if (!(uniforms[i] >= 0.0 && uniforms[i] < 1.0)) return ERR_UNIFORM;
     } else if (seed == 0) {
         return ERR_SEED;
     }
-    return gen1(n, seed, uniforms, out);
+    return gen1(n, seed, uniforms, out, greedy);
 }
 
 /* samplers.stream_seed: murmur3 fmix32 of base + golden * i; 0 maps to 1 */
@@ -436,6 +457,6 @@ EXPORT(mg_generate_offline) double mg_generate_offline(int32_t n_streams, int32_
     if (n_streams < 1 || tps < 1) return ERR_ARG;
     double sum = 0;
     for (int32_t s = 0; s < n_streams; s++)
-        sum += gen1(tps, stream_seed(base_seed, (uint32_t)s), 0, out ? out + (int64_t)s * tps : 0);
+        sum += gen1(tps, stream_seed(base_seed, (uint32_t)s), 0, out ? out + (int64_t)s * tps : 0, M.greedy);
     return sum;
 }

@@ -34,14 +34,14 @@ async function wasmRunner(wasmBase64, weights, temperature) {
       ok(k.mg_logits(p, tokens.length, p + 64), "mg_logits");
       return Array.from(new Float32Array(k.memory.buffer, p + 64, tokens.length * VOCAB));
     },
-    generate(n, seed, uniforms) {
+    generate(n, seed, uniforms, greedy) {
       const p = scratch(n * (uniforms ? 12 : 4));
       const out = uniforms ? p + 8 * n : p;
       if (uniforms) new Float64Array(k.memory.buffer, p, n).set(uniforms);
-      ok(k.mg_generate(n, uniforms ? 0 : seed | 0, uniforms ? p : 0, out), "mg_generate");
+      ok(k.mg_generate(n, uniforms ? 0 : seed | 0, uniforms ? p : 0, out, greedy ? 1 : 0), "mg_generate");
       return Array.from(new Int32Array(k.memory.buffer, out, n));
     },
-    run: (n, seed) => ok(k.mg_generate(n, seed | 0, 0, 0), "mg_generate"),
+    run: (n, seed) => ok(k.mg_generate(n, seed | 0, 0, 0, 0), "mg_generate"),
     offline(streams, perStream, seed, keep) {
       const p = keep ? scratch(streams * perStream * 4) : 0;
       const checksum = ok(k.mg_generate_offline(streams, perStream, seed | 0, p), "mg_generate_offline");
@@ -57,13 +57,14 @@ function jsRunner(weights, temperature) {
     tokens.forEach((t, pos) => out.push(...model.forward(t, pos)));
     return out;
   };
-  const generate = (n, seed, uniforms, out) =>
-    model.run(n, uniforms ? choicesPicker(uniforms) : xorshiftPicker(seed), out ? (t, i) => { out[i] = t; } : null);
+  const generate = (n, seed, uniforms, out, greedy = false) =>
+    model.run(n, uniforms ? choicesPicker(uniforms) : xorshiftPicker(seed), out ? (t, i) => { out[i] = t; } : null,
+              greedy);
   return {
     logits: logitsOf,
-    generate(n, seed, uniforms) {
+    generate(n, seed, uniforms, greedy) {
       const out = new Array(n);
-      generate(n, seed, uniforms, out);
+      generate(n, seed, uniforms, out, greedy);
       return out;
     },
     run: (n, seed) => generate(n, seed, null, null),
@@ -87,7 +88,7 @@ const mgHarness = {
     return { kind, crossOriginIsolated: self.crossOriginIsolated, userAgent: navigator.userAgent };
   },
   logits(tokens) { return this.runner.logits(tokens); },
-  generate(n, seed, uniforms) { return this.runner.generate(n, seed, uniforms); },
+  generate(n, seed, uniforms, greedy) { return this.runner.generate(n, seed, uniforms, greedy); },
   // the timed windows: only the loop is inside performance.now()
   timed(n, seed) {
     const t0 = performance.now();

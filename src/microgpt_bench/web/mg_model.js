@@ -1,8 +1,8 @@
 "use strict";
 // microGPT in plain JavaScript, written the way a web developer would: the weights
 // and activations in Float32Arrays, a KV cache per position, Math.exp and Math.sqrt,
-// softmax with the max subtracted, and the spec's xorshift32 and python-choices
-// samplers. Arithmetic is JavaScript's (float64), rounded to float32 wherever a
+// softmax with the max subtracted, the spec's xorshift32 and python-choices
+// samplers, and greedy decoding (temperature 0: the lowest index of the max logit). Arithmetic is JavaScript's (float64), rounded to float32 wherever a
 // value is stored in a Float32Array.
 
 const VOCAB = 27, BOS = 26, N_EMBD = 16, N_HEAD = 4, HEAD_DIM = 4, N_HIDDEN = 64, BLOCK_SIZE = 16;
@@ -104,11 +104,14 @@ class MicroGPT {
     return this.probs;
   }
 
-  // the generation loop: n tokens; next(probs) picks each; onToken(t, i) sees each
-  run(n, next, onToken) {
+  // the generation loop: n tokens; next(probs) picks each (greedy: the argmax of the
+  // logits instead, as at temperature 0); onToken(t, i) sees each
+  run(n, next, onToken, greedy = false) {
+    greedy = greedy || this.temperature === 0;
     let token = BOS, pos = 0, checksum = 0;
     for (let i = 0; i < n; i++) {
-      const t = next(this.softmax(this.forward(token, pos)));
+      const logits = this.forward(token, pos);
+      const t = greedy ? argmax(logits) : next(this.softmax(logits));
       if (onToken) onToken(t, i);
       checksum += t;
       pos++;
@@ -121,6 +124,13 @@ class MicroGPT {
     }
     return checksum;
   }
+}
+
+// the lowest index of the maximum
+function argmax(values) {
+  let best = 0;
+  for (let v = 1; v < values.length; v++) if (values[v] > values[best]) best = v;
+  return best;
 }
 
 // xorshift32 (13/17/5): r = (x >>> 8) / 2^24; the first id whose running sum exceeds r, else the last
