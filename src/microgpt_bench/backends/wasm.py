@@ -12,6 +12,7 @@ canonical order with every fma unfused: its logits differ from c-fp32's in the
 last bits (BENCHMARKS.md gives the max difference and whether names agree).
 Offline runs the streams one after another on one thread (plain wasm has no
 threads here); stream i is the single stream seeded with samplers.stream_seed(seed, i).
+Temperature 0 (or the argmax sampler) decodes greedily: the lowest index of the max logit.
 
 Environment: MICROGPT_BENCH_WASM_CC, the clang to use (else clang, clang-NN).
 """
@@ -21,7 +22,6 @@ import os
 import shutil
 import subprocess
 from functools import lru_cache
-from typing import ClassVar
 
 import numpy as np
 
