@@ -73,6 +73,20 @@ def test_module_builds_freestanding_with_simd(tmp_path, monkeypatch):
     assert {"memory", "mg_logits", "mg_generate", "mg_generate_offline"} <= names
 
 
+def test_a_corrupt_cached_module_is_rebuilt(tmp_path, monkeypatch):
+    if wasm.module_availability():
+        pytest.skip(wasm.module_availability())
+    pytest.importorskip("wasmtime")   # what tells a truncated module from a whole one
+    monkeypatch.setenv("MICROGPT_BENCH_CACHE", str(tmp_path))
+    monkeypatch.setattr(wasm, "_BUILD", {})
+    path, _ = wasm.build_module()
+    good = open(path, "rb").read()
+    with open(path, "wb") as fh:                  # truncated: the header survives, the code does not
+        fh.write(good[:len(good) // 2])
+    again, _ = wasm.build_module()
+    assert again == path and open(again, "rb").read() == good
+
+
 # ------------------------------------------------------------------ each row
 
 

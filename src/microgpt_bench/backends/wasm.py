@@ -71,6 +71,22 @@ def _find_wasm_ld(clang: str) -> str | None:
     return beside if os.path.exists(beside) else None
 
 
+def _valid_module(path) -> bool:
+    """The wasm magic and version, and (where wasmtime is installed) a full validation."""
+    data = path.read_bytes()
+    if data[:8] != b"\0asm\x01\0\0\0":
+        return False
+    try:
+        import wasmtime
+    except ImportError:
+        return True
+    try:
+        wasmtime.Module.validate(wasmtime.Engine(), data)
+    except Exception:  # wasmtime.WasmtimeError: the module does not validate
+        return False
+    return True
+
+
 def build_module() -> tuple[str, dict]:
     """Compile mg_wasm.c (or reuse the cached .wasm); raise native.BuildError saying what is missing."""
     clang = find_clang()
@@ -83,6 +99,11 @@ def build_module() -> tuple[str, dict]:
         raise native.BuildError(f"no wasm-ld (the LLVM linker for wasm, package lld) found; {INSTALL_HINT}")
     flags = [*WASM_FLAGS, f"-B{os.path.dirname(ld)}"]
     path = native.build("mg_wasm", [SOURCE], clang, flags, suffix=".wasm")
+    if not _valid_module(path):  # a truncated or corrupt cache entry: rebuilt once, never kept
+        path.unlink(missing_ok=True)
+        path = native.build("mg_wasm", [SOURCE], clang, flags, suffix=".wasm")
+        if not _valid_module(path):
+            raise native.BuildError(f"the freshly built {path.name} is not a valid wasm module")
     return str(path), {"compiler": clang, "compiler_version": native.compiler_version(clang),
                        "linker": ld, "flags": " ".join(WASM_FLAGS), "wasm_features": list(WASM_FEATURES),
                        "module": str(path)}
