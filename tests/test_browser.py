@@ -284,7 +284,7 @@ def test_row_through_the_worker(params):
     from microgpt_bench.harness import PROBE, RunConfig, make_job, run_worker
     if WasmChromiumBackend.availability():
         pytest.skip(WasmChromiumBackend.availability())
-    cfg = RunConfig(backends=["wasm-chromium"], seconds=0.05, repeats=1)
+    cfg = RunConfig(backends=["wasm-chromium"], seconds=0.3, repeats=1)
     row = run_worker(make_job(cfg, "wasm-chromium", [model.reference_logits(params, s) for s in PROBE]), 120)
     assert row["status"] == "ok", row.get("reason")
     assert row["gate"]["passed"] and row["gate"]["max_abs_error"] <= 1e-4
