@@ -26,7 +26,10 @@ bootstrap() {
 # say why they cannot run), never a failure. torch 2.13.0 is the CPU wheel this machine kind
 # holds locally; other versions pull gigabytes of CUDA.
 install_frameworks() {
-    local frameworks="torch==2.13.0 numba mlx[cpu] jax jaxlib"
+    # wasmtime and playwright: the browser rows (Playwright drives the system Chromium and
+    # must never download browsers of its own)
+    local frameworks="torch==2.13.0 numba mlx[cpu] jax jaxlib wasmtime playwright"
+    export PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1
     local stamp=".venv/.frameworks-$(echo "$frameworks" | cksum | cut -d' ' -f1)"
     [ -f "$stamp" ] && return 0
     echo "installing the optional frameworks: $frameworks (./run.sh --core skips them)" >&2

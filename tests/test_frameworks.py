@@ -18,6 +18,7 @@ import pytest
 from microgpt_bench import model, samplers
 from microgpt_bench.backends import _fw_common
 from microgpt_bench.backends.base import Unavailable
+from reference_loop import reference_tokens
 
 # name -> (module in backends, class, framework module to importorskip)
 BACKENDS = {
@@ -44,23 +45,6 @@ def backend_cls(name):
 def params(shared_data):
     from microgpt_bench.weights import load_weights
     return load_weights(shared_data / "talos" / "weights_only.npy")
-
-
-def reference_tokens(params, sampler, seed, n_names=None, n_tokens=None):
-    """The float64 reference generation loop (model.reference_forward + the spec's samplers)."""
-    w = params.as_lists()
-    draw = samplers.make_sampler(sampler, seed)
-    out, tok, pos, keys, values, names = [], model.BOS, 0, [], [], 0
-    while (n_names is not None and names < n_names) or (n_tokens is not None and len(out) < n_tokens):
-        logits = model.reference_forward(w, tok, pos, keys, values)
-        new = draw(model.softmax([v / model.DEFAULT_TEMPERATURE for v in logits]))
-        out.append(new)
-        pos += 1
-        if new == model.BOS or pos == model.BLOCK_SIZE:
-            tok, pos, keys, values, names = model.BOS, 0, [], [], names + 1
-        else:
-            tok = new
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -137,11 +137,17 @@ def test_unreadable_rapl_means_the_default(tmp_path, monkeypatch):
     assert got["measured"] is False and got["watts"] == 20.0 and "unreadable" in got["unmeasured"]
 
 
-@pytest.mark.skipif(getattr(os, "geteuid", lambda: 0)() == 0, reason="root reads any file")
-def test_rapl_permission_denied(tmp_path):
-    zone = make_zone(tmp_path, "intel-rapl:0", 1)
-    os.chmod(zone / "energy_uj", 0)
-    assert "not readable" in rapl_unreadable_reason(tmp_path)
+def test_rapl_permission_denied(tmp_path, monkeypatch):
+    """Recent kernels let only root read energy_uj; the denial is simulated, since root (as CI
+    runs) reads a file whatever its mode."""
+    import microgpt_bench.power_meters as meters
+
+    make_zone(tmp_path, "intel-rapl:0", 1)
+
+    def denied(path):
+        raise PermissionError(13, "Permission denied", str(path))
+    monkeypatch.setattr(meters, "_read_int", denied)
+    assert "not readable by this user" in rapl_unreadable_reason(tmp_path)
 
 
 def test_meter_for_picks_rapl_when_readable(tmp_path, monkeypatch):

@@ -108,11 +108,24 @@ def worker_env(threads: int) -> dict:
     return env
 
 
+def capped_threads(fields: dict, backend: str) -> dict:
+    """A scenario's job fields with the threads capped by the backend's max_threads, so that
+    a row records (and per-core figures count) the threads it really runs on."""
+    try:
+        cap = getattr(backend_class(backend), "max_threads", None)
+    except (ImportError, AttributeError, ValueError):  # missing or unknown: its worker says so
+        cap = None
+    if cap and fields.get("threads", 1) > cap:
+        return {**fields, "threads": cap}
+    return fields
+
+
 def make_job(cfg: RunConfig, backend: str, reference, clock_ghz: float | None = None) -> dict:
     return {"backend": backend, "weights": cfg.weights, "order": cfg.order, "temperature": cfg.temperature,
             "sampler": cfg.sampler,
             "seed": cfg.seed, "seconds": cfg.seconds, "repeats": cfg.repeats, "scenario": cfg.scenario,
-            **scenarios.get(cfg.scenario).job_fields(cfg), "max_tokens": cfg.max_tokens, "probe": PROBE,
+            **capped_threads(scenarios.get(cfg.scenario).job_fields(cfg), backend),
+            "max_tokens": cfg.max_tokens, "probe": PROBE,
             "reference_logits": [r.tolist() for r in reference], "clock_ghz": clock_ghz,
             "latency": cfg.latency, "cpus": cfg.cpus, **cfg.extra}
 

@@ -152,9 +152,10 @@ def _cache_key(sources: list[Path], command: list[str]) -> str:
     return digest.hexdigest()[:20]
 
 
-def build(name: str, sources: list[Path], compiler: str, flags: list[str], link: list[str] = ()) -> Path:
-    """Compile sources into a shared library in the cache (or reuse the cached one)."""
-    suffix = ".dylib" if platform.system() == "Darwin" else ".so"
+def build(name: str, sources: list[Path], compiler: str, flags: list[str], link: list[str] = (),
+          suffix: str | None = None) -> Path:
+    """Compile sources into a shared library (or `suffix`: another artefact) in the cache, or reuse it."""
+    suffix = suffix or (".dylib" if platform.system() == "Darwin" else ".so")
     command = [*compiler.split(), *flags]
     target = cache_dir() / f"{name}-{_cache_key(sources, command + list(link))}{suffix}"
     if target.exists():

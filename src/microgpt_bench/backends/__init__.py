@@ -30,6 +30,9 @@ REGISTRY: dict[str, str] = {
     "cuda-graph": "cuda:CudaGraphBackend",
     "cuda-persistent": "cuda:CudaPersistentBackend",
     "cuda-offline": "cuda:CudaOfflineBackend",
+    "wasm-wasmtime": "wasm:WasmtimeBackend",
+    "wasm-chromium": "browser:WasmChromiumBackend",
+    "js-chromium": "browser:JsChromiumBackend",
 }
 
 # what `run` measures by default: every row; unavailable ones say why

@@ -89,6 +89,9 @@ class Backend:
     gate_tolerance: ClassVar[float | None] = None
     # where the rows run: "cpu", "cuda", "metal"; decides which power meter measures them
     device: ClassVar[str] = "cpu"
+    # the most offline threads the backend can use (None: as many as asked); the harness
+    # records min(asked, this) so that per-core figures count the cores that worked
+    max_threads: ClassVar[int | None] = None
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
