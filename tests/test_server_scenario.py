@@ -10,6 +10,7 @@ from microgpt_bench.backends.numpy_backend import NumpyBackend
 from microgpt_bench.harness import RunConfig
 from microgpt_bench.weights import load_weights
 from microgpt_bench.worker import MeasurementError
+from test_server import ClockedLanes, FakeClock
 
 STEP_NS = 40_000  # the fake clock's cost of one batched step
 
@@ -55,23 +56,11 @@ class FakeClockBackend(NumpyBackend):
     """numpy's lanes on a fake clock: every batched step costs STEP_NS, idle waits jump ahead."""
 
     def serve(self, arrivals_s, seeds, n_lanes=None, threads=1):
-        clock = [0]
-
-        class Clocked:
-            def __init__(self, inner):
-                self.inner, self.n_lanes = inner, inner.n_lanes
-
-            def start(self, lane, seed):
-                self.inner.start(lane, seed)
-
-            def step(self, lanes):
-                clock[0] += STEP_NS
-                return self.inner.step(lanes)
-
+        clock = FakeClock(STEP_NS)
         original = server._wait_until
-        server._wait_until = lambda _c, deadline: clock.__setitem__(0, max(clock[0], deadline))
+        server._wait_until = lambda _c, deadline: setattr(clock, "now", max(clock.now, deadline))
         try:
-            return server.serve(Clocked(self.lanes(n_lanes or 16)), arrivals_s, seeds, clock=lambda: clock[0])
+            return server.serve(ClockedLanes(self.lanes(n_lanes or 16), clock), arrivals_s, seeds, clock=clock)
         finally:
             server._wait_until = original
 
