@@ -13,6 +13,7 @@ COLUMNS = ("row", "sustained names/s", "sustained tok/s", "offline tok/s", "of o
            "min requests/point", "points", "FPGA names/s")
 NUMERIC = frozenset(range(1, len(COLUMNS)))
 FPGA_LABEL = "TALOS-V2 (FPGA, modelled)"
+FPGA_COLOUR = "#d62728"  # report.FPGA_COLOUR
 
 
 def server_rows_of(results: dict, label=None) -> list[dict]:
@@ -89,7 +90,7 @@ def chart_server(ctx, path: Path) -> dict | None:
         return None
     from .report import figure_tools
     Figure, FigureCanvasAgg, _, _ = figure_tools()
-    fig = Figure(figsize=(9, 5.2))
+    fig = Figure(figsize=(10, 6.5))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot(111)
     plotted = []
@@ -99,20 +100,27 @@ def chart_server(ctx, path: Path) -> dict | None:
         ax.plot([x for x, _ in pts], [y for _, y in pts], marker="o", ms=3, lw=1.3, label=label, **style)
         plotted.append(label)
 
-    for e in entries:
-        curve(e["server"]["points"], e["label"])
+    colours = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22",
+               "#17becf")  # red is the FPGA's
+    for i, e in enumerate(entries):
+        curve(e["server"]["points"], e["label"], color=colours[i % len(colours)], ls="-" if i < len(colours) else ":")
     fpga = entries[0]["server"].get("fpga")
     if fpga and fpga.get("points"):
-        curve(fpga["points"], f"{FPGA_LABEL} {fpga['mhz']:g} MHz", color="#d62728", ls="--")
+        curve(fpga["points"], f"{FPGA_LABEL} {fpga['mhz']:g} MHz", color=FPGA_COLOUR, ls="--")
     bound_ms = entries[0]["server"]["latency_bound_s"] * 1e3
     ax.axhline(bound_ms, color="0.3", ls=":", lw=1.2, label=f"p99 bound {bound_ms:g} ms")
     ax.set_xscale("log")
     ax.set_yscale("log")
+    # plain-text tick labels: the report turns mathtext off, so matplotlib's 10^k labels would show raw
+    from matplotlib.ticker import FuncFormatter, LogLocator
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(LogLocator(base=10))
+        axis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
     ax.set_xlabel("offered load (names/s, Poisson)")
     ax.set_ylabel("p99 name latency (ms, from the scheduled arrival)")
-    ax.set_title("Server: p99 latency against offered load (the rightmost point under the bound is sustained)")
+    ax.set_title("Server: p99 latency against offered load (rightmost point under the bound: sustained)")
     ax.grid(True, which="both", alpha=0.25)
-    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, frameon=False)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), fontsize=7, frameon=False, ncol=2)
     fig.tight_layout()
     fig.savefig(path)
     return {"lines": plotted, "bound_ms": bound_ms, "path": str(path)}
