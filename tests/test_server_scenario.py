@@ -75,6 +75,8 @@ def test_measurement_finds_the_rate_and_keeps_the_curve(params):
     points = srv["points"]
     # every point at least the asked count, and a schedule of at least 0.1 s (100 bounds)
     assert all(p["requests"] == max(1000, -(-p["offered_names_per_s"] * 0.1 // 1)) for p in points)
+    from microgpt_bench.histogram import LogHistogram
+    assert all(LogHistogram.from_dict(p["histogram_ns"]).count == p["requests"] for p in points)
     best = srv["sustained_names_per_s"]
     assert all(p["p99_ns"] <= 1e6 for p in points if p["offered_names_per_s"] == best)
     assert any(p["p99_ns"] > 1e6 and p["offered_names_per_s"] > best for p in points)  # bracketed from above

@@ -80,6 +80,7 @@ class Server(Scenario):
 
     def measure(self, backend, job):
         from .. import server
+        from ..histogram import LogHistogram
         from ..talos import FPGA_MHZ
         from .base import MeasurementError
 
@@ -101,7 +102,9 @@ class Server(Scenario):
             if n not in all_seeds:
                 all_seeds[n] = server.request_seeds(seed, n)
             res = backend.serve(server.poisson_arrivals(rate, n, seed), all_seeds[n], lanes, threads)
-            return {"offered_names_per_s": rate, **res.summary()}
+            hist = LogHistogram()
+            hist.record(res.latency_ns)  # the percentiles are exact; the histogram keeps the distribution
+            return {"offered_names_per_s": rate, **res.summary(), "histogram_ns": hist.to_dict()}
 
         best, points = server.max_sustained_rate(point, bound, start, min_rate=floor)
         fpga = fpga_search(backend.params, job["temperature"], seeds, bound, start, seed,
