@@ -42,7 +42,6 @@ from microgpt_bench.backends.c_native import CFp32Backend, CQ412Backend  # noqa:
 from microgpt_bench.weights import load_weights  # noqa: E402
 
 BACKENDS = {"c-fp32": CFp32Backend, "c-q412": CQ412Backend}
-DEFAULT_WEIGHTS = ROOT.parent / "shared" / "data" / "talos" / "weights_only.npy"
 
 
 def csv(text, conv=str):
@@ -70,7 +69,7 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", default="1,2")
     ap.add_argument("--offline-tokens", type=int, default=50_000, help="tokens per stream per offline call")
     ap.add_argument("--seed", type=int, default=42)
-    ap.add_argument("--weights", default=str(DEFAULT_WEIGHTS) if DEFAULT_WEIGHTS.exists() else None)
+    ap.add_argument("--weights", default=None, help="weights file (default: the shipped weights)")
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument("--original", action="store_true",
                     help="also time scripts/plain_microgpt.c (a plain scalar C port) built with clang -O3 -march=native -ffast-math")
