@@ -128,27 +128,7 @@
 #define MG_ABI 1
 #define MG_EPS 1e-5f
 
-/* ---------------------------------------------------------------- randomness */
-
-MG_INLINE uint32_t mg_xorshift32(uint32_t x)
-{
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    return x;
-}
-
-/* samplers.stream_seed: murmur3 fmix32 of base + golden * i; 0 maps to 1 */
-MG_INLINE uint32_t mg_stream_seed(uint32_t base, uint32_t i)
-{
-    uint32_t h = base + 0x9E3779B9u * i;
-    h ^= h >> 16;
-    h *= 0x85EBCA6Bu;
-    h ^= h >> 13;
-    h *= 0xC2B2AE35u;
-    h ^= h >> 16;
-    return h ? h : 1u;
-}
+/* randomness: mg_xorshift32 and mg_stream_seed live in mg_model.h */
 
 MG_INLINE float mg_r24(uint32_t x) { return (float)(x >> 8) * (1.0f / 16777216.0f); }
 

@@ -75,23 +75,7 @@ static int fail(int code, const char* fmt, ...) {
 
 // ===================================================================== shared helpers
 
-__device__ __forceinline__ uint32_t xorshift32(uint32_t x) {
-    x ^= x << 13;
-    x ^= x >> 17;
-    x ^= x << 5;
-    return x;
-}
-
-// samplers.stream_seed: murmur3's fmix32 of base + golden * i; 0 maps to 1
-__host__ __device__ __forceinline__ uint32_t stream_seed(uint32_t base, uint32_t i) {
-    uint32_t h = base + 0x9E3779B9u * i;
-    h ^= h >> 16;
-    h *= 0x85EBCA6Bu;
-    h ^= h >> 13;
-    h *= 0xC2B2AE35u;
-    h ^= h >> 16;
-    return h ? h : 1u;
-}
+// xorshift32 and stream_seed: mg_xorshift32 and mg_stream_seed of mg_model.h
 
 // ====================================================== variants 2 and 3: the warp step
 
@@ -424,7 +408,7 @@ __device__ __forceinline__ int warp_token_step(const LaneWeights& W, WarpSmem& S
         const float b6 = grp > 6 ? g1.z : 0.f;
         c += ((b0 + b1) + (b2 + b3)) + ((b4 + b5) + b6);
         const float tot = ((g0.x + g0.y) + (g0.z + g0.w)) + ((g1.x + g1.y) + (g1.z + g1.w));
-        rng = xorshift32(rng);
+        rng = mg_xorshift32(rng);
         const float r = (float)(rng >> 8) * (1.0f / 16777216.0f);
         // r < c / tot, written without the division
         const unsigned hit = __ballot_sync(FULL, lane < VOCAB - 1 && r * tot < c);
@@ -492,7 +476,7 @@ k_persistent(const float4* __restrict__ tbl, const float* __restrict__ w, float 
 }
 
 // variant 3: warp per stream, grid-stride over streams.
-// seed_mode 0: stream i seeded with stream_seed(seed, i); 1: every stream seeded with seed.
+// seed_mode 0: stream i seeded with mg_stream_seed(seed, i); 1: every stream seeded with seed.
 // LOGITS: stream i feeds forced[16*i .. 16*i+lens[i]) and writes logits[16*27*i ..].
 #define OFF_WARPS 4
 #define OFF_MIN_BLOCKS 3  // 168 registers, no spills: 12 warps per SM
@@ -528,7 +512,7 @@ k_offline(const float4* __restrict__ tbl, const float* __restrict__ w, float inv
             }
             continue;
         }
-        uint32_t rng = seed_mode ? seed : stream_seed(seed, (uint32_t)s);
+        uint32_t rng = seed_mode ? seed : mg_stream_seed(seed, (uint32_t)s);
         int tok = BOS, pos = 0;
         unsigned long long sum = 0;
         int* out = out_tokens ? out_tokens + (size_t)s * (size_t)tps : nullptr;
@@ -622,7 +606,7 @@ __global__ void k_softmax(DevState* S, float temperature) {
 // update: advance the loop state on the device (graph); else the host does it (naive)
 __global__ void k_sample(DevState* S, int update) {
     if (threadIdx.x != 0) return;
-    const uint32_t x = xorshift32(S->rng);
+    const uint32_t x = mg_xorshift32(S->rng);
     S->rng = x;
     const float r = (float)(x >> 8) * (1.0f / 16777216.0f);
     float c = 0.f;
@@ -985,7 +969,7 @@ int mg_generate(mg_handle* h, int variant, long long n_tokens, uint32_t seed, in
 }
 
 // n_streams independent streams of tokens_per_stream tokens; out (n_streams, tps) may be NULL.
-// seed_mode 0: stream i seeded with stream_seed(seed, i); 1: all with seed (single stream runs)
+// seed_mode 0: stream i seeded with mg_stream_seed(seed, i); 1: all with seed (single stream runs)
 int mg_generate_offline(mg_handle* h, int n_streams, long long tps, uint32_t seed, int seed_mode, int* out,
                         unsigned long long* checksum) {
     if (check_handle(h)) return MG_EINVAL;

@@ -1,6 +1,6 @@
-/* mg_model.h: microGPT's shape, the C flat parameter order and the C kernels' error
- * codes, in one place. Included by mg_common.h (mg_fp32.c, mg_q412.c), mg_cuda.cu and
- * talos_emu.c; tests/test_mg_model_header.py checks model.py and
+/* mg_model.h: microGPT's shape, the C flat parameter order, the C kernels' error
+ * codes, xorshift32 and the stream seeds, in one place. Included by mg_common.h
+ * (mg_fp32.c, mg_q412.c), mg_cuda.cu, mg_wasm.c and talos_emu.c; tests/test_mg_model_header.py checks model.py and
  * backends/c_native.ERRORS against it, so the Python side cannot drift from it. */
 #ifndef MG_MODEL_H
 #define MG_MODEL_H
@@ -38,5 +38,35 @@
 #define MG_ERR_NOMEM (-5)
 #define MG_ERR_THREAD (-6)
 #define MG_ERR_UNIFORM (-7)  /* a python-sampler draw outside [0, 1) */
+
+/* ---------------------------------------------------------------- randomness
+ * xorshift32 and the offline streams' seeds, written once for every kernel (C, CUDA
+ * host and device, freestanding wasm): this header needs nothing but stdint.h. */
+#include <stdint.h>
+#ifdef __CUDACC__
+#define MG_RAND_FN __host__ __device__ __forceinline__
+#else
+#define MG_RAND_FN static inline
+#endif
+
+MG_RAND_FN uint32_t mg_xorshift32(uint32_t x)
+{
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    return x;
+}
+
+/* samplers.stream_seed: murmur3 fmix32 of base + golden * i; 0 maps to 1 */
+MG_RAND_FN uint32_t mg_stream_seed(uint32_t base, uint32_t i)
+{
+    uint32_t h = base + 0x9E3779B9u * i;
+    h ^= h >> 16;
+    h *= 0x85EBCA6Bu;
+    h ^= h >> 13;
+    h *= 0xC2B2AE35u;
+    h ^= h >> 16;
+    return h ? h : 1u;
+}
 
 #endif /* MG_MODEL_H */

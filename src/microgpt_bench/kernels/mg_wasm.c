@@ -22,11 +22,9 @@
  * transposed copies. The KV cache is [head][dim][slot], 4 slots of one head
  * per vector; blocks of 4 slots without a live slot are skipped.
  *
- * What could later be shared with the native kernels: the model's shape and the
- * flat-order offsets (here derived from the shapes), xorshift32, the stream seed
- * and the exp2 coefficients are the same facts as in mg_common.h; that header
- * pulls in libc and pthreads, so this file stays self-contained until the model
- * constants live in a libc-free header of their own.
+ * Shared with the native kernels through the libc-free mg_model.h: the model's shape,
+ * the flat-order offsets, the error codes, xorshift32 and the stream seeds. The exp2
+ * coefficients are still written here as in mg_common.h, whose vector layer needs libc.
  *
  * Exports (the host writes the weights to mg_weights(), then calls mg_init):
  *   mg_abi() -> 1;  mg_weights() -> float[4192];  mg_init(T) -> 0 | error (T = 0: greedy)
@@ -39,17 +37,19 @@
 #include <stdint.h>
 #include <wasm_simd128.h>
 
+#include "mg_model.h"  /* shape, offsets, error codes, xorshift32, stream seeds (libc-free) */
+
 #define EXPORT(name) __attribute__((export_name(#name)))
 #define INLINE static inline __attribute__((always_inline))
 
-enum { VOCAB = 27, BOS = 26, CTX = 16, E = 16, HID = 64 };
-/* offsets in the C flat order: wte, wpe, wq, wk, wv, wo, fc1, fc2, lm_head */
+/* short names for mg_model.h's facts */
+enum { VOCAB = MG_VOCAB, BOS = MG_BOS, CTX = MG_CTX, E = MG_E, HID = MG_HID };
 enum {
-    W_TE = 0, W_PE = W_TE + VOCAB * E, W_Q = W_PE + CTX * E, W_K = W_Q + E * E, W_V = W_K + E * E,
-    W_O = W_V + E * E, W_FC1 = W_O + E * E, W_FC2 = W_FC1 + HID * E, W_LM = W_FC2 + E * HID,
-    N_PARAM = W_LM + VOCAB * E
+    W_TE = OFF_WTE, W_PE = OFF_WPE, W_Q = OFF_WQ, W_K = OFF_WK, W_V = OFF_WV,
+    W_O = OFF_WO, W_FC1 = OFF_FC1, W_FC2 = OFF_FC2, W_LM = OFF_LM, N_PARAM = MG_NPARAM
 };
-enum { ERR_NULL = -1, ERR_ARG = -2, ERR_TOKEN = -3, ERR_SEED = -4, ERR_NOMEM = -5, ERR_UNIFORM = -7 };
+enum { ERR_NULL = MG_ERR_NULL, ERR_ARG = MG_ERR_ARG, ERR_TOKEN = MG_ERR_TOKEN, ERR_SEED = MG_ERR_SEED,
+       ERR_NOMEM = MG_ERR_NOMEM, ERR_UNIFORM = MG_ERR_UNIFORM };
 
 typedef v128_t F4;
 #define ADD wasm_f32x4_add
@@ -400,9 +400,7 @@ static double gen1(int32_t n, uint32_t x, const double *uniforms, int32_t *out, 
     for (int32_t i = 0; i < n; i++) {
         float r = 0.0f;
         if (!uniforms) {
-            x ^= x << 13;
-            x ^= x >> 17;
-            x ^= x << 5;
+            x = mg_xorshift32(x);
             r = (float)(x >> 8) * (1.0f / 16777216.0f);
         }
         F4 z[8];
@@ -440,23 +438,12 @@ EXPORT(mg_generate) double mg_generate(int32_t n, uint32_t seed, const double *u
     return gen1(n, seed, uniforms, out, greedy);
 }
 
-/* samplers.stream_seed: murmur3 fmix32 of base + golden * i; 0 maps to 1 */
-static uint32_t stream_seed(uint32_t base, uint32_t i)
-{
-    uint32_t h = base + 0x9E3779B9u * i;
-    h ^= h >> 16;
-    h *= 0x85EBCA6Bu;
-    h ^= h >> 13;
-    h *= 0xC2B2AE35u;
-    h ^= h >> 16;
-    return h ? h : 1u;
-}
 
 EXPORT(mg_generate_offline) double mg_generate_offline(int32_t n_streams, int32_t tps, uint32_t base_seed, int32_t *out)
 {
     if (n_streams < 1 || tps < 1) return ERR_ARG;
     double sum = 0;
     for (int32_t s = 0; s < n_streams; s++)
-        sum += gen1(tps, stream_seed(base_seed, (uint32_t)s), 0, out ? out + (int64_t)s * tps : 0, M.greedy);
+        sum += gen1(tps, mg_stream_seed(base_seed, (uint32_t)s), 0, out ? out + (int64_t)s * tps : 0, M.greedy);
     return sum;
 }
