@@ -16,7 +16,8 @@ for offline rows it is per core (ns/token * GHz * threads), i.e. what one core
 spends on one token. "x floor" is that over the run's floor: its exact
 multiply-adds per token over the measured peak (peaks.py). --original also times
 scripts/plain_microgpt.c, a plain scalar C port, built with clang -O3
--march=native -ffast-math: the yardstick. The machine may be shared: trust the
+-march=native -ffast-math, and scripts/plain_microgpt_q412.c, its Q4.12 twin: the
+yardsticks (rows orig-fp32 and orig-q412). The machine may be shared: trust the
 min more than one run.
 """
 from __future__ import annotations
@@ -72,7 +73,8 @@ def main(argv=None) -> int:
     ap.add_argument("--weights", default=None, help="weights file (default: the shipped weights)")
     ap.add_argument("--json", help="also write the rows here")
     ap.add_argument("--original", action="store_true",
-                    help="also time scripts/plain_microgpt.c (a plain scalar C port) built with clang -O3 -march=native -ffast-math")
+                    help="also time the plain scalar C ports scripts/plain_microgpt.c and plain_microgpt_q412.c, "
+                         "built with clang -O3 -march=native -ffast-math")
     args = ap.parse_args(argv)
 
     params = load_weights(args.weights)
@@ -88,7 +90,7 @@ def main(argv=None) -> int:
     print(hdr)
     print("-" * len(hdr))
     if args.original:
-        rows.append(original_row(params, args, ghz))
+        rows += [original_row(src, label, params, args, ghz) for src, label in ORIGINALS]
     try:
         for path in csv(args.paths):
             os.environ["MICROGPT_BENCH_SIMD"] = path
@@ -140,17 +142,21 @@ def bench_variant(cls, name, path, params, args, ghz):
     return rows
 
 
-def original_row(params, args, ghz):
-    """scripts/plain_microgpt.c built with clang -O3 -march=native -ffast-math (the yardstick)."""
+# the plain ports (the yardsticks), each beside the tuned backend it is compared with
+ORIGINALS = (("plain_microgpt.c", "orig-fp32"), ("plain_microgpt_q412.c", "orig-q412"))
+
+
+def original_row(source, label, params, args, ghz):
+    """scripts/<source>, a plain scalar port, built with clang -O3 -march=native -ffast-math (a yardstick)."""
     cc = shutil.which("clang") or native.find_c_compiler()
     with tempfile.TemporaryDirectory() as tmp:
         exe, weights = Path(tmp) / "plain", Path(tmp) / "w.f32"
         params.flat("c", np.float32).tofile(weights)
-        subprocess.run([cc, "-O3", "-march=native", "-ffast-math", "-std=c11", str(ROOT / "scripts" / "plain_microgpt.c"),
+        subprocess.run([cc, "-O3", "-march=native", "-ffast-math", "-std=c11", str(ROOT / "scripts" / source),
                         "-o", str(exe), "-lm"], check=True)
         runs = [float(subprocess.run([str(exe), str(weights), str(args.tokens // 4), str(args.seed)], check=True,
                                      capture_output=True, text=True).stdout.split()[0]) for _ in range(args.repeats)]
-    row = {"backend": "original", "path": Path(cc).name, "scenario": "single-stream (-ffast-math)", "streams": 1,
+    row = {"backend": label, "path": Path(cc).name, "scenario": "single-stream (-ffast-math)", "streams": 1,
            "threads": 1, "tok_s": 1e9 / min(runs), "ns_token": min(runs), "ns_token_median": statistics.median(runs)}
     print_row(row, ghz)
     return row
