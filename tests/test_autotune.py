@@ -218,6 +218,25 @@ def test_info_shows_the_cached_plan_or_the_forced_variant(monkeypatch, tmp_path)
     assert CFp32Backend.build_info() == {"simd": "scalar (forced by MICROGPT_BENCH_SIMD)"}
 
 
+def test_a_plan_timed_on_a_busy_machine_says_so(params, monkeypatch, tmp_path):
+    runnable(CFp32Backend)
+    clock = FakeClock()
+    monkeypatch.setattr(autotune.os, "getloadavg", lambda: (3.5, 2.0, 1.0))
+    monkeypatch.setattr(autotune.os, "cpu_count", lambda: 2)
+    plan = autotune.plan({"scalar": lambda: Timed(CFp32Backend(params, variant="scalar"), clock, 300)},
+                         params, "fp32", timer=clock)
+    assert plan["load_average"] == 3.5 and plan["cores"] == 2
+    assert "planned under load 3.5 on 2 cores" in autotune.busy_note(plan)
+    assert autotune.busy_note({**plan, "load_average": 0.2}) is None
+    assert autotune.busy_note({"chosen": {}}) is None  # a plan from before the field: no claim
+    monkeypatch.delenv("MICROGPT_BENCH_SIMD", raising=False)
+    plan_file = tmp_path / "plan.json"
+    monkeypatch.setattr(autotune, "cache_file", lambda *a: plan_file)
+    plan_file.write_text(json.dumps(plan))
+    assert "planned under load 3.5" in CFp32Backend.build_info()["simd"]
+    assert str(plan_file) in CFp32Backend.build_info()["simd"]
+
+
 def test_without_cpuinfo_the_compilers_native_features_decide(monkeypatch):
     if not c_native.X86 or c_native.native.find_c_compiler() is None:
         pytest.skip("x86 with a C compiler only")

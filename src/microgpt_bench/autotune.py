@@ -74,6 +74,7 @@ def plan(variants: dict[str, Callable[[], object]], params, precision: str,
     unavailable); the fastest passing one per scenario."""
     measured: dict[str, dict | str] = {}
     runners = {}
+    load = load_average()  # before this process adds its own: whether others competed
     try:
         if reference in variants and not isinstance(variants[reference], str):
             runners[reference] = variants[reference]()
@@ -94,7 +95,24 @@ def plan(variants: dict[str, Callable[[], object]], params, precision: str,
     for scenario in SCENARIOS:
         ok = {n: m[scenario] for n, m in measured.items() if isinstance(m, dict)}
         chosen[scenario] = min(ok, key=ok.get) if ok else None
-    return {"chosen": chosen, "measured": measured, "planned": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return {"chosen": chosen, "measured": measured, "planned": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "load_average": load, "cores": os.cpu_count()}
+
+
+def load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (OSError, AttributeError):
+        return None
+
+
+def busy_note(plan: dict) -> str | None:
+    """A warning when the plan was timed on a machine that other work kept busy (its
+    figures, and so its choice, may not hold on a quiet one)."""
+    load, cores = plan.get("load_average"), plan.get("cores") or 1
+    if isinstance(load, (int, float)) and load >= max(1.0, 0.5 * cores):
+        return f"planned under load {load:g} on {cores} cores: delete its autotune file to replan when quiet"
+    return None
 
 
 def cpu_signature() -> str:

@@ -322,8 +322,10 @@ class _CBackend(Backend):
             return {"simd": "autotuned on first use"}
         figures = ", ".join(f"{n} {m['single-stream']:.0f}/{m['offline']:.0f}" if isinstance(m, dict)
                             else f"{n} {m.split(':')[0]}" for n, m in measured.items())
+        busy = autotune.busy_note(plan)
         return {"simd": f"{chosen['single-stream']} single stream, {chosen['offline']} offline; "
-                        f"ns/token single/offline: {figures}", "autotune": plan}
+                        f"ns/token single/offline: {figures}" + (f" ({busy}: {plan_file(cls)})" if busy else ""),
+                "autotune": plan}
 
     def _fn(self, name):
         return getattr(self.lib, self._p + name)
@@ -341,7 +343,8 @@ class _CBackend(Backend):
         out = {**{k: self.build_info[k] for k in keep}, "variant": dict(self.variants),
                "offline_batch_min": self.batch_min}
         if self.autotune:
-            out["autotune"] = {k: self.autotune[k] for k in ("chosen", "measured", "planned", "from_cache")}
+            out["autotune"] = {k: self.autotune.get(k) for k in ("chosen", "measured", "planned", "from_cache",
+                                                                 "load_average", "cores")}
         return {**out, **self._floor_of_last_run()}
 
     def _floor_of_last_run(self) -> dict:
