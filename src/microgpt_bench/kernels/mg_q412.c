@@ -524,30 +524,36 @@ MG_INLINE void attnQ(mg_ringV *ring, const VF *qs, const VF *k, const VF *v, VI 
         }
     }
     const VF zero = vf_zero(), lo = vf_set1(MG_FAST_LO), hi = vf_set1(MG_FAST_HI);
-    MG_UNROLL
-    for (int h = 0; h < 4; h++)
-        MG_UNROLL
-        for (int t = 0; t < 16; t++) e[h][t] = zero;
     VM ok = vm_and(vm_and(vm_and(vf_ge(mn[0], lo), vf_le(mx[0], hi)), vm_and(vf_ge(mn[1], lo), vf_le(mx[1], hi))),
                    vm_and(vm_and(vf_ge(mn[2], lo), vf_le(mx[2], hi)), vm_and(vf_ge(mn[3], lo), vf_le(mx[3], hi))));
-    if (vm_all(ok)) {
+    if (MG_LIKELY(vm_all(ok))) {
+        MG_ROLL
         for (int a = 0; a <= maxpos; a++) {
             const int t = (slot - a) & 15;
             MG_UNROLL
             for (int h = 0; h < 4; h++) e[h][t] = vf_maskz(vm[a], mg_exp2V_nc(s[a][h]));
         }
     } else {
+        MG_ROLL
         for (int h = 0; h < 4; h++) {
             VF m = vf_set1(-INFINITY), n = vf_set1(INFINITY);
+            MG_ROLL
             for (int a = 0; a <= maxpos; a++) {
                 m = vf_max(m, vf_sel(vm[a], s[a][h], m));
                 n = vf_min(n, vf_sel(vm[a], s[a][h], n));
             }
             const VF o = mg_offsetV(m, n);
+            MG_ROLL
             for (int a = 0; a <= maxpos; a++) e[h][(slot - a) & 15] = vf_maskz(vm[a], mg_exp2V(vf_sub(s[a][h], o)));
         }
     }
-    MG_UNROLL
+    MG_ROLL
+    for (int a = maxpos + 1; a < 16; a++) {
+        const int t = (slot - a) & 15;
+        MG_UNROLL
+        for (int h = 0; h < 4; h++) e[h][t] = zero;
+    }
+    MG_ROLL
     for (int h = 0; h < 4; h++) {
         const VF *eh = e[h];
         VF l[4];
