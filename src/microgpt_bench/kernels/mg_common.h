@@ -370,7 +370,8 @@ typedef __mmask16 VM;
 #define vi_adds16(a, b) _mm512_adds_epi16(a, b)
 #define vi_max16(a, b) _mm512_max_epi16(a, b)
 #define vi_zero() _mm512_setzero_si512()
-#define vi_pack2(lo, hi) _mm512_mask_blend_epi16(0xAAAAAAAAu, lo, _mm512_slli_epi32(hi, 16))
+/* the pair (sat16(lo), sat16(hi)): vpackssdw saturates, then each 128-bit lane's halves interleave */
+#define vi_pack2(lo, hi) _mm512_shuffle_epi8(_mm512_packs_epi32(lo, hi), _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15)))
 #define vi_lo16(a) _mm512_srai_epi32(_mm512_slli_epi32(a, 16), 16)
 #define vi_hi16(a) _mm512_srai_epi32(a, 16)
 #define vf_to_i(a) _mm512_cvtps_epi32(a)
@@ -429,7 +430,7 @@ typedef __m256 VM;
 #define vi_adds16(a, b) _mm256_adds_epi16(a, b)
 #define vi_max16(a, b) _mm256_max_epi16(a, b)
 #define vi_zero() _mm256_setzero_si256()
-#define vi_pack2(lo, hi) _mm256_blend_epi16(lo, _mm256_slli_epi32(hi, 16), 0xAA)
+#define vi_pack2(lo, hi) _mm256_shuffle_epi8(_mm256_packs_epi32(lo, hi), _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15)))
 #define vi_lo16(a) _mm256_srai_epi32(_mm256_slli_epi32(a, 16), 16)
 #define vi_hi16(a) _mm256_srai_epi32(a, 16)
 #define vf_to_i(a) _mm256_cvtps_epi32(a)

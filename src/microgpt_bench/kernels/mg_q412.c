@@ -453,6 +453,8 @@ typedef struct {
 
 MG_INLINE VI sat16V(VI a) { return vi_max(vi_min(a, vi_set1(32767)), vi_set1(-32768)); }
 MG_INLINE VI rqV(VI acc) { return sat16V(vi_srai(acc, 12)); }
+/* the pair (rq(lo), rq(hi)) */
+MG_INLINE VI rq2V(VI lo, VI hi) { return vi_pack2(vi_srai(lo, 12), vi_srai(hi, 12)); }
 
 /* norm of 8 pairs -> 8 pairs */
 MG_INLINE void qnormV(const VI *xp, VI *out)
@@ -468,7 +470,7 @@ MG_INLINE void qnormV(const VI *xp, VI *out)
     VF s = mg_rsV(vf_fma(mg_tree16V(sq), vf_set1(MG_Q28), vf_set1(MG_EPS)));
     MG_UNROLL
     for (int mm = 0; mm < 8; mm++) {
-        out[mm] = vi_pack2(sat16V(vf_to_i(vf_mul(xf[2 * mm], s))), sat16V(vf_to_i(vf_mul(xf[2 * mm + 1], s))));
+        out[mm] = vi_pack2(vf_to_i(vf_mul(xf[2 * mm], s)), vf_to_i(vf_mul(xf[2 * mm + 1], s)));
     }
 }
 
@@ -598,14 +600,13 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
     attnQ(&st->ring, qs, k, v, pos, maxpos, step, st->att);
     MG_UNROLL
     for (int mm = 0; mm < 8; mm++) {
-        ap[mm] = vi_pack2(sat16V(vf_to_i(st->att[2 * mm])), sat16V(vf_to_i(st->att[2 * mm + 1])));
+        ap[mm] = vi_pack2(vf_to_i(st->att[2 * mm]), vf_to_i(st->att[2 * mm + 1]));
     }
     for (int mm = 0; mm < 8; mm++)
-        x3[mm] = vi_adds16(vi_pack2(rqV(dot8(w + OFF_WO + 32 * mm, ap)), rqV(dot8(w + OFF_WO + 32 * mm + 16, ap))), n0[mm]);
+        x3[mm] = vi_adds16(rq2V(dot8(w + OFF_WO + 32 * mm, ap), dot8(w + OFF_WO + 32 * mm + 16, ap)), n0[mm]);
     qnormV(x3, n2);
     for (int mm = 0; mm < 32; mm++)
-        st->hp[mm] = vi_max16(vi_pack2(rqV(dot8(w + OFF_FC1 + 32 * mm, n2)), rqV(dot8(w + OFF_FC1 + 32 * mm + 16, n2))),
-                              vi_zero());
+        st->hp[mm] = vi_max16(rq2V(dot8(w + OFF_FC1 + 32 * mm, n2), dot8(w + OFF_FC1 + 32 * mm + 16, n2)), vi_zero());
     for (int mm = 0; mm < 8; mm++) {
         VI r[2];
         for (int h = 0; h < 2; h++) {
@@ -618,9 +619,9 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
                 a2 = vi_dpwssd(a2, st->hp[j + 2], vi_bc32(row + 2 * j + 4));
                 a3 = vi_dpwssd(a3, st->hp[j + 3], vi_bc32(row + 2 * j + 6));
             }
-            r[h] = rqV(vi_add(vi_add(a0, a1), vi_add(a2, a3)));
+            r[h] = vi_add(vi_add(a0, a1), vi_add(a2, a3));
         }
-        yp[mm] = vi_adds16(vi_pack2(r[0], r[1]), x3[mm]);
+        yp[mm] = vi_adds16(rq2V(r[0], r[1]), x3[mm]);
     }
     const VF cz = vf_set1(scale);
     for (int v2 = 0; v2 < MG_VOCAB; v2++) z[v2] = vf_mul(vi_to_f(vi_srai(dot8(w + OFF_LM + v2 * 16, yp), 12)), cz);
