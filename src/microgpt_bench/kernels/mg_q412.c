@@ -446,7 +446,7 @@ MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, in
 #define MG_KERNEL_SOA 1
 typedef struct {
     mg_ringV ring;
-    MG_ALIGN VF fb[48];    /* qs, k, v */
+    MG_ALIGN VF qs[16];    /* scaled queries */
     MG_ALIGN VF att[16];
     MG_ALIGN VI hp[32];    /* hidden, as pairs */
 } soa_t;
@@ -500,14 +500,9 @@ MG_INLINE VI dot8(const int16_t *w, const VI *xp)
  * the output is rounded to an integer. The offset: when every lane's scores (dead
  * lanes too) lie in [MG_FAST_LO, MG_FAST_HI], o = 0 for all lanes, so the subtraction
  * and the clamp are skipped; else the canonical masked offset. */
-MG_INLINE void attnQ(mg_ringV *ring, const VF *qs, const VF *k, const VF *v, VI pos, int maxpos, int step, VF *out)
+MG_INLINE void attnQ(mg_ringV *ring, const VF *qs, VI pos, int maxpos, int step, VF *out)
 {
-    const int slot = step & 15;
-    MG_UNROLL
-    for (int c = 0; c < 16; c++) {
-        ring->K[slot][c] = k[c];
-        ring->V[slot][c] = v[c];
-    }
+    const int slot = step & 15; /* the caller has written the new key and value there */
     VM vm[16];
     MG_ALIGN VF s[16][4], e[4][16];
     VF mx[4], mn[4];
@@ -591,13 +586,13 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
 #endif
     qnormV(xp, n0);
     qnormV(n0, n1);
-    VF *qs = st->fb, *k = st->fb + 16, *v = st->fb + 32;
+    VF *qs = st->qs, *k = st->ring.K[step & 15], *v = st->ring.V[step & 15];
     for (int o = 0; o < 16; o++) {
         qs[o] = vf_mul(vi_to_f(rqV(dot8(w + OFF_WQ + o * 16, n1))), vf_set1(MG_CQQ));
         k[o] = vi_to_f(rqV(dot8(w + OFF_WK + o * 16, n1)));
         v[o] = vi_to_f(rqV(dot8(w + OFF_WV + o * 16, n1)));
     }
-    attnQ(&st->ring, qs, k, v, pos, maxpos, step, st->att);
+    attnQ(&st->ring, qs, pos, maxpos, step, st->att);
     MG_UNROLL
     for (int mm = 0; mm < 8; mm++) {
         ap[mm] = vi_pack2(vf_to_i(st->att[2 * mm]), vf_to_i(st->att[2 * mm + 1]));
