@@ -550,6 +550,12 @@ MG_INLINE void attnQ(mg_ringV *ring, const VF *qs, VI pos, int maxpos, int step,
         MG_UNROLL
         for (int h = 0; h < 4; h++) e[h][t] = zero;
     }
+    /* dead slots read a zero row instead of their stale values: the sums touch only the
+     * live part of the ring, which keeps the working set in L1 */
+    static const MG_ALIGN VF zrow[16];
+    const VF *vr[16];
+    MG_UNROLL
+    for (int t = 0; t < 16; t++) vr[t] = ((slot - t) & 15) <= maxpos ? ring->V[t] : zrow;
     MG_ROLL
     for (int h = 0; h < 4; h++) {
         const VF *eh = e[h];
@@ -563,8 +569,8 @@ MG_INLINE void attnQ(mg_ringV *ring, const VF *qs, VI pos, int maxpos, int step,
             VF a[4];
             MG_UNROLL
             for (int j = 0; j < 4; j++)
-                a[j] = vf_add(vf_fma(eh[4 + j], ring->V[4 + j][c], vf_mul(eh[j], ring->V[j][c])),
-                              vf_fma(eh[12 + j], ring->V[12 + j][c], vf_mul(eh[8 + j], ring->V[8 + j][c])));
+                a[j] = vf_add(vf_fma(eh[4 + j], vr[4 + j][c], vf_mul(eh[j], vr[j][c])),
+                              vf_fma(eh[12 + j], vr[12 + j][c], vf_mul(eh[8 + j], vr[8 + j][c])));
             out[c] = vf_mul(vf_add(vf_add(a[0], a[1]), vf_add(a[2], a[3])), rl);
         }
     }
