@@ -576,6 +576,17 @@ MG_INLINE void attnQ(mg_ringV *ring, const VF *qs, VI pos, int maxpos, int step,
     }
 }
 
+/* fc2's row block (measured): all 16 rows unrolled with 32 registers; with 16, two
+ * blocks of 8 and the pair loop rolled (unrolled, the compiler keeps all hidden pairs
+ * in registers and spills) */
+#if defined(MG_AVX512)
+#define MG_FC2R 16
+#define MG_FC2_LOOP MG_UNROLL
+#else
+#define MG_FC2R 8
+#define MG_FC2_LOOP MG_ROLL
+#endif
+
 static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, int step, VF *z, float scale)
 {
     const int16_t *w = m->raw;
@@ -608,21 +619,19 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
     qnormV(x3, n2);
     for (int mm = 0; mm < 32; mm++)
         st->hp[mm] = vi_max16(rq2V(dot8(w + OFF_FC1 + 32 * mm, n2), dot8(w + OFF_FC1 + 32 * mm + 16, n2)), vi_zero());
-    for (int mm = 0; mm < 8; mm++) {
-        VI r[2];
-        for (int h = 0; h < 2; h++) {
-            const int16_t *row = w + OFF_FC2 + (2 * mm + h) * 64;
-            VI a0 = vi_zero(), a1 = vi_zero(), a2 = vi_zero(), a3 = vi_zero();
+    /* fc2: the hidden pairs outermost, each loaded once for MG_FC2R rows (one chain each) */
+    for (int r0 = 0; r0 < 16; r0 += MG_FC2R) {
+        VI acc[MG_FC2R];
+        MG_UNROLL
+        for (int r = 0; r < MG_FC2R; r++) acc[r] = vi_zero();
+        MG_FC2_LOOP
+        for (int j = 0; j < 32; j++) {
+            const VI hj = st->hp[j];
             MG_UNROLL
-            for (int j = 0; j < 32; j += 4) {
-                a0 = vi_dpwssd(a0, st->hp[j], vi_bc32(row + 2 * j));
-                a1 = vi_dpwssd(a1, st->hp[j + 1], vi_bc32(row + 2 * j + 2));
-                a2 = vi_dpwssd(a2, st->hp[j + 2], vi_bc32(row + 2 * j + 4));
-                a3 = vi_dpwssd(a3, st->hp[j + 3], vi_bc32(row + 2 * j + 6));
-            }
-            r[h] = vi_add(vi_add(a0, a1), vi_add(a2, a3));
+            for (int r = 0; r < MG_FC2R; r++) acc[r] = vi_dpwssd(acc[r], hj, vi_bc32(w + OFF_FC2 + (r0 + r) * 64 + 2 * j));
         }
-        yp[mm] = vi_adds16(rq2V(r[0], r[1]), x3[mm]);
+        MG_UNROLL
+        for (int r = 0; r < MG_FC2R; r += 2) yp[(r0 + r) / 2] = vi_adds16(rq2V(acc[r], acc[r + 1]), x3[(r0 + r) / 2]);
     }
     const VF cz = vf_set1(scale);
     for (int v2 = 0; v2 < MG_VOCAB; v2++) z[v2] = vf_mul(vi_to_f(vi_srai(dot8(w + OFF_LM + v2 * 16, yp), 12)), cz);
