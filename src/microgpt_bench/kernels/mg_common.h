@@ -116,8 +116,8 @@
 #define MG_INLINE static inline __attribute__((always_inline))
 #define MG_EXPORT __attribute__((visibility("default")))
 #define MG_UNROLL _Pragma("GCC unroll 64")
-/* kept rolled: the offline kernels' hot code is larger than the op cache, so its size
- * costs more than the loop overhead */
+/* a loop kept rolled where that measured faster: the offline kernels' hot loop is tens
+ * of KB of code, and its size costs more than the loop overhead */
 #define MG_ROLL _Pragma("GCC unroll 1")
 #define MG_LIKELY(x) __builtin_expect(!!(x), 1)
 #else

@@ -508,7 +508,7 @@ MG_INLINE void attnQ(mg_ringV *ring, const VF *qs, VI pos, int maxpos, int step,
     VF mx[4], mn[4];
     MG_UNROLL
     for (int h = 0; h < 4; h++) mx[h] = vf_set1(-INFINITY), mn[h] = vf_set1(INFINITY);
-    /* one loop over the live ages for all heads: its exit is the only unpredictable branch */
+    /* one loop over the live ages for all heads (a loop per head mispredicts at each exit) */
     for (int a = 0; a <= maxpos; a++) {
         vm[a] = vi_ge(pos, vi_set1(a));
         const VF *kk = ring->K[(slot - a) & 15];
