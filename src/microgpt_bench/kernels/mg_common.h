@@ -116,11 +116,17 @@
 #define MG_INLINE static inline __attribute__((always_inline))
 #define MG_EXPORT __attribute__((visibility("default")))
 #define MG_UNROLL _Pragma("GCC unroll 64")
+/* a loop kept rolled where that measured faster: the offline kernels' hot loop is tens
+ * of KB of code, and its size costs more than the loop overhead */
+#define MG_ROLL _Pragma("GCC unroll 1")
+#define MG_LIKELY(x) __builtin_expect(!!(x), 1)
 #else
 #define MG_ALIGN
 #define MG_INLINE static inline
 #define MG_EXPORT
 #define MG_UNROLL
+#define MG_ROLL
+#define MG_LIKELY(x) (x)
 #endif
 
 /* ------------------------------------------------------------- the model shape */
@@ -347,6 +353,7 @@ typedef __mmask16 VM;
 #define vi_sel(m, t, f) _mm512_mask_blend_epi32(m, f, t)
 #define vi_to_f(a) _mm512_cvtepi32_ps(a)
 #define vm_or(a, b) ((VM)((a) | (b)))
+#define vm_all(m) ((m) == (VM)0xFFFF)
 #define vf_gather(base, idx) _mm512_i32gather_ps(idx, base, 4)
 /* integer layer for the Q4.12 kernel: lanes hold int32, or two int16 (a pair) */
 #define MG_SOA_Q 1
@@ -363,7 +370,8 @@ typedef __mmask16 VM;
 #define vi_adds16(a, b) _mm512_adds_epi16(a, b)
 #define vi_max16(a, b) _mm512_max_epi16(a, b)
 #define vi_zero() _mm512_setzero_si512()
-#define vi_pack2(lo, hi) _mm512_mask_blend_epi16(0xAAAAAAAAu, lo, _mm512_slli_epi32(hi, 16))
+/* the pair (sat16(lo), sat16(hi)): vpackssdw saturates, then each 128-bit lane's halves interleave */
+#define vi_pack2(lo, hi) _mm512_shuffle_epi8(_mm512_packs_epi32(lo, hi), _mm512_broadcast_i32x4(_mm_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15)))
 #define vi_lo16(a) _mm512_srai_epi32(_mm512_slli_epi32(a, 16), 16)
 #define vi_hi16(a) _mm512_srai_epi32(a, 16)
 #define vf_to_i(a) _mm512_cvtps_epi32(a)
@@ -406,6 +414,7 @@ typedef __m256 VM;
 #define vi_sel(m, t, f) _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(f), _mm256_castsi256_ps(t), m))
 #define vi_to_f(a) _mm256_cvtepi32_ps(a)
 #define vm_or(a, b) _mm256_or_ps(a, b)
+#define vm_all(m) (_mm256_movemask_ps(m) == 0xFF)
 #define vf_gather(base, idx) _mm256_i32gather_ps(base, idx, 4)
 #define MG_SOA_Q 1
 #define vi_gather(base, idx) _mm256_i32gather_epi32((const int *)(base), idx, 4)
@@ -421,7 +430,7 @@ typedef __m256 VM;
 #define vi_adds16(a, b) _mm256_adds_epi16(a, b)
 #define vi_max16(a, b) _mm256_max_epi16(a, b)
 #define vi_zero() _mm256_setzero_si256()
-#define vi_pack2(lo, hi) _mm256_blend_epi16(lo, _mm256_slli_epi32(hi, 16), 0xAA)
+#define vi_pack2(lo, hi) _mm256_shuffle_epi8(_mm256_packs_epi32(lo, hi), _mm256_broadcastsi128_si256(_mm_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15)))
 #define vi_lo16(a) _mm256_srai_epi32(_mm256_slli_epi32(a, 16), 16)
 #define vi_hi16(a) _mm256_srai_epi32(a, 16)
 #define vf_to_i(a) _mm256_cvtps_epi32(a)
@@ -464,6 +473,7 @@ typedef uint32x4_t VM;
 #define vi_sel(m, t, f) vbslq_s32(m, t, f)
 #define vi_to_f(a) vcvtq_f32_s32(a)
 #define vm_or(a, b) vorrq_u32(a, b)
+#define vm_all(m) (vminvq_u32(m) != 0)
 MG_INLINE VF vf_gather_neon(const float *base, VI idx)
 {
     int32_t i[4];
@@ -1224,13 +1234,25 @@ MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, const VF *k, const VF
  * r: each stream's draw in [0, 1); returns the tokens. */
 MG_INLINE VI mg_sampleV(const VF *z, VF r)
 {
-    VF c[MG_VOCAB], t[16], m = z[0], n = z[0];
-    for (int v = 1; v < MG_VOCAB; v++) {
-        m = vf_max(m, z[v]);
-        n = vf_min(n, z[v]);
+    /* the max and min are exact in any order: four chains, not one */
+    VF c[MG_VOCAB], t[16], mx[4], mn[4];
+    MG_UNROLL
+    for (int k = 0; k < 4; k++) mx[k] = mn[k] = z[k];
+    MG_UNROLL
+    for (int v = 4; v < MG_VOCAB; v++) {
+        mx[v & 3] = vf_max(mx[v & 3], z[v]);
+        mn[v & 3] = vf_min(mn[v & 3], z[v]);
     }
-    const VF o = mg_offsetV(m, n);
-    for (int v = 0; v < MG_VOCAB; v++) c[v] = mg_exp2V(vf_sub(z[v], o));
+    const VF m = vf_max(vf_max(mx[0], mx[1]), vf_max(mx[2], mx[3])), n = vf_min(vf_min(mn[0], mn[1]), vf_min(mn[2], mn[3]));
+    /* o = 0 in every lane (the common case): z - 0 is z and no z is below the clamp */
+    if (MG_LIKELY(vm_all(vm_and(vf_ge(n, vf_set1(MG_FAST_LO)), vf_le(m, vf_set1(MG_FAST_HI)))))) {
+        MG_ROLL
+        for (int v = 0; v < MG_VOCAB; v++) c[v] = mg_exp2V_nc(z[v]);
+    } else {
+        const VF o = mg_offsetV(m, n);
+        MG_ROLL
+        for (int v = 0; v < MG_VOCAB; v++) c[v] = mg_exp2V(vf_sub(z[v], o));
+    }
     for (int i = 0; i < 16; i++) t[i] = i + 16 < MG_VOCAB ? vf_add(c[i], c[i + 16]) : c[i];
     VF thr = vf_mul(r, mg_tree16V(t));
     for (int s = 1; s < 32; s <<= 1)

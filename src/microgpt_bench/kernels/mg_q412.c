@@ -446,13 +446,15 @@ MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, in
 #define MG_KERNEL_SOA 1
 typedef struct {
     mg_ringV ring;
-    MG_ALIGN VF fb[48];    /* qs, k, v */
+    MG_ALIGN VF qs[16];    /* scaled queries */
     MG_ALIGN VF att[16];
     MG_ALIGN VI hp[32];    /* hidden, as pairs */
 } soa_t;
 
 MG_INLINE VI sat16V(VI a) { return vi_max(vi_min(a, vi_set1(32767)), vi_set1(-32768)); }
 MG_INLINE VI rqV(VI acc) { return sat16V(vi_srai(acc, 12)); }
+/* the pair (rq(lo), rq(hi)) */
+MG_INLINE VI rq2V(VI lo, VI hi) { return vi_pack2(vi_srai(lo, 12), vi_srai(hi, 12)); }
 
 /* norm of 8 pairs -> 8 pairs */
 MG_INLINE void qnormV(const VI *xp, VI *out)
@@ -468,7 +470,7 @@ MG_INLINE void qnormV(const VI *xp, VI *out)
     VF s = mg_rsV(vf_fma(mg_tree16V(sq), vf_set1(MG_Q28), vf_set1(MG_EPS)));
     MG_UNROLL
     for (int mm = 0; mm < 8; mm++) {
-        out[mm] = vi_pack2(sat16V(vf_to_i(vf_mul(xf[2 * mm], s))), sat16V(vf_to_i(vf_mul(xf[2 * mm + 1], s))));
+        out[mm] = vi_pack2(vf_to_i(vf_mul(xf[2 * mm], s)), vf_to_i(vf_mul(xf[2 * mm + 1], s)));
     }
 }
 
@@ -484,6 +486,106 @@ MG_INLINE VI dot8(const int16_t *w, const VI *xp)
     a1 = vi_dpwssd(a1, xp[7], vi_bc32(w + 14));
     return vi_add(a0, a1);
 }
+
+#if defined(MG_AVX512)
+#define vm_all(m) ((m) == (VM)0xFFFF)
+#else
+#define vm_all(m) (_mm256_movemask_ps(m) == 0xFF)
+#endif
+
+/* mg_attentionV's arithmetic, without its branches on slot liveness (they follow the
+ * ring's rotation, so they mispredict): scores and exps are computed for the ages
+ * 0..maxpos, then the sums run over all 16 slots, dead ones as e = 0. Every nonzero
+ * value is rounded exactly as there; only the sign of an exact zero can differ, and
+ * the output is rounded to an integer. The offset: when every lane's scores (dead
+ * lanes too) lie in [MG_FAST_LO, MG_FAST_HI], o = 0 for all lanes, so the subtraction
+ * and the clamp are skipped; else the canonical masked offset. */
+MG_INLINE void attnQ(mg_ringV *ring, const VF *qs, VI pos, int maxpos, int step, VF *out)
+{
+    const int slot = step & 15; /* the caller has written the new key and value there */
+    VM vm[16];
+    MG_ALIGN VF s[16][4], e[4][16];
+    VF mx[4], mn[4];
+    MG_UNROLL
+    for (int h = 0; h < 4; h++) mx[h] = vf_set1(-INFINITY), mn[h] = vf_set1(INFINITY);
+    /* one loop over the live ages for all heads (a loop per head mispredicts at each exit) */
+    for (int a = 0; a <= maxpos; a++) {
+        vm[a] = vi_ge(pos, vi_set1(a));
+        const VF *kk = ring->K[(slot - a) & 15];
+        MG_UNROLL
+        for (int h = 0; h < 4; h++) {
+            const VF *q = qs + 4 * h, *kh = kk + 4 * h;
+            s[a][h] = vf_add(vf_fma(q[1], kh[1], vf_mul(q[0], kh[0])), vf_fma(q[3], kh[3], vf_mul(q[2], kh[2])));
+            mx[h] = vf_max(mx[h], s[a][h]);
+            mn[h] = vf_min(mn[h], s[a][h]);
+        }
+    }
+    const VF zero = vf_zero(), lo = vf_set1(MG_FAST_LO), hi = vf_set1(MG_FAST_HI);
+    VM ok = vm_and(vm_and(vm_and(vf_ge(mn[0], lo), vf_le(mx[0], hi)), vm_and(vf_ge(mn[1], lo), vf_le(mx[1], hi))),
+                   vm_and(vm_and(vf_ge(mn[2], lo), vf_le(mx[2], hi)), vm_and(vf_ge(mn[3], lo), vf_le(mx[3], hi))));
+    if (MG_LIKELY(vm_all(ok))) {
+        MG_ROLL
+        for (int a = 0; a <= maxpos; a++) {
+            const int t = (slot - a) & 15;
+            MG_UNROLL
+            for (int h = 0; h < 4; h++) e[h][t] = vf_maskz(vm[a], mg_exp2V_nc(s[a][h]));
+        }
+    } else {
+        MG_ROLL
+        for (int h = 0; h < 4; h++) {
+            VF m = vf_set1(-INFINITY), n = vf_set1(INFINITY);
+            MG_ROLL
+            for (int a = 0; a <= maxpos; a++) {
+                m = vf_max(m, vf_sel(vm[a], s[a][h], m));
+                n = vf_min(n, vf_sel(vm[a], s[a][h], n));
+            }
+            const VF o = mg_offsetV(m, n);
+            MG_ROLL
+            for (int a = 0; a <= maxpos; a++) e[h][(slot - a) & 15] = vf_maskz(vm[a], mg_exp2V(vf_sub(s[a][h], o)));
+        }
+    }
+    MG_ROLL
+    for (int a = maxpos + 1; a < 16; a++) {
+        const int t = (slot - a) & 15;
+        MG_UNROLL
+        for (int h = 0; h < 4; h++) e[h][t] = zero;
+    }
+    /* dead slots read a zero row instead of their stale values: the sums touch only the
+     * live part of the ring, which keeps the working set in L1 */
+    static const MG_ALIGN VF zrow[16];
+    const VF *vr[16];
+    MG_UNROLL
+    for (int t = 0; t < 16; t++) vr[t] = ((slot - t) & 15) <= maxpos ? ring->V[t] : zrow;
+    MG_ROLL
+    for (int h = 0; h < 4; h++) {
+        const VF *eh = e[h];
+        VF l[4];
+        MG_UNROLL
+        for (int j = 0; j < 4; j++) l[j] = vf_add(vf_add(eh[j], eh[4 + j]), vf_add(eh[8 + j], eh[12 + j]));
+        const VF rl = vf_div(vf_set1(1.0f), vf_add(vf_add(l[0], l[1]), vf_add(l[2], l[3])));
+        MG_UNROLL
+        for (int d = 0; d < 4; d++) {
+            const int c = 4 * h + d;
+            VF a[4];
+            MG_UNROLL
+            for (int j = 0; j < 4; j++)
+                a[j] = vf_add(vf_fma(eh[4 + j], vr[4 + j][c], vf_mul(eh[j], vr[j][c])),
+                              vf_fma(eh[12 + j], vr[12 + j][c], vf_mul(eh[8 + j], vr[8 + j][c])));
+            out[c] = vf_mul(vf_add(vf_add(a[0], a[1]), vf_add(a[2], a[3])), rl);
+        }
+    }
+}
+
+/* fc2's row block (measured): all 16 rows unrolled with 32 registers; with 16, two
+ * blocks of 8 and the pair loop rolled (unrolled, the compiler keeps all hidden pairs
+ * in registers and spills) */
+#if defined(MG_AVX512)
+#define MG_FC2R 16
+#define MG_FC2_LOOP MG_UNROLL
+#else
+#define MG_FC2R 8
+#define MG_FC2_LOOP MG_ROLL
+#endif
 
 static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, int step, VF *z, float scale)
 {
@@ -501,38 +603,35 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
 #endif
     qnormV(xp, n0);
     qnormV(n0, n1);
-    VF *qs = st->fb, *k = st->fb + 16, *v = st->fb + 32;
+    VF *qs = st->qs, *k = st->ring.K[step & 15], *v = st->ring.V[step & 15];
     for (int o = 0; o < 16; o++) {
         qs[o] = vf_mul(vi_to_f(rqV(dot8(w + OFF_WQ + o * 16, n1))), vf_set1(MG_CQQ));
         k[o] = vi_to_f(rqV(dot8(w + OFF_WK + o * 16, n1)));
         v[o] = vi_to_f(rqV(dot8(w + OFF_WV + o * 16, n1)));
     }
-    mg_attentionV(&st->ring, qs, k, v, pos, maxpos, step, st->att);
+    attnQ(&st->ring, qs, pos, maxpos, step, st->att);
     MG_UNROLL
     for (int mm = 0; mm < 8; mm++) {
-        ap[mm] = vi_pack2(sat16V(vf_to_i(st->att[2 * mm])), sat16V(vf_to_i(st->att[2 * mm + 1])));
+        ap[mm] = vi_pack2(vf_to_i(st->att[2 * mm]), vf_to_i(st->att[2 * mm + 1]));
     }
     for (int mm = 0; mm < 8; mm++)
-        x3[mm] = vi_adds16(vi_pack2(rqV(dot8(w + OFF_WO + 32 * mm, ap)), rqV(dot8(w + OFF_WO + 32 * mm + 16, ap))), n0[mm]);
+        x3[mm] = vi_adds16(rq2V(dot8(w + OFF_WO + 32 * mm, ap), dot8(w + OFF_WO + 32 * mm + 16, ap)), n0[mm]);
     qnormV(x3, n2);
     for (int mm = 0; mm < 32; mm++)
-        st->hp[mm] = vi_max16(vi_pack2(rqV(dot8(w + OFF_FC1 + 32 * mm, n2)), rqV(dot8(w + OFF_FC1 + 32 * mm + 16, n2))),
-                              vi_zero());
-    for (int mm = 0; mm < 8; mm++) {
-        VI r[2];
-        for (int h = 0; h < 2; h++) {
-            const int16_t *row = w + OFF_FC2 + (2 * mm + h) * 64;
-            VI a0 = vi_zero(), a1 = vi_zero(), a2 = vi_zero(), a3 = vi_zero();
+        st->hp[mm] = vi_max16(rq2V(dot8(w + OFF_FC1 + 32 * mm, n2), dot8(w + OFF_FC1 + 32 * mm + 16, n2)), vi_zero());
+    /* fc2: the hidden pairs outermost, each loaded once for MG_FC2R rows (one chain each) */
+    for (int r0 = 0; r0 < 16; r0 += MG_FC2R) {
+        VI acc[MG_FC2R];
+        MG_UNROLL
+        for (int r = 0; r < MG_FC2R; r++) acc[r] = vi_zero();
+        MG_FC2_LOOP
+        for (int j = 0; j < 32; j++) {
+            const VI hj = st->hp[j];
             MG_UNROLL
-            for (int j = 0; j < 32; j += 4) {
-                a0 = vi_dpwssd(a0, st->hp[j], vi_bc32(row + 2 * j));
-                a1 = vi_dpwssd(a1, st->hp[j + 1], vi_bc32(row + 2 * j + 2));
-                a2 = vi_dpwssd(a2, st->hp[j + 2], vi_bc32(row + 2 * j + 4));
-                a3 = vi_dpwssd(a3, st->hp[j + 3], vi_bc32(row + 2 * j + 6));
-            }
-            r[h] = rqV(vi_add(vi_add(a0, a1), vi_add(a2, a3)));
+            for (int r = 0; r < MG_FC2R; r++) acc[r] = vi_dpwssd(acc[r], hj, vi_bc32(w + OFF_FC2 + (r0 + r) * 64 + 2 * j));
         }
-        yp[mm] = vi_adds16(vi_pack2(r[0], r[1]), x3[mm]);
+        MG_UNROLL
+        for (int r = 0; r < MG_FC2R; r += 2) yp[(r0 + r) / 2] = vi_adds16(rq2V(acc[r], acc[r + 1]), x3[(r0 + r) / 2]);
     }
     const VF cz = vf_set1(scale);
     for (int v2 = 0; v2 < MG_VOCAB; v2++) z[v2] = vf_mul(vi_to_f(vi_srai(dot8(w + OFF_LM + v2 * 16, yp), 12)), cz);
