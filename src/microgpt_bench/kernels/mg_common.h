@@ -1150,17 +1150,48 @@ MG_INLINE VF mg_mv16bV(const float *w, const VF *x)
     return vf_add(vf_add(vf_add(c[0], c[1]), vf_add(c[2], c[3])), vf_add(vf_add(c[4], c[5]), vf_add(c[6], c[7])));
 }
 
-MG_INLINE VF mg_mv64V(const float *w, const VF *x)
+/* mv64 of MG_MV64_ROWS consecutive rows (w: the first, rows 64 apart) at once, for an
+ * x in memory: each x vector is loaded once per chain for all the rows, not once per
+ * multiply-add (the broadcast weight is the other load). Per row the canonical 16
+ * chains of 4 and tree16, built pair by pair so few partial sums are live. */
+#if defined(MG_AVX2)
+#define MG_MV64_ROWS 2 /* 16 registers */
+#else
+#define MG_MV64_ROWS 4
+#endif
+MG_INLINE void mg_mv64chV(const float *w, const VF *x, int k, VF *c)
 {
-    VF c[16];
+    const VF x0 = x[k], x1 = x[k + 16], x2 = x[k + 32], x3 = x[k + 48];
     MG_UNROLL
-    for (int k = 0; k < 16; k++) {
-        c[k] = vf_mul(x[k], vf_bc(w + k));
-        c[k] = vf_fma(x[k + 16], vf_bc(w + k + 16), c[k]);
-        c[k] = vf_fma(x[k + 32], vf_bc(w + k + 32), c[k]);
-        c[k] = vf_fma(x[k + 48], vf_bc(w + k + 48), c[k]);
+    for (int r = 0; r < MG_MV64_ROWS; r++) {
+        const float *wr = w + r * 64 + k;
+        c[r] = vf_fma(x3, vf_bc(wr + 48), vf_fma(x2, vf_bc(wr + 32), vf_fma(x1, vf_bc(wr + 16), vf_mul(x0, vf_bc(wr)))));
     }
-    return mg_tree16V(c);
+}
+/* per row tree16 over the chains, built pair by pair: few partial sums are live */
+MG_INLINE void mg_mv64rowsV(const float *w, const VF *x, VF *out)
+{
+    VF a[MG_MV64_ROWS], b[MG_MV64_ROWS], t4[MG_MV64_ROWS], t8[MG_MV64_ROWS];
+    MG_UNROLL
+    for (int k = 0; k < 16; k += 2) {
+        mg_mv64chV(w, x, k, a);
+        mg_mv64chV(w, x, k + 1, b);
+        MG_UNROLL
+        for (int r = 0; r < MG_MV64_ROWS; r++) {
+            const VF t2 = vf_add(a[r], b[r]);
+            if (!(k & 2)) {
+                t4[r] = t2;
+                continue;
+            }
+            t4[r] = vf_add(t4[r], t2);
+            if (!(k & 4)) {
+                t8[r] = t4[r];
+                continue;
+            }
+            t8[r] = vf_add(t8[r], t4[r]);
+            out[r] = k & 8 ? vf_add(out[r], t8[r]) : t8[r];
+        }
+    }
 }
 
 /* The KV ring of one batch: K[slot][16], V[slot][16], one VF per element. */

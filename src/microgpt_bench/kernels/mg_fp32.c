@@ -449,7 +449,12 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
     VF *hid = st->buf[1];
     for (int o = 0; o < 64; o++) hid[o] = vf_max(mg_mv16V(w + OFF_FC1 + o * 16, x3), vf_zero());
     VF y[16];
-    for (int o = 0; o < 16; o++) y[o] = vf_fma(mg_mv64V(w + OFF_FC2 + o * 64, hid), S3, x3[o]);
+    for (int o = 0; o < 16; o += MG_MV64_ROWS) {
+        VF r[MG_MV64_ROWS];
+        mg_mv64rowsV(w + OFF_FC2 + o * 64, hid, r);
+        MG_UNROLL
+        for (int i = 0; i < MG_MV64_ROWS; i++) y[o + i] = vf_fma(r[i], S3, x3[o + i]);
+    }
     const VF cz = vf_set1(scale);
     for (int v2 = 0; v2 < MG_VOCAB; v2++) logits[v2] = vf_mul(mg_mv16bV(w + OFF_LM + v2 * 16, y), cz);
 }
