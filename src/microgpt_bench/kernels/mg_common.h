@@ -347,6 +347,7 @@ typedef __mmask16 VM;
 #define vi_sel(m, t, f) _mm512_mask_blend_epi32(m, f, t)
 #define vi_to_f(a) _mm512_cvtepi32_ps(a)
 #define vm_or(a, b) ((VM)((a) | (b)))
+#define vm_all(a) ((a) == 0xFFFF)
 #define vf_gather(base, idx) _mm512_i32gather_ps(idx, base, 4)
 /* integer layer for the Q4.12 kernel: lanes hold int32, or two int16 (a pair) */
 #define MG_SOA_Q 1
@@ -406,6 +407,7 @@ typedef __m256 VM;
 #define vi_sel(m, t, f) _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(f), _mm256_castsi256_ps(t), m))
 #define vi_to_f(a) _mm256_cvtepi32_ps(a)
 #define vm_or(a, b) _mm256_or_ps(a, b)
+#define vm_all(a) (_mm256_movemask_ps(a) == 0xFF)
 #define vf_gather(base, idx) _mm256_i32gather_ps(base, idx, 4)
 #define MG_SOA_Q 1
 #define vi_gather(base, idx) _mm256_i32gather_epi32((const int *)(base), idx, 4)
@@ -464,6 +466,7 @@ typedef uint32x4_t VM;
 #define vi_sel(m, t, f) vbslq_s32(m, t, f)
 #define vi_to_f(a) vcvtq_f32_s32(a)
 #define vm_or(a, b) vorrq_u32(a, b)
+#define vm_all(a) (vminvq_u32(a) != 0)
 MG_INLINE VF vf_gather_neon(const float *base, VI idx)
 {
     int32_t i[4];
@@ -1202,8 +1205,9 @@ typedef struct {
 
 /* Attention for VW streams (canonical, see mg_attention_s): qs[16] scaled queries,
  * k/v[16] the new key/value, written to slot step & 15; pos: each stream's position;
- * maxpos: their maximum. Slots no stream can see are skipped: they would only add
- * exact zeros. */
+ * maxpos: their maximum. The scores and exp2s run over the slots some stream can see
+ * (ages 0..maxpos), in a loop without branches; the other slots' weights are exact
+ * zeros, as in the reference, for the fixed sum trees over all 16 slots. */
 MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, const VF *k, const VF *v, VI pos, int maxpos,
                              int step, VF *out)
 {
@@ -1213,41 +1217,47 @@ MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, const VF *k, const VF
         ring->K[slot][c] = k[c];
         ring->V[slot][c] = v[c];
     }
-    int live[16];
-    VM vm[16];
-    for (int t = 0; t < 16; t++) {
-        int age = (step - t) & 15;
-        live[t] = age <= maxpos;
-        if (live[t]) vm[t] = vi_ge(pos, vi_set1(age));
-    }
+    VM vm[16]; /* by age: the streams that see it */
+    for (int a = 0; a <= maxpos; a++) vm[a] = vi_ge(pos, vi_set1(a));
     const VF ninf = vf_set1(-INFINITY), pinf = vf_set1(INFINITY), zero = vf_zero();
     for (int h = 0; h < 4; h++) {
-        VF s[16], e[16], m = ninf, n = pinf;
-        for (int t = 0; t < 16; t++) {
-            if (!live[t]) continue;
-            const VF *kk = ring->K[t] + 4 * h, *q = qs + 4 * h;
-            s[t] = vf_add(vf_fma(q[1], kk[1], vf_mul(q[0], kk[0])), vf_fma(q[3], kk[3], vf_mul(q[2], kk[2])));
-            m = vf_max(m, vf_sel(vm[t], s[t], ninf));
-            n = vf_min(n, vf_sel(vm[t], s[t], pinf));
+        const VF *q = qs + 4 * h;
+        VF e[16], mx = ninf, mn = pinf;
+        MG_UNROLL
+        for (int t = 0; t < 16; t++) e[t] = zero;
+        /* the offset is 0 in nearly every lane and head: that branch is taken
+         * speculatively, so the exp2s need not wait for the max/min */
+        for (int a = 0; a <= maxpos; a++) {
+            const int t = (step - a) & 15;
+            const VF *kk = ring->K[t] + 4 * h;
+            const VF sc = vf_add(vf_fma(q[1], kk[1], vf_mul(q[0], kk[0])), vf_fma(q[3], kk[3], vf_mul(q[2], kk[2])));
+            mx = vf_max(mx, vf_sel(vm[a], sc, ninf));
+            mn = vf_min(mn, vf_sel(vm[a], sc, pinf));
+            e[t] = vf_maskz(vm[a], mg_exp2V_nc(sc));
         }
-        const VF o = mg_offsetV(m, n);
-        for (int t = 0; t < 16; t++) e[t] = live[t] ? vf_maskz(vm[t], mg_exp2V(vf_sub(s[t], o))) : zero;
-        VF l[4];
-        for (int j = 0; j < 4; j++) l[j] = vf_add(vf_add(e[j], e[4 + j]), vf_add(e[8 + j], e[12 + j]));
-        VF rl = vf_div(vf_set1(1.0f), vf_add(vf_add(l[0], l[1]), vf_add(l[2], l[3])));
-        for (int d = 0; d < 4; d++) {
-            VF a[4];
-            for (int j = 0; j < 4; j++) {
-                VF p[2];
-                for (int half = 0; half < 2; half++) {
-                    const int t1 = 8 * half + j, t2 = t1 + 4;
-                    VF acc = live[t1] ? vf_mul(e[t1], ring->V[t1][4 * h + d]) : zero;
-                    p[half] = live[t2] ? vf_fma(e[t2], ring->V[t2][4 * h + d], acc) : acc;
-                }
-                a[j] = vf_add(p[0], p[1]);
+        if (!vm_all(vm_and(vf_ge(mn, vf_set1(MG_FAST_LO)), vf_le(mx, vf_set1(MG_FAST_HI))))) {
+            const VF o = mg_offsetV(mx, mn);
+            for (int a = 0; a <= maxpos; a++) {
+                const int t = (step - a) & 15;
+                const VF *kk = ring->K[t] + 4 * h;
+                const VF sc = vf_add(vf_fma(q[1], kk[1], vf_mul(q[0], kk[0])), vf_fma(q[3], kk[3], vf_mul(q[2], kk[2])));
+                e[t] = vf_maskz(vm[a], mg_exp2V(vf_sub(sc, o)));
             }
-            out[4 * h + d] = vf_mul(vf_add(vf_add(a[0], a[1]), vf_add(a[2], a[3])), rl);
         }
+        VF l[4], A[4][4];
+        MG_UNROLL
+        for (int j = 0; j < 4; j++) {
+            l[j] = vf_add(vf_add(e[j], e[4 + j]), vf_add(e[8 + j], e[12 + j]));
+            MG_UNROLL
+            for (int d = 0; d < 4; d++) {
+                const int c = 4 * h + d;
+                A[j][d] = vf_add(vf_fma(e[4 + j], ring->V[4 + j][c], vf_mul(e[j], ring->V[j][c])),
+                                 vf_fma(e[12 + j], ring->V[12 + j][c], vf_mul(e[8 + j], ring->V[8 + j][c])));
+            }
+        }
+        const VF rl = vf_div(vf_set1(1.0f), vf_add(vf_add(l[0], l[1]), vf_add(l[2], l[3])));
+        MG_UNROLL
+        for (int d = 0; d < 4; d++) out[4 * h + d] = vf_mul(vf_add(vf_add(A[0][d], A[1][d]), vf_add(A[2][d], A[3][d])), rl);
     }
 }
 
