@@ -1203,22 +1203,22 @@ typedef struct {
     MG_ALIGN VF V[16][16];
 } mg_ringV;
 
-/* Attention for VW streams (canonical, see mg_attention_s): qs[16] scaled queries,
- * k/v[16] the new key/value, written to slot step & 15; pos: each stream's position;
- * maxpos: their maximum. The scores and exp2s run over the slots some stream can see
- * (ages 0..maxpos), in a loop without branches; the other slots' weights are exact
- * zeros, as in the reference, for the fixed sum trees over all 16 slots. */
-MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, const VF *k, const VF *v, VI pos, int maxpos,
-                             int step, VF *out)
+/* Attention for VW streams (canonical, see mg_attention_s): qs[16] scaled queries; the
+ * new key and value already in slot step & 15 of the ring (written there by the
+ * caller's matvecs); pos: each stream's position; maxpos: their maximum. The scores and
+ * exp2s run over the slots some stream can see (ages 0..maxpos) in a loop without
+ * branches; unseen slots weigh exact zeros, as in the reference, in the fixed sum trees
+ * over all 16 slots, whose first stage (slot pairs t, t + 4) is skipped where both slots
+ * are unseen: it would only add zeros. */
+MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, VI pos, int maxpos, int step, VF *out)
 {
-    const int slot = step & 15;
-    MG_UNROLL
-    for (int c = 0; c < 16; c++) {
-        ring->K[slot][c] = k[c];
-        ring->V[slot][c] = v[c];
-    }
     VM vm[16]; /* by age: the streams that see it */
-    for (int a = 0; a <= maxpos; a++) vm[a] = vi_ge(pos, vi_set1(a));
+    unsigned pairs = 0; /* bit 4 * half + j: slot pair (8 half + j, 8 half + j + 4) seen */
+    for (int a = 0; a <= maxpos; a++) {
+        const int t = (step - a) & 15;
+        vm[a] = vi_ge(pos, vi_set1(a));
+        pairs |= 1u << ((t >> 3) * 4 + (t & 3));
+    }
     const VF ninf = vf_set1(-INFINITY), pinf = vf_set1(INFINITY), zero = vf_zero();
     for (int h = 0; h < 4; h++) {
         const VF *q = qs + 4 * h;
@@ -1247,13 +1247,21 @@ MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, const VF *k, const VF
         VF l[4], A[4][4];
         MG_UNROLL
         for (int j = 0; j < 4; j++) {
-            l[j] = vf_add(vf_add(e[j], e[4 + j]), vf_add(e[8 + j], e[12 + j]));
+            VF lp[2], ap[2][4];
             MG_UNROLL
-            for (int d = 0; d < 4; d++) {
-                const int c = 4 * h + d;
-                A[j][d] = vf_add(vf_fma(e[4 + j], ring->V[4 + j][c], vf_mul(e[j], ring->V[j][c])),
-                                 vf_fma(e[12 + j], ring->V[12 + j][c], vf_mul(e[8 + j], ring->V[8 + j][c])));
+            for (int half = 0; half < 2; half++) {
+                const int t1 = 8 * half + j, t2 = t1 + 4;
+                const int seen = (pairs >> (4 * half + j)) & 1u;
+                lp[half] = seen ? vf_add(e[t1], e[t2]) : zero;
+                MG_UNROLL
+                for (int d = 0; d < 4; d++) {
+                    const int c = 4 * h + d;
+                    ap[half][d] = seen ? vf_fma(e[t2], ring->V[t2][c], vf_mul(e[t1], ring->V[t1][c])) : zero;
+                }
             }
+            l[j] = vf_add(lp[0], lp[1]);
+            MG_UNROLL
+            for (int d = 0; d < 4; d++) A[j][d] = vf_add(ap[0][d], ap[1][d]);
         }
         const VF rl = vf_div(vf_set1(1.0f), vf_add(vf_add(l[0], l[1]), vf_add(l[2], l[3])));
         MG_UNROLL

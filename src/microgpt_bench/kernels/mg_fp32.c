@@ -405,7 +405,7 @@ MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, in
 #define MG_KERNEL_SOA 1
 typedef struct {
     mg_ringV ring;
-    MG_ALIGN VF buf[3][64];
+    MG_ALIGN VF qs[16], att[16], hid[64];
 } soa_t;
 
 /* one token for VW streams: tok/pos per lane, the same step for all */
@@ -432,13 +432,13 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
     VF Sq = vf_mul(S, vf_set1(MG_CQ));
     MG_UNROLL
     for (int i = 0; i < 16; i++) x1[i] = vf_mul(x[i], s0);
-    VF *qs = st->buf[0], *k = st->buf[0] + 16, *v = st->buf[0] + 32, *att = st->buf[0] + 48;
+    VF *qs = st->qs, *k = st->ring.K[step & 15], *v = st->ring.V[step & 15], *att = st->att;
     for (int o = 0; o < 16; o++) {
         qs[o] = vf_mul(mg_mv16V(w + OFF_WQ + o * 16, x), Sq);
         k[o] = vf_mul(mg_mv16V(w + OFF_WK + o * 16, x), S);
         v[o] = vf_mul(mg_mv16V(w + OFF_WV + o * 16, x), S);
     }
-    mg_attentionV(&st->ring, qs, k, v, pos, maxpos, step, att);
+    mg_attentionV(&st->ring, qs, pos, maxpos, step, att);
     VF x3[16];
     MG_UNROLL
     for (int o = 0; o < 16; o++) {
@@ -446,7 +446,7 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
         sq[o] = vf_mul(x3[o], x3[o]);
     }
     VF S3 = mg_rsV(vf_fma(mg_tree16V(sq), vf_set1(MG_N1), vf_set1(MG_EPS)));
-    VF *hid = st->buf[1];
+    VF *hid = st->hid;
     for (int o = 0; o < 64; o++) hid[o] = vf_max(mg_mv16V(w + OFF_FC1 + o * 16, x3), vf_zero());
     VF y[16];
     for (int o = 0; o < 16; o += MG_MV64_ROWS) {

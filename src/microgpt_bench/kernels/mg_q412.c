@@ -446,7 +446,7 @@ MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, in
 #define MG_KERNEL_SOA 1
 typedef struct {
     mg_ringV ring;
-    MG_ALIGN VF fb[48];    /* qs, k, v */
+    MG_ALIGN VF fb[16];    /* qs */
     MG_ALIGN VF att[16];
     MG_ALIGN VI hp[32];    /* hidden, as pairs */
 } soa_t;
@@ -501,13 +501,13 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
 #endif
     qnormV(xp, n0);
     qnormV(n0, n1);
-    VF *qs = st->fb, *k = st->fb + 16, *v = st->fb + 32;
+    VF *qs = st->fb, *k = st->ring.K[step & 15], *v = st->ring.V[step & 15];
     for (int o = 0; o < 16; o++) {
         qs[o] = vf_mul(vi_to_f(rqV(dot8(w + OFF_WQ + o * 16, n1))), vf_set1(MG_CQQ));
         k[o] = vi_to_f(rqV(dot8(w + OFF_WK + o * 16, n1)));
         v[o] = vi_to_f(rqV(dot8(w + OFF_WV + o * 16, n1)));
     }
-    mg_attentionV(&st->ring, qs, k, v, pos, maxpos, step, st->att);
+    mg_attentionV(&st->ring, qs, pos, maxpos, step, st->att);
     MG_UNROLL
     for (int mm = 0; mm < 8; mm++) {
         ap[mm] = vi_pack2(sat16V(vf_to_i(st->att[2 * mm])), sat16V(vf_to_i(st->att[2 * mm + 1])));
