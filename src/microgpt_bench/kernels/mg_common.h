@@ -1153,34 +1153,73 @@ MG_INLINE VF mg_mv16bV(const float *w, const VF *x)
     return vf_add(vf_add(vf_add(c[0], c[1]), vf_add(c[2], c[3])), vf_add(vf_add(c[4], c[5]), vf_add(c[6], c[7])));
 }
 
-/* mv64 of MG_MV64_ROWS consecutive rows (w: the first, rows 64 apart) at once, for an
- * x in memory: each x vector is loaded once per chain for all the rows, not once per
- * multiply-add (the broadcast weight is the other load). Per row the canonical 16
- * chains of 4 and tree16, built pair by pair so few partial sums are live. */
+/* mv64 of a few consecutive rows (w: the first, rows 64 apart) for nx (1 or 2) batches
+ * at once, x[i] the batch's inputs in memory: each x vector is loaded once per chain for
+ * all the rows, and each broadcast weight serves all the batches, so there are fewer
+ * loads than multiply-adds (two loads per multiply-add cap Zen 5 at one zmm FMA per
+ * cycle). Per row the canonical 16 chains of 4 and tree16, built pair by pair so few
+ * partial sums are live. out[i * rows + r]. */
 #if defined(MG_AVX2)
-#define MG_MV64_ROWS 2 /* 16 registers */
+#define MG_MV64_ROWS(nx) (2 / (nx)) /* 16 registers */
 #else
-#define MG_MV64_ROWS 4
+#define MG_MV64_ROWS(nx) (4 / (nx))
 #endif
-MG_INLINE void mg_mv64chV(const float *w, const VF *x, int k, VF *c)
+#define MG_MV64_MAX 4
+/* a loaded value kept in a register for several multiply-adds: gcc would rather fold
+ * the load into each of them (a load apiece) */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define MG_IN_REG(v) __asm__("" : "+v"(v))
+#elif defined(__GNUC__) && defined(__aarch64__)
+#define MG_IN_REG(v) __asm__("" : "+w"(v))
+#else
+#define MG_IN_REG(v) (void)0
+#endif
+#if defined(__GNUC__)
+#define MG_OPAQUE(p) __asm__("" : "+r"(p)) /* the compiler forgets where p points */
+#else
+#define MG_OPAQUE(p) (void)0
+#endif
+/* (the loops run to the constant bounds, nx and the row count tested inside, so that
+ * both compilers unroll them fully once nx is known) */
+MG_INLINE void mg_mv64chV(const float *w, const VF *const *x, int nx, int k, VF *c)
 {
-    const VF x0 = x[k], x1 = x[k + 16], x2 = x[k + 32], x3 = x[k + 48];
+    const int R = MG_MV64_ROWS(nx);
+    VF xv[2][4];
     MG_UNROLL
-    for (int r = 0; r < MG_MV64_ROWS; r++) {
+    for (int i = 0; i < 2; i++)
+        MG_UNROLL
+        for (int j = 0; j < 4; j++)
+            if (i < nx) {
+                xv[i][j] = x[i][k + 16 * j];
+                MG_IN_REG(xv[i][j]);
+            }
+    MG_UNROLL
+    for (int r = 0; r < MG_MV64_MAX; r++) {
+        if (r >= R) break;
         const float *wr = w + r * 64 + k;
-        c[r] = vf_fma(x3, vf_bc(wr + 48), vf_fma(x2, vf_bc(wr + 32), vf_fma(x1, vf_bc(wr + 16), vf_mul(x0, vf_bc(wr)))));
+        VF w0 = vf_bc(wr), w1 = vf_bc(wr + 16), w2 = vf_bc(wr + 32), w3 = vf_bc(wr + 48);
+        if (nx > 1) {
+            MG_IN_REG(w0);
+            MG_IN_REG(w1);
+            MG_IN_REG(w2);
+            MG_IN_REG(w3);
+        }
+        MG_UNROLL
+        for (int i = 0; i < 2; i++)
+            if (i < nx) c[i * R + r] = vf_fma(xv[i][3], w3, vf_fma(xv[i][2], w2, vf_fma(xv[i][1], w1, vf_mul(xv[i][0], w0))));
     }
 }
-/* per row tree16 over the chains, built pair by pair: few partial sums are live */
-MG_INLINE void mg_mv64rowsV(const float *w, const VF *x, VF *out)
+MG_INLINE void mg_mv64rowsV(const float *w, const VF *const *x, int nx, VF *out)
 {
-    VF a[MG_MV64_ROWS], b[MG_MV64_ROWS], t4[MG_MV64_ROWS], t8[MG_MV64_ROWS];
+    const int n = MG_MV64_ROWS(nx) * nx;
+    VF a[MG_MV64_MAX], b[MG_MV64_MAX], t4[MG_MV64_MAX], t8[MG_MV64_MAX];
     MG_UNROLL
     for (int k = 0; k < 16; k += 2) {
-        mg_mv64chV(w, x, k, a);
-        mg_mv64chV(w, x, k + 1, b);
+        mg_mv64chV(w, x, nx, k, a);
+        mg_mv64chV(w, x, nx, k + 1, b);
         MG_UNROLL
-        for (int r = 0; r < MG_MV64_ROWS; r++) {
+        for (int r = 0; r < MG_MV64_MAX; r++) {
+            if (r >= n) break;
             const VF t2 = vf_add(a[r], b[r]);
             if (!(k & 2)) {
                 t4[r] = t2;
