@@ -467,6 +467,7 @@ typedef uint32x4_t VM;
 #define vi_to_f(a) vcvtq_f32_s32(a)
 #define vm_or(a, b) vorrq_u32(a, b)
 #define vm_all(a) (vminvq_u32(a) != 0)
+#define vi_min(a, b) vminq_s32(a, b)
 MG_INLINE VF vf_gather_neon(const float *base, VI idx)
 {
     int32_t i[4];
@@ -1309,7 +1310,8 @@ MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, VI pos, int maxpos, i
 }
 
 /* The sampler for VW streams (canonical, see mg_sample_s): z[27] = logits * log2(e)/T,
- * r: each stream's draw in [0, 1); returns the tokens. */
+ * r: each stream's draw in [0, 1); returns the tokens. The offset-0 case (nearly every
+ * draw) is taken speculatively, so the exp2s need not wait for the max/min. */
 MG_INLINE VI mg_sampleV(const VF *z, VF r)
 {
     VF c[MG_VOCAB], t[16], m = z[0], n = z[0];
@@ -1317,15 +1319,30 @@ MG_INLINE VI mg_sampleV(const VF *z, VF r)
         m = vf_max(m, z[v]);
         n = vf_min(n, z[v]);
     }
-    const VF o = mg_offsetV(m, n);
-    for (int v = 0; v < MG_VOCAB; v++) c[v] = mg_exp2V(vf_sub(z[v], o));
+    if (vm_all(vm_and(vf_ge(n, vf_set1(MG_FAST_LO)), vf_le(m, vf_set1(MG_FAST_HI))))) {
+        for (int v = 0; v < MG_VOCAB; v++) c[v] = mg_exp2V_nc(z[v]);
+    } else {
+        const VF o = mg_offsetV(m, n);
+        for (int v = 0; v < MG_VOCAB; v++) c[v] = mg_exp2V(vf_sub(z[v], o));
+    }
     for (int i = 0; i < 16; i++) t[i] = i + 16 < MG_VOCAB ? vf_add(c[i], c[i + 16]) : c[i];
     VF thr = vf_mul(r, mg_tree16V(t));
     for (int s = 1; s < 32; s <<= 1)
         for (int i = MG_VOCAB - 2; i >= s; i--) c[i] = vf_add(c[i], c[i - s]);
-    VI tok = vi_set1(MG_VOCAB - 1);
-    for (int v = MG_VOCAB - 2; v >= 0; v--) tok = vi_sel(vf_lt(thr, c[v]), vi_set1(v), tok);
-    return tok;
+    /* the first v < 26 with thr < c[v], else 26: the least of the v (26 where thr >= c[v]),
+     * a tree rather than a chain of 26 selects */
+    VI tk[16];
+    MG_UNROLL
+    for (int v = 0; v < 16; v++) {
+        const VI none = vi_set1(MG_VOCAB - 1);
+        tk[v] = vi_sel(vf_lt(thr, c[v]), vi_set1(v), none);
+        if (v + 16 < MG_VOCAB - 1) tk[v] = vi_min(tk[v], vi_sel(vf_lt(thr, c[v + 16]), vi_set1(v + 16), none));
+    }
+    MG_UNROLL
+    for (int w = 1; w < 16; w <<= 1)
+        MG_UNROLL
+        for (int v = 0; v < 16; v += 2 * w) tk[v] = vi_min(tk[v], tk[v + w]);
+    return tk[0];
 }
 
 /* greedy for VW streams: per lane, the lowest index of the largest logit */
