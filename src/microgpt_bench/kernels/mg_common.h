@@ -1315,19 +1315,25 @@ MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, VI pos, int maxpos, i
 MG_INLINE VI mg_sampleV(const VF *z, VF r)
 {
     VF c[MG_VOCAB], t[16], m = z[0], n = z[0];
+    MG_UNROLL
     for (int v = 1; v < MG_VOCAB; v++) {
         m = vf_max(m, z[v]);
         n = vf_min(n, z[v]);
     }
     if (vm_all(vm_and(vf_ge(n, vf_set1(MG_FAST_LO)), vf_le(m, vf_set1(MG_FAST_HI))))) {
+        MG_UNROLL
         for (int v = 0; v < MG_VOCAB; v++) c[v] = mg_exp2V_nc(z[v]);
     } else {
         const VF o = mg_offsetV(m, n);
+        MG_UNROLL
         for (int v = 0; v < MG_VOCAB; v++) c[v] = mg_exp2V(vf_sub(z[v], o));
     }
+    MG_UNROLL
     for (int i = 0; i < 16; i++) t[i] = i + 16 < MG_VOCAB ? vf_add(c[i], c[i + 16]) : c[i];
     VF thr = vf_mul(r, mg_tree16V(t));
+    MG_UNROLL
     for (int s = 1; s < 32; s <<= 1)
+        MG_UNROLL
         for (int i = MG_VOCAB - 2; i >= s; i--) c[i] = vf_add(c[i], c[i - s]);
     /* the first v < 26 with thr < c[v], else 26: the least of the v (26 where thr >= c[v]),
      * a tree rather than a chain of 26 selects */
