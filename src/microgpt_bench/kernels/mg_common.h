@@ -493,8 +493,11 @@ MG_INLINE VF mg_exp2V_nc(VF x)
     VF f4 = vf_mul(f2, f2);
     VF q0 = vf_fma(p23, f2, p01);
     VF p = vf_fma(p45, f4, q0);
-    VI sb = vi_slli(vi_add(vf_as_vi(t), vi_set1(127)), 23);
-    return vf_mul(p, vi_as_vf(sb));
+    /* p * 2^n (the reference's multiply) as an integer add of n to p's exponent: the
+     * same bits, as p in [1, 2) for n = -126 (x >= -126) and p < 1.5 for n <= 64 keep
+     * p * 2^n normal; an integer pipe instead of an FMA pipe. The low bits of t hold n
+     * (t = n + 1.5 * 2^23), and t << 23 keeps just n << 23. */
+    return vi_as_vf(vi_add(vf_as_vi(p), vi_slli(vf_as_vi(t), 23)));
 }
 MG_INLINE VF mg_exp2V(VF x) { return mg_exp2V_nc(vf_max(x, vf_set1(MG_EXP_LO))); }
 #endif
