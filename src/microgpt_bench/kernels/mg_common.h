@@ -116,11 +116,13 @@
 #define MG_INLINE static inline __attribute__((always_inline))
 #define MG_EXPORT __attribute__((visibility("default")))
 #define MG_UNROLL _Pragma("GCC unroll 64")
+#define MG_UNROLL4 _Pragma("GCC unroll 4")
 #else
 #define MG_ALIGN
 #define MG_INLINE static inline
 #define MG_EXPORT
 #define MG_UNROLL
+#define MG_UNROLL4
 #endif
 
 /* ------------------------------------------------------------- the model shape */
@@ -1217,7 +1219,13 @@ MG_INLINE void mg_mv64rowsV(const float *w, const VF *const *x, int nx, VF *out)
 {
     const int n = MG_MV64_ROWS(nx) * nx;
     VF a[MG_MV64_MAX], b[MG_MV64_MAX], t4[MG_MV64_MAX], t8[MG_MV64_MAX];
+#if defined(__clang__)
+    MG_UNROLL /* clang keeps the whole tree in registers */
+#else
     MG_UNROLL
+    for (int r = 0; r < MG_MV64_MAX; r++) t4[r] = t8[r] = out[r] = vf_zero(); /* all set before use: for -Wall */
+    MG_UNROLL4 /* by 4 chain pairs, not fully: gcc spills on the whole tree */
+#endif
     for (int k = 0; k < 16; k += 2) {
         mg_mv64chV(w, x, nx, k, a);
         mg_mv64chV(w, x, nx, k + 1, b);
