@@ -1260,8 +1260,9 @@ typedef struct {
  * exp2s run over the slots some stream can see (ages 0..maxpos) in a loop without
  * branches; unseen slots weigh exact zeros, as in the reference, in the fixed sum trees
  * over all 16 slots, whose first stage (slot pairs t, t + 4) is skipped where both slots
- * are unseen: it would only add zeros. */
-MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, VI pos, int maxpos, int step, VF *out)
+ * are unseen: it would only add zeros. checked = 0: the caller has proved every score
+ * inside the fast range (offset 0), so the max/min and their test are skipped. */
+MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, VI pos, int maxpos, int step, int checked, VF *out)
 {
     VM vm[16]; /* by age: the streams that see it */
     unsigned pairs = 0; /* bit 4 * half + j: slot pair (8 half + j, 8 half + j + 4) seen */
@@ -1282,11 +1283,13 @@ MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, VI pos, int maxpos, i
             const int t = (step - a) & 15;
             const VF *kk = ring->K[t] + 4 * h;
             const VF sc = vf_add(vf_fma(q[1], kk[1], vf_mul(q[0], kk[0])), vf_fma(q[3], kk[3], vf_mul(q[2], kk[2])));
-            mx = vf_max(mx, vf_sel(vm[a], sc, ninf));
-            mn = vf_min(mn, vf_sel(vm[a], sc, pinf));
+            if (checked) {
+                mx = vf_max(mx, vf_sel(vm[a], sc, ninf));
+                mn = vf_min(mn, vf_sel(vm[a], sc, pinf));
+            }
             e[t] = vf_maskz(vm[a], mg_exp2V_nc(sc));
         }
-        if (!vm_all(vm_and(vf_ge(mn, vf_set1(MG_FAST_LO)), vf_le(mx, vf_set1(MG_FAST_HI))))) {
+        if (checked && !vm_all(vm_and(vf_ge(mn, vf_set1(MG_FAST_LO)), vf_le(mx, vf_set1(MG_FAST_HI))))) {
             const VF o = mg_offsetV(mx, mn);
             for (int a = 0; a <= maxpos; a++) {
                 const int t = (step - a) & 15;

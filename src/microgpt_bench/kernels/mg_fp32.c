@@ -23,7 +23,8 @@ typedef struct {
     float cz;                          /* log2(e) / T */
     int greedy;                        /* temperature 0: next token = argmax */
     int batch_min;                     /* offline: fewer live streams run one by one (0: default) */
-    int pad[13];
+    int att_fast;                      /* offline: every attention score provably in the fast range */
+    int pad[12];
     MG_ALIGN float raw[MG_NPARAM];     /* C flat order (rows), for SoA and scalar */
     MG_ALIGN float wqkvT[16 * 48];     /* [j][o]: o<16 q, <32 k, <48 v */
     MG_ALIGN float woT[16 * 16];       /* [j][o] */
@@ -53,6 +54,19 @@ MG_EXPORT void *mg_fp32_create(const float *w, float temperature)
     /* greedy: z keeps the logits' order (a positive power-of-two scale) */
     m->cz = m->greedy ? 1.0f : (float)(1.4426950408889634 / (double)temperature);
     memcpy(m->raw, w, sizeof(m->raw));
+    /* A score is qs_h . k_h with qs = 0.5 log2(e) Wq xn and k = Wk xn, xn the twice-normed
+     * x (|xn| <= 4): |score| <= 0.5 log2(e) 16 |Wq_h|_F |Wk_h|_F. Where that is <= 32 (half
+     * the fast range's 64: room for rounding) for every head, the offset is 0 for every
+     * input, and the offline attention skips its max/min and their test. */
+    m->att_fast = 1;
+    for (int h = 0; h < MG_HEADS; h++) {
+        double fq = 0.0, fk = 0.0;
+        for (int i = 4 * h * 16; i < (4 * h + 4) * 16; i++) {
+            fq += (double)w[OFF_WQ + i] * w[OFF_WQ + i];
+            fk += (double)w[OFF_WK + i] * w[OFF_WK + i];
+        }
+        m->att_fast &= 0.5 * 1.4426950408889634 * 16.0 * sqrt(fq) * sqrt(fk) <= 32.0;
+    }
     for (int o = 0; o < 16; o++)
         for (int j = 0; j < 16; j++) {
             m->wqkvT[j * 48 + o] = w[OFF_WQ + o * 16 + j];
@@ -505,7 +519,7 @@ static void forwardV(const model_t *m, soa_t *st, int nb, const VI *tok, const V
                      VF *logits, float scale)
 {
     for (int b = 0; b < nb; b++) fv_qkv(m, &st[b], tok[b], pos[b], step);
-    for (int b = 0; b < nb; b++) mg_attentionV(&st[b].ring, st[b].qs, pos[b], maxpos[b], step, st[b].att);
+    for (int b = 0; b < nb; b++) mg_attentionV(&st[b].ring, st[b].qs, pos[b], maxpos[b], step, !m->att_fast, st[b].att);
     for (int b = 0; b < nb; b++) fv_wo(m, &st[b]);
     for (int b = 0; b < nb; b++) fv_fc1(m, &st[b]);
     for (int b = 0; b + 1 < nb; b += 2) fv_fc2(m, &st[b], 2);
