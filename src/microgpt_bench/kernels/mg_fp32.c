@@ -14,8 +14,9 @@
  *     the matvecs. The KV cache is the 16-slot ring in a compact layout (4 slots x 4
  *     heads per vector), attention over 4 fixed blocks, no branches on positions.
  *   - offline: VW streams per vector (structure of arrays), each weight broadcast
- *     once per batch, per-stream positions handled with masks; slots no stream of the
- *     batch can see are skipped.
+ *     once per batch (fc2: once per two), per-stream positions handled with masks;
+ *     slots no stream of the batch can see are skipped. Two batches run together,
+ *     phase by phase (forwardV), so one's serial stretches overlap the other's work.
  */
 #include "mg_common.h"
 
