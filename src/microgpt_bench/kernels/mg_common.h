@@ -120,6 +120,7 @@
  * of KB of code, and its size costs more than the loop overhead */
 #define MG_ROLL _Pragma("GCC unroll 1")
 #define MG_LIKELY(x) __builtin_expect(!!(x), 1)
+#define MG_UNROLL4 _Pragma("GCC unroll 4")
 #else
 #define MG_ALIGN
 #define MG_INLINE static inline
@@ -127,6 +128,7 @@
 #define MG_UNROLL
 #define MG_ROLL
 #define MG_LIKELY(x) (x)
+#define MG_UNROLL4
 #endif
 
 /* ------------------------------------------------------------- the model shape */
@@ -474,6 +476,7 @@ typedef uint32x4_t VM;
 #define vi_to_f(a) vcvtq_f32_s32(a)
 #define vm_or(a, b) vorrq_u32(a, b)
 #define vm_all(m) (vminvq_u32(m) != 0)
+#define vi_min(a, b) vminq_s32(a, b)
 MG_INLINE VF vf_gather_neon(const float *base, VI idx)
 {
     int32_t i[4];
@@ -499,8 +502,11 @@ MG_INLINE VF mg_exp2V_nc(VF x)
     VF f4 = vf_mul(f2, f2);
     VF q0 = vf_fma(p23, f2, p01);
     VF p = vf_fma(p45, f4, q0);
-    VI sb = vi_slli(vi_add(vf_as_vi(t), vi_set1(127)), 23);
-    return vf_mul(p, vi_as_vf(sb));
+    /* p * 2^n (the reference's multiply) as an integer add of n to p's exponent: the
+     * same bits, as p in [1, 2) for n = -126 (x >= -126) and p < 1.5 for n <= 64 keep
+     * p * 2^n normal; an integer pipe instead of an FMA pipe. The low bits of t hold n
+     * (t = n + 1.5 * 2^23), and t << 23 keeps just n << 23. */
+    return vi_as_vf(vi_add(vf_as_vi(p), vi_slli(vf_as_vi(t), 23)));
 }
 MG_INLINE VF mg_exp2V(VF x) { return mg_exp2V_nc(vf_max(x, vf_set1(MG_EXP_LO))); }
 #endif
@@ -1160,17 +1166,93 @@ MG_INLINE VF mg_mv16bV(const float *w, const VF *x)
     return vf_add(vf_add(vf_add(c[0], c[1]), vf_add(c[2], c[3])), vf_add(vf_add(c[4], c[5]), vf_add(c[6], c[7])));
 }
 
-MG_INLINE VF mg_mv64V(const float *w, const VF *x)
+/* mv64 of a few consecutive rows (w: the first, rows 64 apart) for nx (1 or 2) batches
+ * at once, x[i] the batch's inputs in memory: each x vector is loaded once per chain for
+ * all the rows, and each broadcast weight serves all the batches, so there are fewer
+ * loads than multiply-adds (two loads per multiply-add cap Zen 5 at one zmm FMA per
+ * cycle). Per row the canonical 16 chains of 4 and tree16, built pair by pair so few
+ * partial sums are live. out[i * rows + r]. */
+#if defined(MG_AVX2)
+#define MG_MV64_ROWS(nx) (2 / (nx)) /* 16 registers */
+#else
+#define MG_MV64_ROWS(nx) (4 / (nx))
+#endif
+#define MG_MV64_MAX 4
+/* a loaded value kept in a register for several multiply-adds: gcc would rather fold
+ * the load into each of them (a load apiece) */
+#if defined(__GNUC__) && (defined(__x86_64__) || defined(__i386__))
+#define MG_IN_REG(v) __asm__("" : "+v"(v))
+#elif defined(__GNUC__) && defined(__aarch64__)
+#define MG_IN_REG(v) __asm__("" : "+w"(v))
+#else
+#define MG_IN_REG(v) (void)0
+#endif
+#if defined(__GNUC__)
+#define MG_OPAQUE(p) __asm__("" : "+r"(p)) /* the compiler forgets where p points */
+#else
+#define MG_OPAQUE(p) (void)0
+#endif
+/* (the loops run to the constant bounds, nx and the row count tested inside, so that
+ * both compilers unroll them fully once nx is known) */
+MG_INLINE void mg_mv64chV(const float *w, const VF *const *x, int nx, int k, VF *c)
 {
-    VF c[16];
+    const int R = MG_MV64_ROWS(nx);
+    VF xv[2][4];
     MG_UNROLL
-    for (int k = 0; k < 16; k++) {
-        c[k] = vf_mul(x[k], vf_bc(w + k));
-        c[k] = vf_fma(x[k + 16], vf_bc(w + k + 16), c[k]);
-        c[k] = vf_fma(x[k + 32], vf_bc(w + k + 32), c[k]);
-        c[k] = vf_fma(x[k + 48], vf_bc(w + k + 48), c[k]);
+    for (int i = 0; i < 2; i++)
+        MG_UNROLL
+        for (int j = 0; j < 4; j++)
+            if (i < nx) {
+                xv[i][j] = x[i][k + 16 * j];
+                MG_IN_REG(xv[i][j]);
+            }
+    MG_UNROLL
+    for (int r = 0; r < MG_MV64_MAX; r++) {
+        if (r >= R) break;
+        const float *wr = w + r * 64 + k;
+        VF w0 = vf_bc(wr), w1 = vf_bc(wr + 16), w2 = vf_bc(wr + 32), w3 = vf_bc(wr + 48);
+        if (nx > 1) {
+            MG_IN_REG(w0);
+            MG_IN_REG(w1);
+            MG_IN_REG(w2);
+            MG_IN_REG(w3);
+        }
+        MG_UNROLL
+        for (int i = 0; i < 2; i++)
+            if (i < nx) c[i * R + r] = vf_fma(xv[i][3], w3, vf_fma(xv[i][2], w2, vf_fma(xv[i][1], w1, vf_mul(xv[i][0], w0))));
     }
-    return mg_tree16V(c);
+}
+MG_INLINE void mg_mv64rowsV(const float *w, const VF *const *x, int nx, VF *out)
+{
+    const int n = MG_MV64_ROWS(nx) * nx;
+    VF a[MG_MV64_MAX], b[MG_MV64_MAX], t4[MG_MV64_MAX], t8[MG_MV64_MAX];
+#if defined(__clang__)
+    MG_UNROLL /* clang keeps the whole tree in registers */
+#else
+    MG_UNROLL
+    for (int r = 0; r < MG_MV64_MAX; r++) t4[r] = t8[r] = out[r] = vf_zero(); /* all set before use: for -Wall */
+    MG_UNROLL4 /* by 4 chain pairs, not fully: gcc spills on the whole tree */
+#endif
+    for (int k = 0; k < 16; k += 2) {
+        mg_mv64chV(w, x, nx, k, a);
+        mg_mv64chV(w, x, nx, k + 1, b);
+        MG_UNROLL
+        for (int r = 0; r < MG_MV64_MAX; r++) {
+            if (r >= n) break;
+            const VF t2 = vf_add(a[r], b[r]);
+            if (!(k & 2)) {
+                t4[r] = t2;
+                continue;
+            }
+            t4[r] = vf_add(t4[r], t2);
+            if (!(k & 4)) {
+                t8[r] = t4[r];
+                continue;
+            }
+            t8[r] = vf_add(t8[r], t4[r]);
+            out[r] = k & 8 ? vf_add(out[r], t8[r]) : t8[r];
+        }
+    }
 }
 
 /* The KV ring of one batch: K[slot][16], V[slot][16], one VF per element. */
@@ -1179,59 +1261,78 @@ typedef struct {
     MG_ALIGN VF V[16][16];
 } mg_ringV;
 
-/* Attention for VW streams (canonical, see mg_attention_s): qs[16] scaled queries,
- * k/v[16] the new key/value, written to slot step & 15; pos: each stream's position;
- * maxpos: their maximum. Slots no stream can see are skipped: they would only add
- * exact zeros. */
-MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, const VF *k, const VF *v, VI pos, int maxpos,
-                             int step, VF *out)
+/* Attention for VW streams (canonical, see mg_attention_s): qs[16] scaled queries; the
+ * new key and value already in slot step & 15 of the ring (written there by the
+ * caller's matvecs); pos: each stream's position; maxpos: their maximum. The scores and
+ * exp2s run over the slots some stream can see (ages 0..maxpos) in a loop without
+ * branches; unseen slots weigh exact zeros, as in the reference, in the fixed sum trees
+ * over all 16 slots, whose first stage (slot pairs t, t + 4) is skipped where both slots
+ * are unseen: it would only add zeros. checked = 0: the caller has proved every score
+ * inside the fast range (offset 0), so the max/min and their test are skipped. */
+MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, VI pos, int maxpos, int step, int checked, VF *out)
 {
-    const int slot = step & 15;
-    MG_UNROLL
-    for (int c = 0; c < 16; c++) {
-        ring->K[slot][c] = k[c];
-        ring->V[slot][c] = v[c];
-    }
-    int live[16];
-    VM vm[16];
-    for (int t = 0; t < 16; t++) {
-        int age = (step - t) & 15;
-        live[t] = age <= maxpos;
-        if (live[t]) vm[t] = vi_ge(pos, vi_set1(age));
+    VM vm[16]; /* by age: the streams that see it */
+    unsigned pairs = 0; /* bit 4 * half + j: slot pair (8 half + j, 8 half + j + 4) seen */
+    for (int a = 0; a <= maxpos; a++) {
+        const int t = (step - a) & 15;
+        vm[a] = vi_ge(pos, vi_set1(a));
+        pairs |= 1u << ((t >> 3) * 4 + (t & 3));
     }
     const VF ninf = vf_set1(-INFINITY), pinf = vf_set1(INFINITY), zero = vf_zero();
     for (int h = 0; h < 4; h++) {
-        VF s[16], e[16], m = ninf, n = pinf;
-        for (int t = 0; t < 16; t++) {
-            if (!live[t]) continue;
-            const VF *kk = ring->K[t] + 4 * h, *q = qs + 4 * h;
-            s[t] = vf_add(vf_fma(q[1], kk[1], vf_mul(q[0], kk[0])), vf_fma(q[3], kk[3], vf_mul(q[2], kk[2])));
-            m = vf_max(m, vf_sel(vm[t], s[t], ninf));
-            n = vf_min(n, vf_sel(vm[t], s[t], pinf));
-        }
-        const VF o = mg_offsetV(m, n);
-        for (int t = 0; t < 16; t++) e[t] = live[t] ? vf_maskz(vm[t], mg_exp2V(vf_sub(s[t], o))) : zero;
-        VF l[4];
-        for (int j = 0; j < 4; j++) l[j] = vf_add(vf_add(e[j], e[4 + j]), vf_add(e[8 + j], e[12 + j]));
-        VF rl = vf_div(vf_set1(1.0f), vf_add(vf_add(l[0], l[1]), vf_add(l[2], l[3])));
-        for (int d = 0; d < 4; d++) {
-            VF a[4];
-            for (int j = 0; j < 4; j++) {
-                VF p[2];
-                for (int half = 0; half < 2; half++) {
-                    const int t1 = 8 * half + j, t2 = t1 + 4;
-                    VF acc = live[t1] ? vf_mul(e[t1], ring->V[t1][4 * h + d]) : zero;
-                    p[half] = live[t2] ? vf_fma(e[t2], ring->V[t2][4 * h + d], acc) : acc;
-                }
-                a[j] = vf_add(p[0], p[1]);
+        const VF *q = qs + 4 * h;
+        VF e[16], mx = ninf, mn = pinf;
+        MG_UNROLL
+        for (int t = 0; t < 16; t++) e[t] = zero;
+        /* the offset is 0 in nearly every lane and head: that branch is taken
+         * speculatively, so the exp2s need not wait for the max/min */
+        for (int a = 0; a <= maxpos; a++) {
+            const int t = (step - a) & 15;
+            const VF *kk = ring->K[t] + 4 * h;
+            const VF sc = vf_add(vf_fma(q[1], kk[1], vf_mul(q[0], kk[0])), vf_fma(q[3], kk[3], vf_mul(q[2], kk[2])));
+            if (checked) {
+                mx = vf_max(mx, vf_sel(vm[a], sc, ninf));
+                mn = vf_min(mn, vf_sel(vm[a], sc, pinf));
             }
-            out[4 * h + d] = vf_mul(vf_add(vf_add(a[0], a[1]), vf_add(a[2], a[3])), rl);
+            e[t] = vf_maskz(vm[a], mg_exp2V_nc(sc));
         }
+        if (checked && !vm_all(vm_and(vf_ge(mn, vf_set1(MG_FAST_LO)), vf_le(mx, vf_set1(MG_FAST_HI))))) {
+            const VF o = mg_offsetV(mx, mn);
+            for (int a = 0; a <= maxpos; a++) {
+                const int t = (step - a) & 15;
+                const VF *kk = ring->K[t] + 4 * h;
+                const VF sc = vf_add(vf_fma(q[1], kk[1], vf_mul(q[0], kk[0])), vf_fma(q[3], kk[3], vf_mul(q[2], kk[2])));
+                e[t] = vf_maskz(vm[a], mg_exp2V(vf_sub(sc, o)));
+            }
+        }
+        VF l[4], A[4][4];
+        MG_UNROLL
+        for (int j = 0; j < 4; j++) {
+            VF lp[2], ap[2][4];
+            MG_UNROLL
+            for (int half = 0; half < 2; half++) {
+                const int t1 = 8 * half + j, t2 = t1 + 4;
+                const int seen = (pairs >> (4 * half + j)) & 1u;
+                lp[half] = seen ? vf_add(e[t1], e[t2]) : zero;
+                MG_UNROLL
+                for (int d = 0; d < 4; d++) {
+                    const int c = 4 * h + d;
+                    ap[half][d] = seen ? vf_fma(e[t2], ring->V[t2][c], vf_mul(e[t1], ring->V[t1][c])) : zero;
+                }
+            }
+            l[j] = vf_add(lp[0], lp[1]);
+            MG_UNROLL
+            for (int d = 0; d < 4; d++) A[j][d] = vf_add(ap[0][d], ap[1][d]);
+        }
+        const VF rl = vf_div(vf_set1(1.0f), vf_add(vf_add(l[0], l[1]), vf_add(l[2], l[3])));
+        MG_UNROLL
+        for (int d = 0; d < 4; d++) out[4 * h + d] = vf_mul(vf_add(vf_add(A[0][d], A[1][d]), vf_add(A[2][d], A[3][d])), rl);
     }
 }
 
 /* The sampler for VW streams (canonical, see mg_sample_s): z[27] = logits * log2(e)/T,
- * r: each stream's draw in [0, 1); returns the tokens. */
+ * r: each stream's draw in [0, 1); returns the tokens. The offset-0 case (nearly every
+ * draw) is taken speculatively, so the exp2s need not wait for the max/min. */
 MG_INLINE VI mg_sampleV(const VF *z, VF r)
 {
     /* the max and min are exact in any order: four chains, not one */
@@ -1246,20 +1347,34 @@ MG_INLINE VI mg_sampleV(const VF *z, VF r)
     const VF m = vf_max(vf_max(mx[0], mx[1]), vf_max(mx[2], mx[3])), n = vf_min(vf_min(mn[0], mn[1]), vf_min(mn[2], mn[3]));
     /* o = 0 in every lane (the common case): z - 0 is z and no z is below the clamp */
     if (MG_LIKELY(vm_all(vm_and(vf_ge(n, vf_set1(MG_FAST_LO)), vf_le(m, vf_set1(MG_FAST_HI)))))) {
-        MG_ROLL
+        MG_UNROLL
         for (int v = 0; v < MG_VOCAB; v++) c[v] = mg_exp2V_nc(z[v]);
     } else {
         const VF o = mg_offsetV(m, n);
-        MG_ROLL
+        MG_UNROLL
         for (int v = 0; v < MG_VOCAB; v++) c[v] = mg_exp2V(vf_sub(z[v], o));
     }
+    MG_UNROLL
     for (int i = 0; i < 16; i++) t[i] = i + 16 < MG_VOCAB ? vf_add(c[i], c[i + 16]) : c[i];
     VF thr = vf_mul(r, mg_tree16V(t));
+    MG_UNROLL
     for (int s = 1; s < 32; s <<= 1)
+        MG_UNROLL
         for (int i = MG_VOCAB - 2; i >= s; i--) c[i] = vf_add(c[i], c[i - s]);
-    VI tok = vi_set1(MG_VOCAB - 1);
-    for (int v = MG_VOCAB - 2; v >= 0; v--) tok = vi_sel(vf_lt(thr, c[v]), vi_set1(v), tok);
-    return tok;
+    /* the first v < 26 with thr < c[v], else 26: the least of the v (26 where thr >= c[v]),
+     * a tree rather than a chain of 26 selects */
+    VI tk[16];
+    MG_UNROLL
+    for (int v = 0; v < 16; v++) {
+        const VI none = vi_set1(MG_VOCAB - 1);
+        tk[v] = vi_sel(vf_lt(thr, c[v]), vi_set1(v), none);
+        if (v + 16 < MG_VOCAB - 1) tk[v] = vi_min(tk[v], vi_sel(vf_lt(thr, c[v + 16]), vi_set1(v + 16), none));
+    }
+    MG_UNROLL
+    for (int w = 1; w < 16; w <<= 1)
+        MG_UNROLL
+        for (int v = 0; v < 16; v += 2 * w) tk[v] = vi_min(tk[v], tk[v + w]);
+    return tk[0];
 }
 
 /* greedy for VW streams: per lane, the lowest index of the largest logit */

@@ -10,7 +10,10 @@
  *   step1(m, c, tok, pos, step, mode, r, u)       one token's forward pass and draw
  *   MG_KERNEL_SOA                 1 when it has a vector-across-streams forward pass:
  *     soa_t                       its per-batch state (mg_ringV ring first)
- *     forwardV(m, st, tok, pos, maxpos, step, z, scale)   VW streams' logits * scale
+ *     forwardV(m, st, nb, tok, pos, maxpos, step, z, scale)   one token of nb batches of
+ *                                 VW streams (st, tok, pos, maxpos: nb each): their logits
+ *                                 * scale, z[b * MG_VOCAB + v]
+ *     MG_SOA_NB                   the batches an offline pass runs together (default 1)
  *     MG_LOGIT_UNIT               the scale at which z holds the logits themselves
  *     MG_SOA_MIN_LANES            the default batch policy: fewer live streams than this
  *                                 in a batch run one by one on the single-stream kernel
@@ -21,6 +24,9 @@
 
 #ifndef MG_KERNEL_SOA
 #define MG_KERNEL_SOA 0
+#endif
+#ifndef MG_SOA_NB
+#define MG_SOA_NB 1
 #endif
 
 #define MG_CAT_(a, b) a##_##b
@@ -137,37 +143,48 @@ MG_INLINE int lanes_max(VI v)
     return mx;
 }
 
-/* nl <= VW streams from s0 in the lanes of one batch */
-static int64_t offline_batch(const off_job *jb, soa_t *st, int32_t s0, int nl)
+/* nb batches together, streams s0 .. s0 + nl - 1 in their lanes (nl <= nb * VW) */
+static int64_t offline_batch(const off_job *jb, soa_t *st, int32_t s0, int nl, int nb)
 {
     const model_t *m = jb->m;
-    memset(&st->ring, 0, sizeof st->ring);
-    int32_t seeds[VW];
-    for (int l = 0; l < VW; l++) seeds[l] = (int32_t)(l < nl ? mg_stream_seed(jb->base_seed, (uint32_t)(s0 + l)) : 1u);
-    VI rng = vi_load(seeds), tok = vi_set1(MG_BOS), pos = vi_set1(0), acc = vi_set1(0);
-    int64_t sum = 0;
-    int maxpos = 0;
-    VF z[MG_VOCAB];
-    for (int64_t i = 0; i < jb->tps; i++) {
-        forwardV(m, st, tok, pos, maxpos, (int)(i & 15), z, m->cz);
-        rng = mg_xorshiftV(rng);
-        VI nt = mg_nextV(z, mg_r24V(rng), m->greedy);
-        acc = vi_add(acc, nt);
-        if (jb->out) {
-            int32_t t[VW];
-            vi_store(t, nt);
-            for (int l = 0; l < nl; l++) jb->out[(int64_t)(s0 + l) * jb->tps + i] = t[l];
+    VI rng[MG_SOA_NB], tok[MG_SOA_NB], pos[MG_SOA_NB], acc[MG_SOA_NB];
+    int maxpos[MG_SOA_NB];
+    for (int b = 0; b < nb; b++) {
+        memset(&st[b].ring, 0, sizeof st[b].ring);
+        int32_t seeds[VW];
+        for (int l = 0; l < VW; l++) {
+            const int s = b * VW + l;
+            seeds[l] = (int32_t)(s < nl ? mg_stream_seed(jb->base_seed, (uint32_t)(s0 + s)) : 1u);
         }
-        pos = vi_add(pos, vi_set1(1));
-        VM reset = vm_or(vi_eq(nt, vi_set1(MG_BOS)), vi_eq(pos, vi_set1(MG_CTX)));
-        pos = vi_sel(reset, vi_set1(0), pos);
-        tok = vi_sel(reset, vi_set1(MG_BOS), nt);
-        maxpos = lanes_max(pos);
+        rng[b] = vi_load(seeds), tok[b] = vi_set1(MG_BOS), pos[b] = vi_set1(0), acc[b] = vi_set1(0);
+        maxpos[b] = 0;
+    }
+    int64_t sum = 0;
+    VF z[MG_SOA_NB * MG_VOCAB];
+    for (int64_t i = 0; i < jb->tps; i++) {
+        forwardV(m, st, nb, tok, pos, maxpos, (int)(i & 15), z, m->cz);
+        for (int b = 0; b < nb; b++) {
+            rng[b] = mg_xorshiftV(rng[b]);
+            VI nt = mg_nextV(z + b * MG_VOCAB, mg_r24V(rng[b]), m->greedy);
+            acc[b] = vi_add(acc[b], nt);
+            if (jb->out) {
+                int32_t t[VW];
+                vi_store(t, nt);
+                for (int l = 0; l < VW && b * VW + l < nl; l++) jb->out[(int64_t)(s0 + b * VW + l) * jb->tps + i] = t[l];
+            }
+            VI p = vi_add(pos[b], vi_set1(1));
+            VM reset = vm_or(vi_eq(nt, vi_set1(MG_BOS)), vi_eq(p, vi_set1(MG_CTX)));
+            pos[b] = vi_sel(reset, vi_set1(0), p);
+            tok[b] = vi_sel(reset, vi_set1(MG_BOS), nt);
+            maxpos[b] = lanes_max(pos[b]);
+        }
         if ((i & 0xFFFF) == 0xFFFF || i == jb->tps - 1) { /* int32 lanes: flush before they can wrap */
-            int32_t a[VW];
-            vi_store(a, acc);
-            for (int l = 0; l < nl; l++) sum += a[l];
-            acc = vi_set1(0);
+            for (int b = 0; b < nb; b++) {
+                int32_t a[VW];
+                vi_store(a, acc[b]);
+                for (int l = 0; l < VW && b * VW + l < nl; l++) sum += a[l];
+                acc[b] = vi_set1(0);
+            }
         }
     }
     return sum;
@@ -179,15 +196,18 @@ static void *offline_worker(void *arg)
     off_job *jb = arg;
     jb->sum = 0;
 #if MG_KERNEL_SOA
-    soa_t *st = mg_alloc(sizeof(soa_t));
+    soa_t *st = mg_alloc(sizeof(soa_t) * MG_SOA_NB);
     if (!st) {
         jb->err = MG_ERR_NOMEM;
         return NULL;
     }
     const int batch_min = jb->m->batch_min > 0 ? jb->m->batch_min : MG_SOA_MIN_LANES;
-    for (int32_t b0 = 0; b0 < jb->count; b0 += VW) {
-        const int nl = jb->count - b0 < VW ? jb->count - b0 : VW;
-        jb->sum += nl < batch_min ? offline_single(jb, jb->first + b0, nl) : offline_batch(jb, st, jb->first + b0, nl);
+    for (int32_t b0 = 0; b0 < jb->count;) {
+        /* up to MG_SOA_NB full batches together; a last partial one alone, by the batch policy */
+        const int left = jb->count - b0, full = left / VW;
+        const int nb = full > MG_SOA_NB ? MG_SOA_NB : full ? full : 1, nl = full ? nb * VW : left;
+        jb->sum += nl < batch_min ? offline_single(jb, jb->first + b0, nl) : offline_batch(jb, st, jb->first + b0, nl, nb);
+        b0 += nl;
     }
     free(st);
 #else
@@ -273,7 +293,8 @@ MG_EXPORT int MG_FN(logits_offline)(void *handle, int32_t n_streams, const int32
             int32_t tk[VW];
             for (int l = 0; l < VW; l++) tk[l] = (l < nl && p < lengths[b0 + l]) ? tokens[(b0 + l) * 16 + p] : MG_BOS;
             VF z[MG_VOCAB];
-            forwardV(m, st, vi_load(tk), vi_set1(p), p, p, z, MG_LOGIT_UNIT);
+            const VI tv = vi_load(tk), pv = vi_set1(p);
+            forwardV(m, st, 1, &tv, &pv, &p, p, z, MG_LOGIT_UNIT);
             for (int v = 0; v < MG_VOCAB; v++) {
                 MG_ALIGN float lane[VW];
                 vf_store(lane, z[v]);
@@ -397,7 +418,8 @@ static void serve_soa_step(serve_job *jb, soa_t *st, serve_lane *ln, int64_t ste
         maxpos = ps[l] > maxpos ? ps[l] : maxpos;
     }
     VF z[MG_VOCAB];
-    forwardV(m, st, vi_load(tk), vi_load(ps), maxpos, (int)(step & 15), z, m->cz);
+    const VI tv = vi_load(tk), pv = vi_load(ps);
+    forwardV(m, st, 1, &tv, &pv, &maxpos, (int)(step & 15), z, m->cz);
     vi_store(out, mg_nextV(z, mg_r24V(vi_load(rg)), m->greedy));
     for (int l = 0; l < VW; l++)
         if (ln[l].req >= 0 && !ln[l].single) serve_emit(jb, &ln[l], out[l], live);

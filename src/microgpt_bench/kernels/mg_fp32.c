@@ -14,8 +14,9 @@
  *     the matvecs. The KV cache is the 16-slot ring in a compact layout (4 slots x 4
  *     heads per vector), attention over 4 fixed blocks, no branches on positions.
  *   - offline: VW streams per vector (structure of arrays), each weight broadcast
- *     once per batch, per-stream positions handled with masks; slots no stream of the
- *     batch can see are skipped.
+ *     once per batch (fc2: once per two), per-stream positions handled with masks;
+ *     slots no stream of the batch can see are skipped. Two batches run together,
+ *     phase by phase (forwardV), so one's serial stretches overlap the other's work.
  */
 #include "mg_common.h"
 
@@ -23,7 +24,8 @@ typedef struct {
     float cz;                          /* log2(e) / T */
     int greedy;                        /* temperature 0: next token = argmax */
     int batch_min;                     /* offline: fewer live streams run one by one (0: default) */
-    int pad[13];
+    int att_fast;                      /* offline: every attention score provably in the fast range */
+    int pad[12];
     MG_ALIGN float raw[MG_NPARAM];     /* C flat order (rows), for SoA and scalar */
     MG_ALIGN float wqkvT[16 * 48];     /* [j][o]: o<16 q, <32 k, <48 v */
     MG_ALIGN float woT[16 * 16];       /* [j][o] */
@@ -53,6 +55,19 @@ MG_EXPORT void *mg_fp32_create(const float *w, float temperature)
     /* greedy: z keeps the logits' order (a positive power-of-two scale) */
     m->cz = m->greedy ? 1.0f : (float)(1.4426950408889634 / (double)temperature);
     memcpy(m->raw, w, sizeof(m->raw));
+    /* A score is qs_h . k_h with qs = 0.5 log2(e) Wq xn and k = Wk xn, xn the twice-normed
+     * x (|xn| <= 4): |score| <= 0.5 log2(e) 16 |Wq_h|_F |Wk_h|_F. Where that is <= 32 (half
+     * the fast range's 64: room for rounding) for every head, the offset is 0 for every
+     * input, and the offline attention skips its max/min and their test. */
+    m->att_fast = 1;
+    for (int h = 0; h < MG_HEADS; h++) {
+        double fq = 0.0, fk = 0.0;
+        for (int i = 4 * h * 16; i < (4 * h + 4) * 16; i++) {
+            fq += (double)w[OFF_WQ + i] * w[OFF_WQ + i];
+            fk += (double)w[OFF_WK + i] * w[OFF_WK + i];
+        }
+        m->att_fast &= 0.5 * 1.4426950408889634 * 16.0 * sqrt(fq) * sqrt(fk) <= 32.0;
+    }
     for (int o = 0; o < 16; o++)
         for (int j = 0; j < 16; j++) {
             m->wqkvT[j * 48 + o] = w[OFF_WQ + o * 16 + j];
@@ -403,16 +418,22 @@ MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, in
 
 #if defined(MG_SOA) && !defined(MG_NO_SOA)
 #define MG_KERNEL_SOA 1
+#ifndef MG_SOA_NB
+#define MG_SOA_NB 2
+#endif
+/* batches per forward pass, phase by phase */
+/* one batch: the ring and the values that pass between the phases */
 typedef struct {
     mg_ringV ring;
-    MG_ALIGN VF buf[3][64];
+    MG_ALIGN VF qs[16], att[16], x1[16], x3[16], y[16], hid[64];
+    VF S3;
 } soa_t;
 
-/* one token for VW streams: tok/pos per lane, the same step for all */
-static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, int step, VF *logits, float scale)
+/* embedding, the entry norms, q (scaled) and the new key/value into the ring */
+MG_INLINE void fv_qkv(const model_t *m, soa_t *st, VI tok, VI pos, int step)
 {
     const float *w = m->raw;
-    VF x[16], x1[16], sq[16];
+    VF x[16], sq[16];
     VI ti = vi_add(vi_slli(tok, 4), vi_set1(OFF_WTE)), pi = vi_add(vi_slli(pos, 4), vi_set1(OFF_WPE));
 #if defined(MG_AVX512)
     (void)ti, (void)pi;
@@ -431,27 +452,80 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
     VF S = mg_rsV(vf_fma(ss, vf_set1(MG_N2), vf_set1(MG_EPS2)));
     VF Sq = vf_mul(S, vf_set1(MG_CQ));
     MG_UNROLL
-    for (int i = 0; i < 16; i++) x1[i] = vf_mul(x[i], s0);
-    VF *qs = st->buf[0], *k = st->buf[0] + 16, *v = st->buf[0] + 32, *att = st->buf[0] + 48;
+    for (int i = 0; i < 16; i++) st->x1[i] = vf_mul(x[i], s0);
+    VF *k = st->ring.K[step & 15], *v = st->ring.V[step & 15];
     for (int o = 0; o < 16; o++) {
-        qs[o] = vf_mul(mg_mv16V(w + OFF_WQ + o * 16, x), Sq);
+        st->qs[o] = vf_mul(mg_mv16V(w + OFF_WQ + o * 16, x), Sq);
         k[o] = vf_mul(mg_mv16V(w + OFF_WK + o * 16, x), S);
         v[o] = vf_mul(mg_mv16V(w + OFF_WV + o * 16, x), S);
     }
-    mg_attentionV(&st->ring, qs, k, v, pos, maxpos, step, att);
-    VF x3[16];
+}
+
+/* wo + the residual, and the MLP's norm scale S3 */
+MG_INLINE void fv_wo(const model_t *m, soa_t *st)
+{
+    const float *w = m->raw;
+    VF att[16], sq[16];
+    MG_UNROLL
+    for (int i = 0; i < 16; i++) att[i] = st->att[i];
     MG_UNROLL
     for (int o = 0; o < 16; o++) {
-        x3[o] = vf_add(mg_mv16bV(w + OFF_WO + o * 16, att), x1[o]);
-        sq[o] = vf_mul(x3[o], x3[o]);
+        const VF x3 = vf_add(mg_mv16bV(w + OFF_WO + o * 16, att), st->x1[o]);
+        st->x3[o] = x3;
+        sq[o] = vf_mul(x3, x3);
     }
-    VF S3 = mg_rsV(vf_fma(mg_tree16V(sq), vf_set1(MG_N1), vf_set1(MG_EPS)));
-    VF *hid = st->buf[1];
-    for (int o = 0; o < 64; o++) hid[o] = vf_max(mg_mv16V(w + OFF_FC1 + o * 16, x3), vf_zero());
+    st->S3 = mg_rsV(vf_fma(mg_tree16V(sq), vf_set1(MG_N1), vf_set1(MG_EPS)));
+}
+
+MG_INLINE void fv_fc1(const model_t *m, soa_t *st)
+{
+    VF x3[16];
+    MG_UNROLL
+    for (int i = 0; i < 16; i++) x3[i] = st->x3[i];
+    for (int o = 0; o < 64; o++) st->hid[o] = vf_max(mg_mv16V(m->raw + OFF_FC1 + o * 16, x3), vf_zero());
+}
+
+/* fc2 of nx (1 or 2) batches together: they share the weight broadcasts */
+MG_INLINE void fv_fc2(const model_t *m, soa_t *st, int nx)
+{
+    const int R = MG_MV64_ROWS(nx);
+    for (int o = 0; o < 16; o += R) {
+        const VF *x[2] = {st[0].hid, st[nx - 1].hid};
+        MG_OPAQUE(x[0]); /* else gcc hoists all 64 loads per batch out of the loop, to the stack */
+        MG_OPAQUE(x[1]);
+        VF r[MG_MV64_MAX];
+        mg_mv64rowsV(m->raw + OFF_FC2 + o * 64, x, nx, r);
+        MG_UNROLL
+        for (int i = 0; i < 2; i++)
+            MG_UNROLL
+            for (int j = 0; j < MG_MV64_MAX; j++)
+                if (i < nx && j < R) st[i].y[o + j] = vf_fma(r[i * R + j], st[i].S3, st[i].x3[o + j]);
+    }
+}
+
+MG_INLINE void fv_lm(const model_t *m, const soa_t *st, VF *logits, float scale)
+{
     VF y[16];
-    for (int o = 0; o < 16; o++) y[o] = vf_fma(mg_mv64V(w + OFF_FC2 + o * 64, hid), S3, x3[o]);
+    MG_UNROLL
+    for (int i = 0; i < 16; i++) y[i] = st->y[i];
     const VF cz = vf_set1(scale);
-    for (int v2 = 0; v2 < MG_VOCAB; v2++) logits[v2] = vf_mul(mg_mv16bV(w + OFF_LM + v2 * 16, y), cz);
+    for (int v2 = 0; v2 < MG_VOCAB; v2++) logits[v2] = vf_mul(mg_mv16bV(m->raw + OFF_LM + v2 * 16, y), cz);
+}
+
+/* one token for nb batches of VW streams (tok/pos per lane, the same step for all):
+ * logits nb x MG_VOCAB. The batches run phase by phase, so the serial end of one
+ * batch's phase (a norm, a softmax, the last rows a matvec waits for) overlaps the
+ * other batch's work instead of stalling the core. */
+static void forwardV(const model_t *m, soa_t *st, int nb, const VI *tok, const VI *pos, const int *maxpos, int step,
+                     VF *logits, float scale)
+{
+    for (int b = 0; b < nb; b++) fv_qkv(m, &st[b], tok[b], pos[b], step);
+    for (int b = 0; b < nb; b++) mg_attentionV(&st[b].ring, st[b].qs, pos[b], maxpos[b], step, !m->att_fast, st[b].att);
+    for (int b = 0; b < nb; b++) fv_wo(m, &st[b]);
+    for (int b = 0; b < nb; b++) fv_fc1(m, &st[b]);
+    for (int b = 0; b + 1 < nb; b += 2) fv_fc2(m, &st[b], 2);
+    if (nb & 1) fv_fc2(m, &st[nb - 1], 1);
+    for (int b = 0; b < nb; b++) fv_lm(m, &st[b], logits + b * MG_VOCAB, scale);
 }
 
 #endif

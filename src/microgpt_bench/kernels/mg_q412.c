@@ -487,12 +487,6 @@ MG_INLINE VI dot8(const int16_t *w, const VI *xp)
     return vi_add(a0, a1);
 }
 
-#if defined(MG_AVX512)
-#define vm_all(m) ((m) == (VM)0xFFFF)
-#else
-#define vm_all(m) (_mm256_movemask_ps(m) == 0xFF)
-#endif
-
 /* mg_attentionV's arithmetic, without its branches on slot liveness (they follow the
  * ring's rotation, so they mispredict): scores and exps are computed for the ages
  * 0..maxpos, then the sums run over all 16 slots, dead ones as e = 0. Every nonzero
@@ -587,7 +581,7 @@ MG_INLINE void attnQ(mg_ringV *ring, const VF *qs, VI pos, int maxpos, int step,
 #define MG_FC2_LOOP MG_ROLL
 #endif
 
-static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, int step, VF *z, float scale)
+MG_INLINE void forward1V(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, int step, VF *z, float scale)
 {
     const int16_t *w = m->raw;
     VI xp[8], n0[8], n1[8], ap[8], x3[8], n2[8], yp[8];
@@ -635,6 +629,13 @@ static void forwardV(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, in
     }
     const VF cz = vf_set1(scale);
     for (int v2 = 0; v2 < MG_VOCAB; v2++) z[v2] = vf_mul(vi_to_f(vi_srai(dot8(w + OFF_LM + v2 * 16, yp), 12)), cz);
+}
+
+/* one token for nb batches of VW streams: logits nb x MG_VOCAB */
+static void forwardV(const model_t *m, soa_t *st, int nb, const VI *tok, const VI *pos, const int *maxpos, int step,
+                     VF *z, float scale)
+{
+    for (int b = 0; b < nb; b++) forward1V(m, &st[b], tok[b], pos[b], maxpos[b], step, z + b * MG_VOCAB, scale);
 }
 
 #endif
