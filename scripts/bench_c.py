@@ -1,13 +1,14 @@
 #!/usr/bin/env python3
 """Tokens/s, ns/token and cycles/token of the native C backends, per vector path.
 
-    python scripts/bench_c.py [--backends c-fp32,c-q412] [--paths avx512,avx2-evex,avx2,scalar]
+    python scripts/bench_c.py [--backends c-fp32,c-q412] [--paths avx512,avx2@clang,...]
                               [--tokens 2000000] [--repeats 7]
                               [--streams 32,64] [--threads 1,2] [--offline-tokens 50000]
                               [--weights PATH] [--json out.json] [--original]
 
-Each path is built with MICROGPT_BENCH_SIMD=<path> (a path the compiler or CPU
-cannot do is reported and skipped). Single stream: one C call runs --tokens
+Each path is one of the autotuner's compiled variants (avx512, avx2-evex, avx2, scalar,
+each also @clang; neon on Arm), every one by default; a variant the compiler or CPU
+cannot do is reported and skipped. Single stream: one C call runs --tokens
 tokens of the generation loop (xorshift32); the min and the median of --repeats
 calls are printed. Offline: N streams of --offline-tokens tokens each, split over
 the given thread counts; the median of --repeats calls. cycles/token is ns/token
@@ -24,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import statistics
 import subprocess
@@ -39,7 +39,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from microgpt_bench import cli, machine, native, peaks  # noqa: E402
-from microgpt_bench.backends.c_native import CFp32Backend, CQ412Backend  # noqa: E402
+from microgpt_bench.backends.base import Unavailable  # noqa: E402
+from microgpt_bench.backends.c_native import CFp32Backend, CQ412Backend, candidate_variants  # noqa: E402
 from microgpt_bench.weights import load_weights  # noqa: E402
 
 BACKENDS = {"c-fp32": CFp32Backend, "c-q412": CQ412Backend}
@@ -62,8 +63,8 @@ def timed(fn, repeats):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--backends", default="c-fp32,c-q412")
-    ap.add_argument("--paths", default="avx512,avx2-evex,avx2,scalar",
-                    help="compiled variants (MICROGPT_BENCH_SIMD values)")
+    ap.add_argument("--paths", default="",
+                    help="compiled variants, e.g. avx512,avx2@clang (default: every variant of this architecture)")
     ap.add_argument("--tokens", type=int, default=2_000_000, help="single-stream tokens per timed call")
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--streams", default="32,64")
@@ -84,23 +85,16 @@ def main(argv=None) -> int:
     print(f"clock: {ghz} GHz ({clock['method']}); weights: {args.weights or 'shipped'}")
     print(f"peaks: {cli.format_peaks(pk)}")
     rows = []
-    saved = os.environ.get("MICROGPT_BENCH_SIMD")
-    hdr = (f"{'backend':8} {'variant':9} {'scenario':24} {'tok/s':>14} {'ns/token':>9} {'cyc/token':>10} "
+    hdr = (f"{'backend':9} {'variant':15} {'scenario':28} {'tok/s':>14} {'ns/token':>9} {'cyc/token':>10} "
            f"{'(median)':>9} {'x floor':>8}")
     print(hdr)
     print("-" * len(hdr))
     if args.original:
         rows += [original_row(src, label, params, args, ghz) for src, label in ORIGINALS]
-    try:
-        for path in csv(args.paths):
-            os.environ["MICROGPT_BENCH_SIMD"] = path
-            for name in csv(args.backends):
-                rows += bench_variant(BACKENDS[name], name, path, params, args, ghz)
-    finally:
-        if saved is None:
-            os.environ.pop("MICROGPT_BENCH_SIMD", None)
-        else:
-            os.environ["MICROGPT_BENCH_SIMD"] = saved
+    paths = csv(args.paths) if args.paths else list(candidate_variants())
+    for path in paths:
+        for name in csv(args.backends):
+            rows += bench_variant(BACKENDS[name], name, path, params, args, ghz)
     if args.json:
         Path(args.json).write_text(json.dumps({"clock": clock, "peaks": pk, "rows": rows}, indent=1))
     return 0
@@ -113,15 +107,19 @@ def print_row(r, ghz):
     med = f"{r['ns_token_median'] * ghz:9.0f}" if r.get("ns_token_median") and ghz else f"{'':9}"
     floor = r.get("floor_cycles_per_token")
     share = f"{per_core * ghz / floor:7.2f}x" if floor and ghz else f"{'':8}"
-    print(f"{r['backend']:8} {r['path']:9} {r['scenario']:24} {r['tok_s']:14,.0f} {r['ns_token']:9.1f} {cyc} {med} {share}")
+    print(f"{r['backend']:9} {r['path']:15} {r['scenario']:28} {r['tok_s']:14,.0f} {r['ns_token']:9.1f} {cyc} {med} {share}")
 
 
 def bench_variant(cls, name, path, params, args, ghz):
-    why = cls.availability()
+    why = candidate_variants().get(path, f"unknown variant {path!r}") or cls.availability()
+    if not why:
+        try:
+            b = cls(params, variant=path)
+        except (Unavailable, ValueError) as exc:
+            why = str(exc)
     if why:
-        print(f"{name:8} {path:9} unavailable: {why.splitlines()[0][:100]}")
+        print(f"{name:8} {path:15} unavailable: {why.splitlines()[0][:100]}")
         return []
-    b = cls(params)
     n, rows = args.tokens, []
     best, med = timed(lambda: b.timed_generate(n, args.seed), args.repeats)
     rows.append({"backend": name, "path": path, "simd": b.info()["simd"], "scenario": "single-stream", "streams": 1,
