@@ -487,89 +487,6 @@ MG_INLINE VI dot8(const int16_t *w, const VI *xp)
     return vi_add(a0, a1);
 }
 
-/* mg_attentionV's arithmetic, without its branches on slot liveness (they follow the
- * ring's rotation, so they mispredict): scores and exps are computed for the ages
- * 0..maxpos, then the sums run over all 16 slots, dead ones as e = 0. Every nonzero
- * value is rounded exactly as there; only the sign of an exact zero can differ, and
- * the output is rounded to an integer. The offset: when every lane's scores (dead
- * lanes too) lie in [MG_FAST_LO, MG_FAST_HI], o = 0 for all lanes, so the subtraction
- * and the clamp are skipped; else the canonical masked offset. */
-MG_INLINE void attnQ(mg_ringV *ring, const VF *qs, VI pos, int maxpos, int step, VF *out)
-{
-    const int slot = step & 15; /* the caller has written the new key and value there */
-    VM vm[16];
-    MG_ALIGN VF s[16][4], e[4][16];
-    VF mx[4], mn[4];
-    MG_UNROLL
-    for (int h = 0; h < 4; h++) mx[h] = vf_set1(-INFINITY), mn[h] = vf_set1(INFINITY);
-    /* one loop over the live ages for all heads (a loop per head mispredicts at each exit) */
-    for (int a = 0; a <= maxpos; a++) {
-        vm[a] = vi_ge(pos, vi_set1(a));
-        const VF *kk = ring->K[(slot - a) & 15];
-        MG_UNROLL
-        for (int h = 0; h < 4; h++) {
-            const VF *q = qs + 4 * h, *kh = kk + 4 * h;
-            s[a][h] = vf_add(vf_fma(q[1], kh[1], vf_mul(q[0], kh[0])), vf_fma(q[3], kh[3], vf_mul(q[2], kh[2])));
-            mx[h] = vf_max(mx[h], s[a][h]);
-            mn[h] = vf_min(mn[h], s[a][h]);
-        }
-    }
-    const VF zero = vf_zero(), lo = vf_set1(MG_FAST_LO), hi = vf_set1(MG_FAST_HI);
-    VM ok = vm_and(vm_and(vm_and(vf_ge(mn[0], lo), vf_le(mx[0], hi)), vm_and(vf_ge(mn[1], lo), vf_le(mx[1], hi))),
-                   vm_and(vm_and(vf_ge(mn[2], lo), vf_le(mx[2], hi)), vm_and(vf_ge(mn[3], lo), vf_le(mx[3], hi))));
-    if (MG_LIKELY(vm_all(ok))) {
-        MG_ROLL
-        for (int a = 0; a <= maxpos; a++) {
-            const int t = (slot - a) & 15;
-            MG_UNROLL
-            for (int h = 0; h < 4; h++) e[h][t] = vf_maskz(vm[a], mg_exp2V_nc(s[a][h]));
-        }
-    } else {
-        MG_ROLL
-        for (int h = 0; h < 4; h++) {
-            VF m = vf_set1(-INFINITY), n = vf_set1(INFINITY);
-            MG_ROLL
-            for (int a = 0; a <= maxpos; a++) {
-                m = vf_max(m, vf_sel(vm[a], s[a][h], m));
-                n = vf_min(n, vf_sel(vm[a], s[a][h], n));
-            }
-            const VF o = mg_offsetV(m, n);
-            MG_ROLL
-            for (int a = 0; a <= maxpos; a++) e[h][(slot - a) & 15] = vf_maskz(vm[a], mg_exp2V(vf_sub(s[a][h], o)));
-        }
-    }
-    MG_ROLL
-    for (int a = maxpos + 1; a < 16; a++) {
-        const int t = (slot - a) & 15;
-        MG_UNROLL
-        for (int h = 0; h < 4; h++) e[h][t] = zero;
-    }
-    /* dead slots read a zero row instead of their stale values: the sums touch only the
-     * live part of the ring, which keeps the working set in L1 */
-    static const MG_ALIGN VF zrow[16];
-    const VF *vr[16];
-    MG_UNROLL
-    for (int t = 0; t < 16; t++) vr[t] = ((slot - t) & 15) <= maxpos ? ring->V[t] : zrow;
-    MG_ROLL
-    for (int h = 0; h < 4; h++) {
-        const VF *eh = e[h];
-        VF l[4];
-        MG_UNROLL
-        for (int j = 0; j < 4; j++) l[j] = vf_add(vf_add(eh[j], eh[4 + j]), vf_add(eh[8 + j], eh[12 + j]));
-        const VF rl = vf_div(vf_set1(1.0f), vf_add(vf_add(l[0], l[1]), vf_add(l[2], l[3])));
-        MG_UNROLL
-        for (int d = 0; d < 4; d++) {
-            const int c = 4 * h + d;
-            VF a[4];
-            MG_UNROLL
-            for (int j = 0; j < 4; j++)
-                a[j] = vf_add(vf_fma(eh[4 + j], vr[4 + j][c], vf_mul(eh[j], vr[j][c])),
-                              vf_fma(eh[12 + j], vr[12 + j][c], vf_mul(eh[8 + j], vr[8 + j][c])));
-            out[c] = vf_mul(vf_add(vf_add(a[0], a[1]), vf_add(a[2], a[3])), rl);
-        }
-    }
-}
-
 /* fc2's row block (measured): all 16 rows unrolled with 32 registers; with 16, two
  * blocks of 8 and the pair loop rolled (unrolled, the compiler keeps all hidden pairs
  * in registers and spills) */
@@ -603,7 +520,7 @@ MG_INLINE void forward1V(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos
         k[o] = vi_to_f(rqV(dot8(w + OFF_WK + o * 16, n1)));
         v[o] = vi_to_f(rqV(dot8(w + OFF_WV + o * 16, n1)));
     }
-    attnQ(&st->ring, qs, pos, maxpos, step, st->att);
+    mg_attentionV(&st->ring, qs, pos, maxpos, step, 1, st->att);
     MG_UNROLL
     for (int mm = 0; mm < 8; mm++) {
         ap[mm] = vi_pack2(vf_to_i(st->att[2 * mm]), vf_to_i(st->att[2 * mm + 1]));
