@@ -95,7 +95,11 @@ MG_EXPORT void mg_q412_destroy(void *m) { free(m); }
 #endif
 #define LD(p) _mm512_load_si512((const void *)(p))
 #define BD(buf, m) _mm512_set1_epi32(((const int32_t *)(buf))[m])
-#define SPILL16(buf, v) do { _mm256_store_si256((__m256i *)(buf), v); __asm__ volatile("" : : "r"(buf) : "memory"); } while (0)
+/* pair j of 16 int16 (a ymm) in every lane: a permute in registers, not a store and a
+ * broadcast load (store forwarding would be on the token's dependency chain) */
+#define BP(p, j) _mm512_permutexvar_epi32(_mm512_set1_epi32(j), _mm512_castsi256_si512(p))
+/* the same from 16 int32 in int16 range (a norm's output: |x * s| <= 2^14), skipping the pack */
+#define BW(d, j) _mm512_permutexvar_epi16(_mm512_set1_epi32((4 * (j)) | ((4 * (j) + 2) << 16)), d)
 
 /* norm: x (float, integer-valued) -> round(x * s) as float */
 MG_INLINE __m512 qnorm(__m512 xf)
@@ -119,14 +123,14 @@ MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step
     __m512 n0f = qnorm(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(x)));
     __m256i n0 = to16(n0f);
     __m512 s1 = mg_rs16(_mm512_fmadd_ps(mg_hsum16(_mm512_mul_ps(n0f, n0f)), _mm512_set1_ps(MG_Q28), _mm512_set1_ps(MG_EPS)));
-    SPILL16(xb, to16(_mm512_mul_ps(n0f, s1)));
+    __m512i n1 = _mm512_cvtps_epi32(_mm512_mul_ps(n0f, s1));
 
     /* q, k, v: 8 pair-columns, 4 chains of 2 (integer sums: any order is exact) */
     const int16_t *P = m->qkvP;
     __m512i q[4], k[4], v[4];
     MG_UNROLL
     for (int j = 0; j < 4; j++) {
-        __m512i b0 = BD(xb, j), b1 = BD(xb, j + 4);
+        __m512i b0 = BW(n1, j), b1 = BW(n1, j + 4);
         q[j] = DP(_mm512_setzero_si512(), LD(P + j * 96), b0);
         k[j] = DP(_mm512_setzero_si512(), LD(P + j * 96 + 32), b0);
         v[j] = DP(_mm512_setzero_si512(), LD(P + j * 96 + 64), b0);
@@ -141,21 +145,21 @@ MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step
     __m512 kf = _mm512_cvtepi32_ps(rq32(_mm512_add_epi32(k0, k1)));
     __m512 vf = _mm512_cvtepi32_ps(rq32(_mm512_add_epi32(v0, v1)));
     __m512 att = mg_attention16(qs, kf, vf, c->K, c->V, step & 15, mg_valid_slots(step, pos));
-    SPILL16(xb, _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(att)));
+    __m256i ap = _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(att));
 
     /* wo + residual */
     __m512i a[4];
     MG_UNROLL
-    for (int j = 0; j < 4; j++) a[j] = DP(DP(_mm512_setzero_si512(), LD(m->woP + j * 32), BD(xb, j)), LD(m->woP + (j + 4) * 32), BD(xb, j + 4));
+    for (int j = 0; j < 4; j++) a[j] = DP(DP(_mm512_setzero_si512(), LD(m->woP + j * 32), BP(ap, j)), LD(m->woP + (j + 4) * 32), BP(ap, j + 4));
     __m256i x3 = _mm256_adds_epi16(rq16(_mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]))), n0);
-    SPILL16(xb, to16(qnorm(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(x3)))));
+    __m512i n2 = _mm512_cvtps_epi32(qnorm(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(x3))));
 
     /* fc1 (64 outputs: 4 blocks) + relu */
     __m512i f[4][2];
     for (int o = 0; o < 4; o++) f[o][0] = f[o][1] = _mm512_setzero_si512();
     MG_UNROLL
     for (int j = 0; j < 8; j++) {
-        __m512i b = BD(xb, j);
+        __m512i b = BW(n2, j);
         for (int o = 0; o < 4; o++) f[o][j & 1] = DP(f[o][j & 1], LD(m->fc1P + j * 128 + o * 32), b);
     }
     const __m256i z16 = _mm256_setzero_si256();
@@ -163,20 +167,20 @@ MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step
         _mm256_store_si256((__m256i *)(xb + 16 * o), _mm256_max_epi16(rq16(_mm512_add_epi32(f[o][0], f[o][1])), z16));
     __asm__ volatile("" : : "r"(xb) : "memory");
 
-    /* fc2: 32 pair-columns, 8 chains */
+    /* fc2: 32 pair-columns, 8 chains (broadcasts from memory: 32 permutes would queue) */
     __m512i g[8];
     for (int k = 0; k < 8; k++) g[k] = _mm512_setzero_si512();
     MG_UNROLL
     for (int j = 0; j < 32; j++) g[j & 7] = DP(g[j & 7], LD(m->fc2P + j * 32), BD(xb, j));
     __m512i gs = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(g[0], g[1]), _mm512_add_epi32(g[2], g[3])),
                                   _mm512_add_epi32(_mm512_add_epi32(g[4], g[5]), _mm512_add_epi32(g[6], g[7])));
-    SPILL16(xb, _mm256_adds_epi16(rq16(gs), x3));
+    __m256i y = _mm256_adds_epi16(rq16(gs), x3);
 
     /* lm_head: 2 blocks, 4 chains of 2 */
     __m512i l0[4], l1[4];
     MG_UNROLL
     for (int j = 0; j < 4; j++) {
-        __m512i b0 = BD(xb, j), b1 = BD(xb, j + 4);
+        __m512i b0 = BP(y, j), b1 = BP(y, j + 4);
         l0[j] = DP(DP(_mm512_setzero_si512(), LD(m->lmP + j * 64), b0), LD(m->lmP + (j + 4) * 64), b1);
         l1[j] = DP(DP(_mm512_setzero_si512(), LD(m->lmP + j * 64 + 32), b0), LD(m->lmP + (j + 4) * 64 + 32), b1);
     }
