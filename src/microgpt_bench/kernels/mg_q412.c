@@ -95,10 +95,9 @@ MG_EXPORT void mg_q412_destroy(void *m) { free(m); }
 #endif
 #define LD(p) _mm512_load_si512((const void *)(p))
 #define BD(buf, m) _mm512_set1_epi32(((const int32_t *)(buf))[m])
-/* pair j of 16 int16 (a ymm) in every lane: a permute in registers, not a store and a
- * broadcast load (store forwarding would be on the token's dependency chain) */
-#define BP(p, j) _mm512_permutexvar_epi32(_mm512_set1_epi32(j), _mm512_castsi256_si512(p))
-/* the same from 16 int32 in int16 range (a norm's output: |x * s| <= 2^14), skipping the pack */
+/* pair j of 16 int32 in int16 range (|norm output| <= 2^14; others saturated) in every
+ * lane: a word permute in registers, not a pack, a store and a broadcast load (store
+ * forwarding would be on the token's dependency chain) */
 #define BW(d, j) _mm512_permutexvar_epi16(_mm512_set1_epi32((4 * (j)) | ((4 * (j) + 2) << 16)), d)
 
 /* norm: x (float, integer-valued) -> round(x * s) as float */
@@ -107,11 +106,8 @@ MG_INLINE __m512 qnorm(__m512 xf)
     __m512 s = mg_rs16(_mm512_fmadd_ps(mg_hsum16(_mm512_mul_ps(xf, xf)), _mm512_set1_ps(MG_Q28), _mm512_set1_ps(MG_EPS)));
     return _mm512_roundscale_ps(_mm512_mul_ps(xf, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
-MG_INLINE __m256i to16(__m512 f) { return _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(f)); }
-MG_INLINE __m512i rq32(__m512i acc) /* sat16(acc >> 12), as int32 */
-{
-    return _mm512_max_epi32(_mm512_min_epi32(_mm512_srai_epi32(acc, 12), _mm512_set1_epi32(32767)), _mm512_set1_epi32(-32768));
-}
+MG_INLINE __m512i sat32(__m512i a) { return _mm512_max_epi32(_mm512_min_epi32(a, _mm512_set1_epi32(32767)), _mm512_set1_epi32(-32768)); }
+MG_INLINE __m512i rq32(__m512i acc) { return sat32(_mm512_srai_epi32(acc, 12)); } /* sat16(acc >> 12), as int32 */
 MG_INLINE __m256i rq16(__m512i acc) { return _mm512_cvtsepi32_epi16(_mm512_srai_epi32(acc, 12)); }
 
 MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step, __m512 *zlo, __m512 *zhi)
@@ -121,7 +117,7 @@ MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step
     __m256i x = _mm256_adds_epi16(_mm256_load_si256((const __m256i *)(w + OFF_WTE + tok * 16)),
                                   _mm256_load_si256((const __m256i *)(w + OFF_WPE + pos * 16)));
     __m512 n0f = qnorm(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(x)));
-    __m256i n0 = to16(n0f);
+    __m512i n0 = _mm512_cvtps_epi32(n0f);
     __m512 s1 = mg_rs16(_mm512_fmadd_ps(mg_hsum16(_mm512_mul_ps(n0f, n0f)), _mm512_set1_ps(MG_Q28), _mm512_set1_ps(MG_EPS)));
     __m512i n1 = _mm512_cvtps_epi32(_mm512_mul_ps(n0f, s1));
 
@@ -145,14 +141,14 @@ MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step
     __m512 kf = _mm512_cvtepi32_ps(rq32(_mm512_add_epi32(k0, k1)));
     __m512 vf = _mm512_cvtepi32_ps(rq32(_mm512_add_epi32(v0, v1)));
     __m512 att = mg_attention16(qs, kf, vf, c->K, c->V, step & 15, mg_valid_slots(step, pos));
-    __m256i ap = _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(att));
+    __m512i ap = sat32(_mm512_cvtps_epi32(att));
 
     /* wo + residual */
     __m512i a[4];
     MG_UNROLL
-    for (int j = 0; j < 4; j++) a[j] = DP(DP(_mm512_setzero_si512(), LD(m->woP + j * 32), BP(ap, j)), LD(m->woP + (j + 4) * 32), BP(ap, j + 4));
-    __m256i x3 = _mm256_adds_epi16(rq16(_mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]))), n0);
-    __m512i n2 = _mm512_cvtps_epi32(qnorm(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(x3))));
+    for (int j = 0; j < 4; j++) a[j] = DP(DP(_mm512_setzero_si512(), LD(m->woP + j * 32), BW(ap, j)), LD(m->woP + (j + 4) * 32), BW(ap, j + 4));
+    __m512i x3 = sat32(_mm512_add_epi32(rq32(_mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]))), n0));
+    __m512i n2 = _mm512_cvtps_epi32(qnorm(_mm512_cvtepi32_ps(x3)));
 
     /* fc1 (64 outputs: 4 blocks) + relu */
     __m512i f[4][2];
@@ -174,13 +170,13 @@ MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step
     for (int j = 0; j < 32; j++) g[j & 7] = DP(g[j & 7], LD(m->fc2P + j * 32), BD(xb, j));
     __m512i gs = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(g[0], g[1]), _mm512_add_epi32(g[2], g[3])),
                                   _mm512_add_epi32(_mm512_add_epi32(g[4], g[5]), _mm512_add_epi32(g[6], g[7])));
-    __m256i y = _mm256_adds_epi16(rq16(gs), x3);
+    __m512i y = sat32(_mm512_add_epi32(rq32(gs), x3));
 
     /* lm_head: 2 blocks, 4 chains of 2 */
     __m512i l0[4], l1[4];
     MG_UNROLL
     for (int j = 0; j < 4; j++) {
-        __m512i b0 = BP(y, j), b1 = BP(y, j + 4);
+        __m512i b0 = BW(y, j), b1 = BW(y, j + 4);
         l0[j] = DP(DP(_mm512_setzero_si512(), LD(m->lmP + j * 64), b0), LD(m->lmP + (j + 4) * 64), b1);
         l1[j] = DP(DP(_mm512_setzero_si512(), LD(m->lmP + j * 64 + 32), b0), LD(m->lmP + (j + 4) * 64 + 32), b1);
     }
