@@ -37,6 +37,9 @@ typedef struct {
     MG_ALIGN int16_t fc1P[8 * 64 * 2];
     MG_ALIGN int16_t fc2P[32 * 16 * 2];
     MG_ALIGN int16_t lmP[8 * 32 * 2];   /* rows >= 27 zero */
+    /* AVX-512: wte, wpe as int32 (no sign-extension on the chain), in 4 copies: copy r
+     * holds element i ^ 4r in lane i (the norm's sum needs no cross-lane shuffles) */
+    MG_ALIGN int32_t wte32[4][MG_VOCAB * 16], wpe32[4][MG_CTX * 16];
 } model_t;
 
 typedef struct {
@@ -80,6 +83,10 @@ MG_EXPORT void *mg_q412_create(const float *w, float temperature)
     pairs(m->fc1P, m->raw + OFF_FC1, 64, 16, 64);
     pairs(m->fc2P, m->raw + OFF_FC2, 16, 64, 16);
     pairs(m->lmP, m->raw + OFF_LM, 27, 16, 32);
+    for (int r = 0; r < 4; r++) {
+        for (int i = 0; i < MG_VOCAB * 16; i++) m->wte32[r][i] = m->raw[OFF_WTE + (i ^ (4 * r))];
+        for (int i = 0; i < MG_CTX * 16; i++) m->wpe32[r][i] = m->raw[OFF_WPE + (i ^ (4 * r))];
+    }
     return m;
 }
 
@@ -106,6 +113,20 @@ MG_INLINE __m512 qnorm(__m512 xf)
     __m512 s = mg_rs16(_mm512_fmadd_ps(mg_hsum16(_mm512_mul_ps(xf, xf)), _mm512_set1_ps(MG_Q28), _mm512_set1_ps(MG_EPS)));
     return _mm512_roundscale_ps(_mm512_mul_ps(xf, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
 }
+/* the norm's scale from the 4 copies (see wte32): mg_hsum16's tree, its last two levels
+ * as adds of the copies' partial sums */
+MG_INLINE __m512 rs4(const __m512 *xf)
+{
+    __m512 w[4];
+    MG_UNROLL
+    for (int r = 0; r < 4; r++) {
+        __m512 v = _mm512_mul_ps(xf[r], xf[r]);
+        v = _mm512_add_ps(v, _mm512_permute_ps(v, MG_SWAP1));
+        w[r] = _mm512_add_ps(v, _mm512_permute_ps(v, MG_SWAP2));
+    }
+    __m512 t = _mm512_add_ps(_mm512_add_ps(w[0], w[1]), _mm512_add_ps(w[2], w[3]));
+    return mg_rs16(_mm512_fmadd_ps(t, _mm512_set1_ps(MG_Q28), _mm512_set1_ps(MG_EPS)));
+}
 MG_INLINE __m512i sat32(__m512i a) { return _mm512_max_epi32(_mm512_min_epi32(a, _mm512_set1_epi32(32767)), _mm512_set1_epi32(-32768)); }
 MG_INLINE __m512i rq32(__m512i acc) { return sat32(_mm512_srai_epi32(acc, 12)); } /* sat16(acc >> 12), as int32 */
 MG_INLINE __m256i rq16(__m512i acc) { return _mm512_cvtsepi32_epi16(_mm512_srai_epi32(acc, 12)); }
@@ -113,13 +134,15 @@ MG_INLINE __m256i rq16(__m512i acc) { return _mm512_cvtsepi32_epi16(_mm512_srai_
 MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step, __m512 *zlo, __m512 *zhi)
 {
     MG_ALIGN int16_t xb[64];
-    const int16_t *w = m->raw;
-    __m256i x = _mm256_adds_epi16(_mm256_load_si256((const __m256i *)(w + OFF_WTE + tok * 16)),
-                                  _mm256_load_si256((const __m256i *)(w + OFF_WPE + pos * 16)));
-    __m512 n0f = qnorm(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(x)));
-    __m512i n0 = _mm512_cvtps_epi32(n0f);
-    __m512 s1 = mg_rs16(_mm512_fmadd_ps(mg_hsum16(_mm512_mul_ps(n0f, n0f)), _mm512_set1_ps(MG_Q28), _mm512_set1_ps(MG_EPS)));
-    __m512i n1 = _mm512_cvtps_epi32(_mm512_mul_ps(n0f, s1));
+    /* the embedding and the two norms on the 4 copies: n0 (the residual), n1 */
+    __m512 xf[4];
+    MG_UNROLL
+    for (int r = 0; r < 4; r++) xf[r] = _mm512_cvtepi32_ps(sat32(_mm512_add_epi32(LD(m->wte32[r] + tok * 16), LD(m->wpe32[r] + pos * 16))));
+    __m512 s0 = rs4(xf);
+    MG_UNROLL
+    for (int r = 0; r < 4; r++) xf[r] = _mm512_roundscale_ps(_mm512_mul_ps(xf[r], s0), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512i n0 = _mm512_cvtps_epi32(xf[0]);
+    __m512i n1 = _mm512_cvtps_epi32(_mm512_mul_ps(xf[0], rs4(xf)));
 
     /* q, k, v: 8 pair-columns, 4 chains of 2 (integer sums: any order is exact) */
     const int16_t *P = m->qkvP;
