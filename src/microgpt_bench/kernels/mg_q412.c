@@ -107,15 +107,12 @@ MG_EXPORT void mg_q412_destroy(void *m) { free(m); }
  * forwarding would be on the token's dependency chain) */
 #define BW(d, j) _mm512_permutexvar_epi16(_mm512_set1_epi32((4 * (j)) | ((4 * (j) + 2) << 16)), d)
 
-/* norm: x (float, integer-valued) -> round(x * s) as float */
-MG_INLINE __m512 qnorm(__m512 xf)
-{
-    __m512 s = mg_rs16(_mm512_fmadd_ps(mg_hsum16(_mm512_mul_ps(xf, xf)), _mm512_set1_ps(MG_Q28), _mm512_set1_ps(MG_EPS)));
-    return _mm512_roundscale_ps(_mm512_mul_ps(xf, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-}
-/* the norm's scale from the 4 copies (see wte32): mg_hsum16's tree, its last two levels
- * as adds of the copies' partial sums */
-MG_INLINE __m512 rs4(const __m512 *xf)
+#define RINT(v) _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+/* the norm's argument fma(sum x^2, 2^-28, eps) */
+MG_INLINE __m512 ms1(__m512 xf) { return _mm512_fmadd_ps(mg_hsum16(_mm512_mul_ps(xf, xf)), _mm512_set1_ps(MG_Q28), _mm512_set1_ps(MG_EPS)); }
+/* the same from the 4 copies (see wte32): mg_hsum16's tree, its last two levels as adds
+ * of the copies' partial sums */
+MG_INLINE __m512 ms4(const __m512 *xf)
 {
     __m512 w[4];
     MG_UNROLL
@@ -125,7 +122,25 @@ MG_INLINE __m512 rs4(const __m512 *xf)
         w[r] = _mm512_add_ps(v, _mm512_permute_ps(v, MG_SWAP2));
     }
     __m512 t = _mm512_add_ps(_mm512_add_ps(w[0], w[1]), _mm512_add_ps(w[2], w[3]));
-    return mg_rs16(_mm512_fmadd_ps(t, _mm512_set1_ps(MG_Q28), _mm512_set1_ps(MG_EPS)));
+    return _mm512_fmadd_ps(t, _mm512_set1_ps(MG_Q28), _mm512_set1_ps(MG_EPS));
+}
+/* x[r] = rint(x[r] * mg_rs16(a)) for n copies, without waiting for the square root and the
+ * division: the products take rsqrt14 with a Newton step (a few ulps off), and the exact
+ * scale is checked later on copy 0 (the copies hold the same lanes) by a branch predicted
+ * equal; a product within a few ulps of a rounding boundary takes the slow path. So the
+ * results are always the canonical ones, and the chain is shorter by the sqrt and the div. */
+MG_INLINE void qscale(__m512 *x, __m512 a, int n)
+{
+    __m512 y = _mm512_rsqrt14_ps(a);
+    __m512 sf = _mm512_mul_ps(y, _mm512_fnmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(0.5f)), _mm512_mul_ps(y, y), _mm512_set1_ps(1.5f)));
+    __m512 se = mg_rs16(a);
+    __m512 e = RINT(_mm512_mul_ps(x[0], se)), f[4];
+    for (int r = 0; r < n; r++) f[r] = RINT(_mm512_mul_ps(x[r], sf));
+    if (__builtin_expect(_mm512_cmp_ps_mask(f[0], e, _CMP_NEQ_UQ) != 0, 0)) {
+        __asm__ volatile("" : "+v"(se)); /* a branch: a select would wait for se */
+        for (int r = 0; r < n; r++) f[r] = RINT(_mm512_mul_ps(x[r], se));
+    }
+    for (int r = 0; r < n; r++) x[r] = f[r];
 }
 MG_INLINE __m512i sat32(__m512i a) { return _mm512_max_epi32(_mm512_min_epi32(a, _mm512_set1_epi32(32767)), _mm512_set1_epi32(-32768)); }
 MG_INLINE __m512i rq32(__m512i acc) { return sat32(_mm512_srai_epi32(acc, 12)); } /* sat16(acc >> 12), as int32 */
@@ -138,11 +153,11 @@ MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step
     __m512 xf[4];
     MG_UNROLL
     for (int r = 0; r < 4; r++) xf[r] = _mm512_cvtepi32_ps(sat32(_mm512_add_epi32(LD(m->wte32[r] + tok * 16), LD(m->wpe32[r] + pos * 16))));
-    __m512 s0 = rs4(xf);
-    MG_UNROLL
-    for (int r = 0; r < 4; r++) xf[r] = _mm512_roundscale_ps(_mm512_mul_ps(xf[r], s0), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    qscale(xf, ms4(xf), 4);
     __m512i n0 = _mm512_cvtps_epi32(xf[0]);
-    __m512i n1 = _mm512_cvtps_epi32(_mm512_mul_ps(xf[0], rs4(xf)));
+    __m512 t = xf[0];
+    qscale(&t, ms4(xf), 1);
+    __m512i n1 = _mm512_cvtps_epi32(t);
 
     /* q, k, v: 8 pair-columns, 4 chains of 2 (integer sums: any order is exact) */
     const int16_t *P = m->qkvP;
@@ -171,7 +186,9 @@ MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step
     MG_UNROLL
     for (int j = 0; j < 4; j++) a[j] = DP(DP(_mm512_setzero_si512(), LD(m->woP + j * 32), BW(ap, j)), LD(m->woP + (j + 4) * 32), BW(ap, j + 4));
     __m512i x3 = sat32(_mm512_add_epi32(rq32(_mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]))), n0));
-    __m512i n2 = _mm512_cvtps_epi32(qnorm(_mm512_cvtepi32_ps(x3)));
+    t = _mm512_cvtepi32_ps(x3);
+    qscale(&t, ms1(t), 1);
+    __m512i n2 = _mm512_cvtps_epi32(t);
 
     /* fc1 (64 outputs: 4 blocks) + relu */
     __m512i f[4][2];
