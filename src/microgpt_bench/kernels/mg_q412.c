@@ -275,14 +275,31 @@ MG_INLINE v16 tof16(__m256i x)
     return r;
 }
 MG_INLINE __m256i to16(v16 f) { return pack16(_mm256_cvtps_epi32(f.lo), _mm256_cvtps_epi32(f.hi)); }
-MG_INLINE v16 qnorm(v16 xf)
+/* rint(x * mg_rs8(a)) without waiting for the square root and the division: as the
+ * AVX-512 qscale, from an approximate scale (rsqrt14, or rsqrt without AVX512VL, and a
+ * Newton step), the exact one checked by a branch predicted equal */
+MG_INLINE v16 qscale(v16 x, __m256 a)
 {
-    __m256 s = mg_rs8(_mm256_fmadd_ps(mg_hsum8x2(v16_mul(xf, xf)), _mm256_set1_ps(MG_Q28), _mm256_set1_ps(MG_EPS)));
+#if defined(__AVX512VL__)
+    __m256 y = _mm256_rsqrt14_ps(a);
+#else
+    __m256 y = _mm256_rsqrt_ps(a);
+#endif
+    __m256 sf = _mm256_mul_ps(y, _mm256_fnmadd_ps(_mm256_mul_ps(a, _mm256_set1_ps(0.5f)), _mm256_mul_ps(y, y), _mm256_set1_ps(1.5f)));
+    __m256 se = mg_rs8(a);
 #define MG_RM (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC) /* an immediate: clang wants a constant expression */
-    v16 r = {_mm256_round_ps(_mm256_mul_ps(xf.lo, s), MG_RM), _mm256_round_ps(_mm256_mul_ps(xf.hi, s), MG_RM)};
+    v16 f = {_mm256_round_ps(_mm256_mul_ps(x.lo, sf), MG_RM), _mm256_round_ps(_mm256_mul_ps(x.hi, sf), MG_RM)};
+    __m256 el = _mm256_round_ps(_mm256_mul_ps(x.lo, se), MG_RM), eh = _mm256_round_ps(_mm256_mul_ps(x.hi, se), MG_RM);
 #undef MG_RM
-    return r;
+    if (__builtin_expect(_mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(f.lo, el, _CMP_NEQ_UQ), _mm256_cmp_ps(f.hi, eh, _CMP_NEQ_UQ))) != 0, 0)) {
+        __asm__ volatile("" : "+x"(el), "+x"(eh)); /* a branch: a select would wait for se */
+        f.lo = el;
+        f.hi = eh;
+    }
+    return f;
 }
+/* norm: x (float, integer-valued) -> round(x * s) as float */
+MG_INLINE v16 qnorm(v16 xf) { return qscale(xf, _mm256_fmadd_ps(mg_hsum8x2(v16_mul(xf, xf)), _mm256_set1_ps(MG_Q28), _mm256_set1_ps(MG_EPS))); }
 
 MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step, __m256 *z)
 {
@@ -291,8 +308,7 @@ MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step
     __m256i x = _mm256_adds_epi16(LD8(w + OFF_WTE + tok * 16), LD8(w + OFF_WPE + pos * 16));
     v16 n0f = qnorm(tof16(x));
     __m256i n0 = to16(n0f);
-    __m256 s1 = mg_rs8(_mm256_fmadd_ps(mg_hsum8x2(v16_mul(n0f, n0f)), _mm256_set1_ps(MG_Q28), _mm256_set1_ps(MG_EPS)));
-    SPILL16(xb, to16((v16){_mm256_mul_ps(n0f.lo, s1), _mm256_mul_ps(n0f.hi, s1)}));
+    SPILL16(xb, to16(qnorm(n0f)));
     const __m256 cq = _mm256_set1_ps(MG_CQQ);
     v16 qs = {_mm256_mul_ps(_mm256_cvtepi32_ps(rq32_8(mvq8(m->qkvP, 48, 0, xb))), cq),
               _mm256_mul_ps(_mm256_cvtepi32_ps(rq32_8(mvq8(m->qkvP, 48, 8, xb))), cq)};
