@@ -141,7 +141,6 @@ MG_INLINE void qscale(__m512 *x, __m512 a, int n)
 }
 MG_INLINE __m512i sat32(__m512i a) { return _mm512_max_epi32(_mm512_min_epi32(a, _mm512_set1_epi32(32767)), _mm512_set1_epi32(-32768)); }
 MG_INLINE __m512i rq32(__m512i acc) { return sat32(_mm512_srai_epi32(acc, 12)); } /* sat16(acc >> 12), as int32 */
-MG_INLINE __m256i rq16(__m512i acc) { return _mm512_cvtsepi32_epi16(_mm512_srai_epi32(acc, 12)); }
 
 MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step, __m512 *zlo, __m512 *zhi)
 {
@@ -204,16 +203,23 @@ MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step
         __m512i b = BW(n2, j);
         for (int o = 0; o < 4; o++) f[o][j & 1] = DP(f[o][j & 1], LD(m->fc1P + j * 128 + o * 32), b);
     }
-    const __m256i z16 = _mm256_setzero_si256();
-    for (int o = 0; o < 4; o++)
-        _mm256_store_si256((__m256i *)(xb + 16 * o), _mm256_max_epi16(rq16(_mm512_add_epi32(f[o][0], f[o][1])), z16));
+    /* packed in-lane (vpackssdw: sat16 of the shifted sums), not by cross-lane narrowing:
+     * 128-bit lane k of packs(A, B) holds A's rows 4k..4k+3, then B's; HP(j): the hidden
+     * pair at pair j of xb */
+    for (int o = 0; o < 4; o += 2)
+        _mm512_store_si512((void *)(xb + 16 * o),
+                           _mm512_max_epi16(_mm512_packs_epi32(_mm512_srai_epi32(_mm512_add_epi32(f[o][0], f[o][1]), 12),
+                                                               _mm512_srai_epi32(_mm512_add_epi32(f[o + 1][0], f[o + 1][1]), 12)),
+                                            _mm512_setzero_si512()));
     __asm__ volatile("" : : "r"(xb) : "memory");
+#define HP(j) (16 * ((j) >> 4) + 8 * (((j) >> 1) & 1) + 2 * (((j) >> 2) & 3) + ((j) & 1))
 
     /* fc2: 32 pair-columns, 8 chains (broadcasts from memory: 32 permutes would queue) */
     __m512i g[8];
     for (int k = 0; k < 8; k++) g[k] = _mm512_setzero_si512();
     MG_UNROLL
-    for (int j = 0; j < 32; j++) g[j & 7] = DP(g[j & 7], LD(m->fc2P + j * 32), BD(xb, j));
+    for (int j = 0; j < 32; j++) g[j & 7] = DP(g[j & 7], LD(m->fc2P + HP(j) * 32), BD(xb, j));
+#undef HP
     __m512i gs = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(g[0], g[1]), _mm512_add_epi32(g[2], g[3])),
                                   _mm512_add_epi32(_mm512_add_epi32(g[4], g[5]), _mm512_add_epi32(g[6], g[7])));
     __m512i y = sat32(_mm512_add_epi32(rq32(gs), x3));
