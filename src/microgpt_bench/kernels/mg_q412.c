@@ -123,7 +123,7 @@ MG_INLINE __m512 ms4(const __m512 *b)
 }
 /* x[r] = rint(x[r] * mg_rs16(a)) for n copies, without waiting for the square root and the
  * division: the products take rsqrt14 with a Newton step (a few ulps off), and the exact
- * scale is checked later on x[0] (all 16 elements; the others copies) by a branch predicted
+ * scale is checked later on x[0] (all 16 elements; the others are copies) by a branch predicted
  * equal; a product within a few ulps of a rounding boundary takes the slow path. So the
  * results are always the canonical ones, and the chain is shorter by the sqrt and the div. */
 MG_INLINE void qscale(__m512 *x, __m512 a, int n)
@@ -214,7 +214,7 @@ MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step
     __asm__ volatile("" : : "r"(xb) : "memory");
 #define HP(j) (16 * ((j) >> 4) + 8 * (((j) >> 1) & 1) + 2 * (((j) >> 2) & 3) + ((j) & 1))
 
-    /* fc2: 32 pair-columns, 8 chains (broadcasts from memory: 32 permutes would queue) */
+    /* fc2: 32 pair-columns, 8 chains (broadcasts from memory: 32 word permutes measured slower) */
     __m512i g[8];
     for (int k = 0; k < 8; k++) g[k] = _mm512_setzero_si512();
     MG_UNROLL
