@@ -37,6 +37,7 @@ typedef struct {
     MG_ALIGN int16_t fc1P[8 * 64 * 2];
     MG_ALIGN int16_t fc2P[32 * 16 * 2];
     MG_ALIGN int16_t lmP[8 * 32 * 2];   /* rows >= 27 zero */
+    MG_ALIGN int32_t wte32[MG_VOCAB * 16], wpe32[MG_CTX * 16]; /* AVX-512: no sign-extension on the chain */
 } model_t;
 
 typedef struct {
@@ -80,6 +81,8 @@ MG_EXPORT void *mg_q412_create(const float *w, float temperature)
     pairs(m->fc1P, m->raw + OFF_FC1, 64, 16, 64);
     pairs(m->fc2P, m->raw + OFF_FC2, 16, 64, 16);
     pairs(m->lmP, m->raw + OFF_LM, 27, 16, 32);
+    for (int i = 0; i < MG_VOCAB * 16; i++) m->wte32[i] = m->raw[OFF_WTE + i];
+    for (int i = 0; i < MG_CTX * 16; i++) m->wpe32[i] = m->raw[OFF_WPE + i];
     return m;
 }
 
@@ -95,38 +98,78 @@ MG_EXPORT void mg_q412_destroy(void *m) { free(m); }
 #endif
 #define LD(p) _mm512_load_si512((const void *)(p))
 #define BD(buf, m) _mm512_set1_epi32(((const int32_t *)(buf))[m])
-#define SPILL16(buf, v) do { _mm256_store_si256((__m256i *)(buf), v); __asm__ volatile("" : : "r"(buf) : "memory"); } while (0)
+/* pair j of 16 int32 in int16 range (|norm output| <= 2^14; others saturated) in every
+ * lane: a word permute in registers, not a pack, a store and a broadcast load (store
+ * forwarding would be on the token's dependency chain) */
+#define BW(d, j) _mm512_permutexvar_epi16(_mm512_set1_epi32((4 * (j)) | ((4 * (j) + 2) << 16)), d)
 
-/* norm: x (float, integer-valued) -> round(x * s) as float */
-MG_INLINE __m512 qnorm(__m512 xf)
+#define RINT(v) _mm512_roundscale_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+/* the norm's argument fma(sum x^2, 2^-28, eps) */
+MG_INLINE __m512 ms1(__m512 xf) { return _mm512_fmadd_ps(mg_hsum16(_mm512_mul_ps(xf, xf)), _mm512_set1_ps(MG_Q28), _mm512_set1_ps(MG_EPS)); }
+/* the same from 4 block copies (every 128-bit block of b[r] holds elements 4r..4r+3):
+ * mg_hsum16's tree, its last two levels as adds of the copies' block sums instead of
+ * cross-lane shuffles (~5 cycles each on Zen 5) */
+MG_INLINE __m512 ms4(const __m512 *b)
 {
-    __m512 s = mg_rs16(_mm512_fmadd_ps(mg_hsum16(_mm512_mul_ps(xf, xf)), _mm512_set1_ps(MG_Q28), _mm512_set1_ps(MG_EPS)));
-    return _mm512_roundscale_ps(_mm512_mul_ps(xf, s), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 w[4];
+    MG_UNROLL
+    for (int r = 0; r < 4; r++) {
+        __m512 v = _mm512_mul_ps(b[r], b[r]);
+        v = _mm512_add_ps(v, _mm512_permute_ps(v, MG_SWAP1));
+        w[r] = _mm512_add_ps(v, _mm512_permute_ps(v, MG_SWAP2));
+    }
+    __m512 t = _mm512_add_ps(_mm512_add_ps(w[0], w[1]), _mm512_add_ps(w[2], w[3]));
+    return _mm512_fmadd_ps(t, _mm512_set1_ps(MG_Q28), _mm512_set1_ps(MG_EPS));
 }
-MG_INLINE __m256i to16(__m512 f) { return _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(f)); }
-MG_INLINE __m512i rq32(__m512i acc) /* sat16(acc >> 12), as int32 */
+/* x[r] = rint(x[r] * mg_rs16(a)) for n copies, without waiting for the square root and the
+ * division: the products take rsqrt14 with a Newton step (a few ulps off), and the exact
+ * scale is checked later on x[0] (all 16 elements; the others are copies) by a branch predicted
+ * equal; a product within a few ulps of a rounding boundary takes the slow path. So the
+ * results are always the canonical ones, and the chain is shorter by the sqrt and the div. */
+MG_INLINE void qscale(__m512 *x, __m512 a, int n)
 {
-    return _mm512_max_epi32(_mm512_min_epi32(_mm512_srai_epi32(acc, 12), _mm512_set1_epi32(32767)), _mm512_set1_epi32(-32768));
+    __m512 y = _mm512_rsqrt14_ps(a);
+    __m512 sf = _mm512_mul_ps(y, _mm512_fnmadd_ps(_mm512_mul_ps(a, _mm512_set1_ps(0.5f)), _mm512_mul_ps(y, y), _mm512_set1_ps(1.5f)));
+    __m512 se = mg_rs16(a);
+    __m512 e = RINT(_mm512_mul_ps(x[0], se)), f[5];
+    for (int r = 0; r < n; r++) f[r] = RINT(_mm512_mul_ps(x[r], sf));
+    if (__builtin_expect(_mm512_cmp_ps_mask(f[0], e, _CMP_NEQ_UQ) != 0, 0)) {
+        __asm__ volatile("" : "+v"(se)); /* a branch: a select would wait for se */
+        for (int r = 0; r < n; r++) f[r] = RINT(_mm512_mul_ps(x[r], se));
+    }
+    for (int r = 0; r < n; r++) x[r] = f[r];
 }
-MG_INLINE __m256i rq16(__m512i acc) { return _mm512_cvtsepi32_epi16(_mm512_srai_epi32(acc, 12)); }
+MG_INLINE __m512i sat32(__m512i a) { return _mm512_max_epi32(_mm512_min_epi32(a, _mm512_set1_epi32(32767)), _mm512_set1_epi32(-32768)); }
+MG_INLINE __m512i rq32(__m512i acc) { return sat32(_mm512_srai_epi32(acc, 12)); } /* sat16(acc >> 12), as int32 */
 
 MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step, __m512 *zlo, __m512 *zhi)
 {
     MG_ALIGN int16_t xb[64];
-    const int16_t *w = m->raw;
-    __m256i x = _mm256_adds_epi16(_mm256_load_si256((const __m256i *)(w + OFF_WTE + tok * 16)),
-                                  _mm256_load_si256((const __m256i *)(w + OFF_WPE + pos * 16)));
-    __m512 n0f = qnorm(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(x)));
-    __m256i n0 = to16(n0f);
-    __m512 s1 = mg_rs16(_mm512_fmadd_ps(mg_hsum16(_mm512_mul_ps(n0f, n0f)), _mm512_set1_ps(MG_Q28), _mm512_set1_ps(MG_EPS)));
-    SPILL16(xb, to16(_mm512_mul_ps(n0f, s1)));
+    /* the embedding and the two norms: xf[0] in order, xf[1 + r] block copies (see ms4),
+     * loaded by block broadcasts */
+    const int32_t *te = m->wte32 + tok * 16, *pe = m->wpe32 + pos * 16;
+    __m512 xf[5];
+    xf[0] = _mm512_cvtepi32_ps(sat32(_mm512_add_epi32(LD(te), LD(pe))));
+    MG_UNROLL
+    for (int r = 0; r < 4; r++)
+        xf[1 + r] = _mm512_cvtepi32_ps(sat32(_mm512_add_epi32(_mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)(te + 4 * r))),
+                                                              _mm512_broadcast_i32x4(_mm_load_si128((const __m128i *)(pe + 4 * r))))));
+    qscale(xf, ms4(xf + 1), 5);
+    __m512i n0 = _mm512_cvtps_epi32(xf[0]);
+    qscale(xf, ms4(xf + 1), 5);
+    /* n1's pairs 0..3 and 4..7 in every block: the broadcasts are in-lane shuffles */
+    const __m512i p03 = _mm512_packs_epi32(_mm512_cvtps_epi32(xf[1]), _mm512_cvtps_epi32(xf[2]));
+    const __m512i p47 = _mm512_packs_epi32(_mm512_cvtps_epi32(xf[3]), _mm512_cvtps_epi32(xf[4]));
+#define SH(p, j) _mm512_shuffle_epi32(p, (_MM_PERM_ENUM)((j) * 0x55)) /* an immediate (clang) */
+    const __m512i bn[8] = {SH(p03, 0), SH(p03, 1), SH(p03, 2), SH(p03, 3), SH(p47, 0), SH(p47, 1), SH(p47, 2), SH(p47, 3)};
+#undef SH
 
     /* q, k, v: 8 pair-columns, 4 chains of 2 (integer sums: any order is exact) */
     const int16_t *P = m->qkvP;
     __m512i q[4], k[4], v[4];
     MG_UNROLL
     for (int j = 0; j < 4; j++) {
-        __m512i b0 = BD(xb, j), b1 = BD(xb, j + 4);
+        __m512i b0 = bn[j], b1 = bn[j + 4];
         q[j] = DP(_mm512_setzero_si512(), LD(P + j * 96), b0);
         k[j] = DP(_mm512_setzero_si512(), LD(P + j * 96 + 32), b0);
         v[j] = DP(_mm512_setzero_si512(), LD(P + j * 96 + 64), b0);
@@ -141,42 +184,51 @@ MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step
     __m512 kf = _mm512_cvtepi32_ps(rq32(_mm512_add_epi32(k0, k1)));
     __m512 vf = _mm512_cvtepi32_ps(rq32(_mm512_add_epi32(v0, v1)));
     __m512 att = mg_attention16(qs, kf, vf, c->K, c->V, step & 15, mg_valid_slots(step, pos));
-    SPILL16(xb, _mm512_cvtsepi32_epi16(_mm512_cvtps_epi32(att)));
+    __m512i ap = sat32(_mm512_cvtps_epi32(att));
 
     /* wo + residual */
     __m512i a[4];
     MG_UNROLL
-    for (int j = 0; j < 4; j++) a[j] = DP(DP(_mm512_setzero_si512(), LD(m->woP + j * 32), BD(xb, j)), LD(m->woP + (j + 4) * 32), BD(xb, j + 4));
-    __m256i x3 = _mm256_adds_epi16(rq16(_mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]))), n0);
-    SPILL16(xb, to16(qnorm(_mm512_cvtepi32_ps(_mm512_cvtepi16_epi32(x3)))));
+    for (int j = 0; j < 4; j++) a[j] = DP(DP(_mm512_setzero_si512(), LD(m->woP + j * 32), BW(ap, j)), LD(m->woP + (j + 4) * 32), BW(ap, j + 4));
+    __m512i x3 = sat32(_mm512_add_epi32(rq32(_mm512_add_epi32(_mm512_add_epi32(a[0], a[1]), _mm512_add_epi32(a[2], a[3]))), n0));
+    __m512 t = _mm512_cvtepi32_ps(x3);
+    qscale(&t, ms1(t), 1);
+    __m512i n2 = _mm512_cvtps_epi32(t);
 
     /* fc1 (64 outputs: 4 blocks) + relu */
     __m512i f[4][2];
     for (int o = 0; o < 4; o++) f[o][0] = f[o][1] = _mm512_setzero_si512();
     MG_UNROLL
     for (int j = 0; j < 8; j++) {
-        __m512i b = BD(xb, j);
+        __m512i b = BW(n2, j);
         for (int o = 0; o < 4; o++) f[o][j & 1] = DP(f[o][j & 1], LD(m->fc1P + j * 128 + o * 32), b);
     }
-    const __m256i z16 = _mm256_setzero_si256();
-    for (int o = 0; o < 4; o++)
-        _mm256_store_si256((__m256i *)(xb + 16 * o), _mm256_max_epi16(rq16(_mm512_add_epi32(f[o][0], f[o][1])), z16));
+    /* packed in-lane (vpackssdw: sat16 of the shifted sums), not by cross-lane narrowing:
+     * 128-bit lane k of packs(A, B) holds A's rows 4k..4k+3, then B's; HP(j): the hidden
+     * pair at pair j of xb */
+    for (int o = 0; o < 4; o += 2)
+        _mm512_store_si512((void *)(xb + 16 * o),
+                           _mm512_max_epi16(_mm512_packs_epi32(_mm512_srai_epi32(_mm512_add_epi32(f[o][0], f[o][1]), 12),
+                                                               _mm512_srai_epi32(_mm512_add_epi32(f[o + 1][0], f[o + 1][1]), 12)),
+                                            _mm512_setzero_si512()));
     __asm__ volatile("" : : "r"(xb) : "memory");
+#define HP(j) (16 * ((j) >> 4) + 8 * (((j) >> 1) & 1) + 2 * (((j) >> 2) & 3) + ((j) & 1))
 
-    /* fc2: 32 pair-columns, 8 chains */
+    /* fc2: 32 pair-columns, 8 chains (broadcasts from memory: 32 word permutes measured slower) */
     __m512i g[8];
     for (int k = 0; k < 8; k++) g[k] = _mm512_setzero_si512();
     MG_UNROLL
-    for (int j = 0; j < 32; j++) g[j & 7] = DP(g[j & 7], LD(m->fc2P + j * 32), BD(xb, j));
+    for (int j = 0; j < 32; j++) g[j & 7] = DP(g[j & 7], LD(m->fc2P + HP(j) * 32), BD(xb, j));
+#undef HP
     __m512i gs = _mm512_add_epi32(_mm512_add_epi32(_mm512_add_epi32(g[0], g[1]), _mm512_add_epi32(g[2], g[3])),
                                   _mm512_add_epi32(_mm512_add_epi32(g[4], g[5]), _mm512_add_epi32(g[6], g[7])));
-    SPILL16(xb, _mm256_adds_epi16(rq16(gs), x3));
+    __m512i y = sat32(_mm512_add_epi32(rq32(gs), x3));
 
     /* lm_head: 2 blocks, 4 chains of 2 */
     __m512i l0[4], l1[4];
     MG_UNROLL
     for (int j = 0; j < 4; j++) {
-        __m512i b0 = BD(xb, j), b1 = BD(xb, j + 4);
+        __m512i b0 = BW(y, j), b1 = BW(y, j + 4);
         l0[j] = DP(DP(_mm512_setzero_si512(), LD(m->lmP + j * 64), b0), LD(m->lmP + (j + 4) * 64), b1);
         l1[j] = DP(DP(_mm512_setzero_si512(), LD(m->lmP + j * 64 + 32), b0), LD(m->lmP + (j + 4) * 64 + 32), b1);
     }
@@ -235,14 +287,31 @@ MG_INLINE v16 tof16(__m256i x)
     return r;
 }
 MG_INLINE __m256i to16(v16 f) { return pack16(_mm256_cvtps_epi32(f.lo), _mm256_cvtps_epi32(f.hi)); }
-MG_INLINE v16 qnorm(v16 xf)
+/* rint(x * mg_rs8(a)) without waiting for the square root and the division: as the
+ * AVX-512 qscale, from an approximate scale (rsqrt14, or rsqrt without AVX512VL, and a
+ * Newton step), the exact one checked by a branch predicted equal */
+MG_INLINE v16 qscale(v16 x, __m256 a)
 {
-    __m256 s = mg_rs8(_mm256_fmadd_ps(mg_hsum8x2(v16_mul(xf, xf)), _mm256_set1_ps(MG_Q28), _mm256_set1_ps(MG_EPS)));
+#if defined(__AVX512VL__)
+    __m256 y = _mm256_rsqrt14_ps(a);
+#else
+    __m256 y = _mm256_rsqrt_ps(a);
+#endif
+    __m256 sf = _mm256_mul_ps(y, _mm256_fnmadd_ps(_mm256_mul_ps(a, _mm256_set1_ps(0.5f)), _mm256_mul_ps(y, y), _mm256_set1_ps(1.5f)));
+    __m256 se = mg_rs8(a);
 #define MG_RM (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC) /* an immediate: clang wants a constant expression */
-    v16 r = {_mm256_round_ps(_mm256_mul_ps(xf.lo, s), MG_RM), _mm256_round_ps(_mm256_mul_ps(xf.hi, s), MG_RM)};
+    v16 f = {_mm256_round_ps(_mm256_mul_ps(x.lo, sf), MG_RM), _mm256_round_ps(_mm256_mul_ps(x.hi, sf), MG_RM)};
+    __m256 el = _mm256_round_ps(_mm256_mul_ps(x.lo, se), MG_RM), eh = _mm256_round_ps(_mm256_mul_ps(x.hi, se), MG_RM);
 #undef MG_RM
-    return r;
+    if (__builtin_expect(_mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(f.lo, el, _CMP_NEQ_UQ), _mm256_cmp_ps(f.hi, eh, _CMP_NEQ_UQ))) != 0, 0)) {
+        __asm__ volatile("" : "+x"(el), "+x"(eh)); /* a branch: a select would wait for se */
+        f.lo = el;
+        f.hi = eh;
+    }
+    return f;
 }
+/* norm: x (float, integer-valued) -> round(x * s) as float */
+MG_INLINE v16 qnorm(v16 xf) { return qscale(xf, _mm256_fmadd_ps(mg_hsum8x2(v16_mul(xf, xf)), _mm256_set1_ps(MG_Q28), _mm256_set1_ps(MG_EPS))); }
 
 MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step, __m256 *z)
 {
@@ -251,8 +320,7 @@ MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step
     __m256i x = _mm256_adds_epi16(LD8(w + OFF_WTE + tok * 16), LD8(w + OFF_WPE + pos * 16));
     v16 n0f = qnorm(tof16(x));
     __m256i n0 = to16(n0f);
-    __m256 s1 = mg_rs8(_mm256_fmadd_ps(mg_hsum8x2(v16_mul(n0f, n0f)), _mm256_set1_ps(MG_Q28), _mm256_set1_ps(MG_EPS)));
-    SPILL16(xb, to16((v16){_mm256_mul_ps(n0f.lo, s1), _mm256_mul_ps(n0f.hi, s1)}));
+    SPILL16(xb, to16(qnorm(n0f)));
     const __m256 cq = _mm256_set1_ps(MG_CQQ);
     v16 qs = {_mm256_mul_ps(_mm256_cvtepi32_ps(rq32_8(mvq8(m->qkvP, 48, 0, xb))), cq),
               _mm256_mul_ps(_mm256_cvtepi32_ps(rq32_8(mvq8(m->qkvP, 48, 8, xb))), cq)};
