@@ -93,6 +93,17 @@ MG_EXPORT void mg_fp32_destroy(void *m) { free(m); }
  * vbroadcastss load per element (load ports, not the FP pipes; no index registers) */
 #define SPILL(buf, v) do { _mm512_store_ps(buf, v); __asm__ volatile("" : : "r"(buf) : "memory"); } while (0)
 #define BM(buf, j) _mm512_set1_ps((buf)[j])
+/* the 16 broadcasts of v's elements in registers: 4 block copies (cross-lane), then
+ * in-lane permutes */
+MG_INLINE void bcast16(__m512 v, __m512 *b)
+{
+    const __m512 c0 = _mm512_shuffle_f32x4(v, v, 0x00), c1 = _mm512_shuffle_f32x4(v, v, 0x55);
+    const __m512 c2 = _mm512_shuffle_f32x4(v, v, 0xAA), c3 = _mm512_shuffle_f32x4(v, v, 0xFF);
+#define P4_(c, j) b[4 * (j) + 0] = _mm512_permute_ps(c, 0x00), b[4 * (j) + 1] = _mm512_permute_ps(c, 0x55), \
+                 b[4 * (j) + 2] = _mm512_permute_ps(c, 0xAA), b[4 * (j) + 3] = _mm512_permute_ps(c, 0xFF)
+    P4_(c0, 0); P4_(c1, 1); P4_(c2, 2); P4_(c3, 3); /* immediates (clang) */
+#undef P4_
+}
 
 /* one token: logits lo (ids 0..15) and hi (16..26) */
 MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step, __m512 *zlo, __m512 *zhi)
@@ -126,14 +137,15 @@ MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step
     __m512 kv = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(k[0], k[1]), _mm512_add_ps(k[2], k[3])), S);
     __m512 vv = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(v[0], v[1]), _mm512_add_ps(v[2], v[3])), S);
     __m512 att = mg_attention16(qv, kv, vv, c->K, c->V, step & 15, mg_valid_slots(step, pos));
-    SPILL(xb, att);
+    __m512 ab[16];
+    bcast16(att, ab);
 
     /* wo + residual: 8 chains of 2 */
     __m512 a[8];
     MG_UNROLL
     for (int j = 0; j < 8; j++)
-        a[j] = _mm512_fmadd_ps(BM(xb, j + 8), _mm512_load_ps(m->woT + (j + 8) * 16),
-                               _mm512_mul_ps(BM(xb, j), _mm512_load_ps(m->woT + j * 16)));
+        a[j] = _mm512_fmadd_ps(ab[j + 8], _mm512_load_ps(m->woT + (j + 8) * 16),
+                               _mm512_mul_ps(ab[j], _mm512_load_ps(m->woT + j * 16)));
     __m512 x3 = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a[0], a[1]), _mm512_add_ps(a[2], a[3])),
                                             _mm512_add_ps(_mm512_add_ps(a[4], a[5]), _mm512_add_ps(a[6], a[7]))),
                               x1);
@@ -162,13 +174,14 @@ MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step
     MG_UNROLL
     for (int j = 16; j < 64; j++) g[j & 15] = _mm512_fmadd_ps(BM(hb, j), _mm512_load_ps(m->fc2T + j * 16), g[j & 15]);
     __m512 y = _mm512_fmadd_ps(mg_tree16_16(g), S3, x3);
-    SPILL(xb, y);
+    __m512 yb[16];
+    bcast16(y, yb);
 
     /* lm_head: 2 blocks x 8 chains of 2 */
     __m512 l0[8], l1[8];
     MG_UNROLL
     for (int j = 0; j < 8; j++) {
-        __m512 b0 = BM(xb, j), b8 = BM(xb, j + 8);
+        __m512 b0 = yb[j], b8 = yb[j + 8];
         l0[j] = _mm512_fmadd_ps(b8, _mm512_load_ps(m->lmT + (j + 8) * 32), _mm512_mul_ps(b0, _mm512_load_ps(m->lmT + j * 32)));
         l1[j] = _mm512_fmadd_ps(b8, _mm512_load_ps(m->lmT + (j + 8) * 32 + 16),
                                 _mm512_mul_ps(b0, _mm512_load_ps(m->lmT + j * 32 + 16)));
