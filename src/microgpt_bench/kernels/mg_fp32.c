@@ -153,20 +153,16 @@ MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step
 
     /* MLP: the norm's scale S3 is applied after fc2 (relu commutes with it) */
     __m512 S3 = mg_rs16(_mm512_fmadd_ps(mg_hsum16(_mm512_mul_ps(x3, x3)), _mm512_set1_ps(MG_N1), _mm512_set1_ps(MG_EPS)));
-    __m512 f[4][4];
-    for (int j = 0; j < 4; j++) {
-        __m512 b = BM(xb, j);
-        for (int o = 0; o < 4; o++) f[o][j] = _mm512_mul_ps(b, _mm512_load_ps(m->fc1T + j * 64 + o * 16));
-    }
+    /* fc1 block by block: fc2's first chain step needs only block 0, so fc2 starts while
+     * fc1's later blocks still run (both share the FMA pipes) */
     MG_UNROLL
-    for (int j = 4; j < 16; j++) {
-        __m512 b = BM(xb, j);
-        for (int o = 0; o < 4; o++)
-            f[o][j & 3] = _mm512_fmadd_ps(b, _mm512_load_ps(m->fc1T + j * 64 + o * 16), f[o][j & 3]);
+    for (int o = 0; o < 4; o++) {
+        __m512 f[4];
+        for (int j = 0; j < 4; j++) f[j] = _mm512_mul_ps(BM(xb, j), _mm512_load_ps(m->fc1T + j * 64 + o * 16));
+        MG_UNROLL
+        for (int j = 4; j < 16; j++) f[j & 3] = _mm512_fmadd_ps(BM(xb, j), _mm512_load_ps(m->fc1T + j * 64 + o * 16), f[j & 3]);
+        _mm512_store_ps(hb + 16 * o, _mm512_max_ps(_mm512_add_ps(_mm512_add_ps(f[0], f[1]), _mm512_add_ps(f[2], f[3])), _mm512_setzero_ps()));
     }
-    for (int o = 0; o < 4; o++)
-        _mm512_store_ps(hb + 16 * o, _mm512_max_ps(_mm512_add_ps(_mm512_add_ps(f[o][0], f[o][1]), _mm512_add_ps(f[o][2], f[o][3])),
-                                                    _mm512_setzero_ps()));
     __asm__ volatile("" : : "r"(hb) : "memory");
     __m512 g[16];
     MG_UNROLL
