@@ -134,7 +134,6 @@
 /* ------------------------------------------------------------- the model shape */
 
 #define MG_ABI 1
-#define MG_EPS 1e-5f
 
 /* randomness: mg_xorshift32 and mg_stream_seed live in mg_model.h */
 
@@ -150,26 +149,7 @@ MG_INLINE void *mg_alloc(size_t bytes)
 
 /* ------------------------------------------------------ canonical scalar float */
 
-#define MG_EXP_MAGIC 12582912.0f   /* 1.5 * 2^23: adding it rounds to an integer */
-#define MG_EXP_LO (-126.0f)
-#define MG_LOG2E 1.44269504088896341f
-/* 2^f ~ 1 + f (P1 + f (P2 + ...)), |f| <= 1/2: a degree-5 minimax fit (relative error 1.1e-7) */
-#define MG_P1 0.693147063f
-#define MG_P2 0.240222424f
-#define MG_P3 0.0555065572f
-#define MG_P4 0.00967150647f
-#define MG_P5 0.00132874330f
-/* softmax offsets: exp2(x - o) with o = 0 when every live x lies in [MG_FAST_LO, MG_FAST_HI]
- * (nothing can overflow or lose precision), else o = max x: the max is off the
- * critical path in the common case */
-#define MG_FAST_LO (-126.0f)
-#define MG_FAST_HI 64.0f
-/* the norms: s0 = 1/sqrt(ss/16 + eps); both entry norms at once: S = s0 * s1 =
- * 1/sqrt(ss (1 + eps)/16 + eps^2), exactly, since mean(x1^2) = ms s0^2 */
-#define MG_N1 0.0625f
-#define MG_N2 0.0625006250f        /* (1 + 1e-5) / 16 */
-#define MG_EPS2 1e-10f
-#define MG_CQ 0.721347520f         /* 0.5 * log2(e): 1/sqrt(head_dim), in the log2 domain */
+/* the canonical float constants (exp2, softmax ranges, norms) are in mg_model.h */
 
 MG_INLINE float mg_f_from_bits(uint32_t b) { float f; memcpy(&f, &b, 4); return f; }
 MG_INLINE uint32_t mg_bits_from_f(float f) { uint32_t b; memcpy(&b, &f, 4); return b; }

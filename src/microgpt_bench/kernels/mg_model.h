@@ -1,5 +1,5 @@
 /* mg_model.h: microGPT's shape, the C flat parameter order, the C kernels' error
- * codes, xorshift32 and the stream seeds, in one place. Included by mg_common.h
+ * codes, the canonical float constants, xorshift32 and the stream seeds, in one place. Included by mg_common.h
  * (mg_fp32.c, mg_q412.c), mg_cuda.cu, mg_wasm.c and talos_emu.c; tests/test_mg_model_header.py checks model.py and
  * backends/c_native.ERRORS against it, so the Python side cannot drift from it. */
 #ifndef MG_MODEL_H
@@ -38,6 +38,30 @@
 #define MG_ERR_NOMEM (-5)
 #define MG_ERR_THREAD (-6)
 #define MG_ERR_UNIFORM (-7)  /* a python-sampler draw outside [0, 1) */
+
+/* ------------------------------------------------- the canonical float constants
+ * of mg_common.h's reference order, shared with the freestanding wasm kernel */
+#define MG_EPS 1e-5f
+#define MG_EXP_MAGIC 12582912.0f   /* 1.5 * 2^23: adding it rounds to an integer */
+#define MG_EXP_LO (-126.0f)
+#define MG_LOG2E 1.44269504088896341f
+/* 2^f ~ 1 + f (P1 + f (P2 + ...)), |f| <= 1/2: a degree-5 minimax fit (relative error 1.1e-7) */
+#define MG_P1 0.693147063f
+#define MG_P2 0.240222424f
+#define MG_P3 0.0555065572f
+#define MG_P4 0.00967150647f
+#define MG_P5 0.00132874330f
+/* softmax offsets: exp2(x - o) with o = 0 when every live x lies in [MG_FAST_LO, MG_FAST_HI]
+ * (nothing can overflow or lose precision), else o = max x: the max is off the
+ * critical path in the common case */
+#define MG_FAST_LO (-126.0f)
+#define MG_FAST_HI 64.0f
+/* the norms: s0 = 1/sqrt(ss/16 + eps); both entry norms at once: S = s0 * s1 =
+ * 1/sqrt(ss (1 + eps)/16 + eps^2), exactly, since mean(x1^2) = ms s0^2 */
+#define MG_N1 0.0625f
+#define MG_N2 0.0625006250f        /* (1 + 1e-5) / 16 */
+#define MG_EPS2 1e-10f
+#define MG_CQ 0.721347520f         /* 0.5 * log2(e): 1/sqrt(head_dim), in the log2 domain */
 
 /* ---------------------------------------------------------------- randomness
  * xorshift32 and the offline streams' seeds, written once for every kernel (C, CUDA

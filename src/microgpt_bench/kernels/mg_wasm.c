@@ -61,12 +61,7 @@ typedef v128_t F4;
 /* the canonical fma(a, b, c), unfused: SIMD128 has no fma */
 INLINE F4 MAD(F4 a, F4 b, F4 c) { return ADD(MUL(a, b), c); }
 
-/* exp2 and the softmax ranges (mg_common.h: MG_EXP_*, MG_P*, MG_FAST_*) */
-static const float EXP_MAGIC = 12582912.0f, EXP_LO = -126.0f, FAST_HI = 64.0f;
-static const float P1 = 0.693147063f, P2 = 0.240222424f, P3 = 0.0555065572f, P4 = 0.00967150647f,
-                   P5 = 0.00132874330f;
-/* the norms: 1/16, (1 + eps)/16, eps, eps^2; 0.5 log2(e) (the query scale) */
-static const float N1 = 0.0625f, N2 = 0.0625006250f, EPS = 1e-5f, EPS2 = 1e-10f, CQ = 0.721347520f;
+/* exp2, the softmax ranges and the norms: the MG_* constants of mg_model.h */
 
 /* ---------------------------------------------------------------- the state */
 
@@ -119,12 +114,12 @@ EXPORT(mg_scratch) void *mg_scratch(int32_t bytes)
 /* 2^x (mg_exp2_s) for x >= -126 */
 INLINE F4 exp2nc(F4 x)
 {
-    F4 t = ADD(x, SPL(EXP_MAGIC));
-    F4 f = SUB(x, SUB(t, SPL(EXP_MAGIC)));
+    F4 t = ADD(x, SPL(MG_EXP_MAGIC));
+    F4 f = SUB(x, SUB(t, SPL(MG_EXP_MAGIC)));
     F4 f2 = MUL(f, f);
-    F4 p01 = MAD(f, SPL(P1), SPL(1.0f));
-    F4 p23 = MAD(f, SPL(P3), SPL(P2));
-    F4 p45 = MAD(f, SPL(P5), SPL(P4));
+    F4 p01 = MAD(f, SPL(MG_P1), SPL(1.0f));
+    F4 p23 = MAD(f, SPL(MG_P3), SPL(MG_P2));
+    F4 p45 = MAD(f, SPL(MG_P5), SPL(MG_P4));
     F4 f4 = MUL(f2, f2);
     F4 p = MAD(p45, f4, MAD(p23, f2, p01));
     return MUL(p, wasm_i32x4_shl(wasm_i32x4_add(t, wasm_i32x4_splat(127)), 23));
@@ -134,7 +129,7 @@ INLINE F4 exp2nc(F4 x)
 INLINE F4 exp2o(F4 x, int slow, float o)
 {
     if (!slow) return exp2nc(x);  /* x - 0 is x, and every live x is >= -126 */
-    return exp2nc(wasm_f32x4_pmax(SPL(EXP_LO), SUB(x, SPL(o))));  /* -126 < x ? x : -126, one maxps */
+    return exp2nc(wasm_f32x4_pmax(SPL(MG_EXP_LO), SUB(x, SPL(o))));  /* -126 < x ? x : -126, one maxps */
 }
 
 INLINE F4 rs(F4 a) { return wasm_f32x4_div(SPL(1.0f), wasm_f32x4_sqrt(a)); }
@@ -235,7 +230,7 @@ INLINE float offset(const F4 *s, const F4 *live, int n)
         mn = wasm_f32x4_min(mn, wasm_v128_bitselect(s[b], SPL(__builtin_inff()), live[b]));
     }
     float hi = hmax(mx), lo = hmin(mn);
-    return (lo >= EXP_LO && hi <= FAST_HI) ? 0.0f : hi;
+    return (lo >= MG_FAST_LO && hi <= MG_FAST_HI) ? 0.0f : hi;
 }
 
 /* any live lane outside [-126, 64] */
@@ -243,8 +238,8 @@ INLINE int any_slow(const F4 *s, const F4 *live, int n)
 {
     F4 bad = wasm_i32x4_splat(0);
     for (int b = 0; b < n; b++)
-        bad = wasm_v128_or(bad, wasm_v128_and(live[b], wasm_v128_or(wasm_f32x4_lt(s[b], SPL(EXP_LO)),
-                                                                     wasm_f32x4_gt(s[b], SPL(FAST_HI)))));
+        bad = wasm_v128_or(bad, wasm_v128_and(live[b], wasm_v128_or(wasm_f32x4_lt(s[b], SPL(MG_FAST_LO)),
+                                                                     wasm_f32x4_gt(s[b], SPL(MG_FAST_HI)))));
     return wasm_v128_any_true(bad);
 }
 
@@ -310,9 +305,9 @@ static void forward(cache_t *c, int tok, int pos, int step, F4 *z)
         sq[h] = MUL(x[h], x[h]);
     }
     F4 ss = tree16(sq);
-    F4 s0 = rs(MAD(ss, SPL(N1), SPL(EPS)));
-    F4 S = rs(MAD(ss, SPL(N2), SPL(EPS2)));
-    F4 Sq = MUL(S, SPL(CQ));
+    F4 s0 = rs(MAD(ss, SPL(MG_N1), SPL(MG_EPS)));
+    F4 S = rs(MAD(ss, SPL(MG_N2), SPL(MG_EPS2)));
+    F4 Sq = MUL(S, SPL(MG_CQ));
     for (int h = 0; h < 4; h++) {
         x1[h] = MUL(x[h], s0);
         qs[h] = MUL(mv16(w + W_Q + 64 * h, x), Sq);
@@ -326,7 +321,7 @@ static void forward(cache_t *c, int tok, int pos, int step, F4 *z)
         x3[h] = ADD(mv16b(w + W_O + 64 * h, att), x1[h]);
         sq[h] = MUL(x3[h], x3[h]);
     }
-    F4 S3 = rs(MAD(tree16(sq), SPL(N1), SPL(EPS)));
+    F4 S3 = rs(MAD(tree16(sq), SPL(MG_N1), SPL(MG_EPS)));
     F4 hid[16], y[4];
     for (int o = 0; o < 16; o++) hid[o] = wasm_f32x4_pmax(SPL(0.0f), mv16(w + W_FC1 + 64 * o, x3));
     for (int h = 0; h < 4; h++) y[h] = MAD(mv64(w + W_FC2 + 256 * h, hid), S3, x3[h]);
