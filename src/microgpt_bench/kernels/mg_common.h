@@ -1109,11 +1109,11 @@ MG_INLINE void mg_embed8q(const int16_t *wte, const int16_t *wpe, VI tok, VI pos
 #endif
 
 #if defined(MG_SOA)
+/* the lanes whose values (max mx, min mn) all lie in the fast range: offset 0 */
+MG_INLINE VM mg_fast_rangeV(VF mx, VF mn) { return vm_and(vf_ge(mn, vf_set1(MG_FAST_LO)), vf_le(mx, vf_set1(MG_FAST_HI))); }
+
 /* the canonical offset, lane-wise */
-MG_INLINE VF mg_offsetV(VF mx, VF mn)
-{
-    return vf_sel(vm_and(vf_ge(mn, vf_set1(MG_FAST_LO)), vf_le(mx, vf_set1(MG_FAST_HI))), vf_zero(), mx);
-}
+MG_INLINE VF mg_offsetV(VF mx, VF mn) { return vf_sel(mg_fast_rangeV(mx, mn), vf_zero(), mx); }
 
 MG_INLINE VF mg_tree16V(const VF *v)
 {
@@ -1276,7 +1276,7 @@ MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, VI pos, int maxpos, i
             }
             e[t] = vf_maskz(vm[a], mg_exp2V_nc(sc));
         }
-        if (checked && !vm_all(vm_and(vf_ge(mn, vf_set1(MG_FAST_LO)), vf_le(mx, vf_set1(MG_FAST_HI))))) {
+        if (checked && !vm_all(mg_fast_rangeV(mx, mn))) {
             const VF o = mg_offsetV(mx, mn);
             for (int a = 0; a <= maxpos; a++) {
                 const int t = (step - a) & 15;
@@ -1326,7 +1326,7 @@ MG_INLINE VI mg_sampleV(const VF *z, VF r)
     }
     const VF m = vf_max(vf_max(mx[0], mx[1]), vf_max(mx[2], mx[3])), n = vf_min(vf_min(mn[0], mn[1]), vf_min(mn[2], mn[3]));
     /* o = 0 in every lane (the common case): z - 0 is z and no z is below the clamp */
-    if (MG_LIKELY(vm_all(vm_and(vf_ge(n, vf_set1(MG_FAST_LO)), vf_le(m, vf_set1(MG_FAST_HI)))))) {
+    if (MG_LIKELY(vm_all(mg_fast_rangeV(m, n)))) {
         MG_UNROLL
         for (int v = 0; v < MG_VOCAB; v++) c[v] = mg_exp2V_nc(z[v]);
     } else {
