@@ -8,20 +8,8 @@
  * WEIGHTS.f32: the 4,192 float32 parameters in the C flat order (wte, wpe, wq, wk,
  * wv, wo, fc1, fc2, lm_head); temperature 0.5; xorshift32 draws.
  */
-#define _POSIX_C_SOURCE 200809L
-#include <math.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <stdlib.h>
-#include <time.h>
-
-#define VOCAB 27
-#define BOS 26
-#define E 16
-#define HEADS 4
-#define HD 4
-#define HID 64
-#define CTX 16
+#include "plain_microgpt.h"
+#include <string.h>
 
 static float W[4192];
 static const float *wte = W, *wpe = W + 432, *wq = W + 688, *wk = W + 944, *wv = W + 1200, *wo = W + 1456,
@@ -80,60 +68,4 @@ static void forward(int tok, int pos, float *logits)
     matvec(logits, lm, x, VOCAB, E);
 }
 
-static uint32_t rng;
-static float uniform(void)
-{
-    rng ^= rng << 13;
-    rng ^= rng >> 17;
-    rng ^= rng << 5;
-    return (float)(rng >> 8) / 16777216.0f;
-}
-
-static int sample(const float *logits, float temperature)
-{
-    float p[VOCAB], mx = -INFINITY, sum = 0.0f;
-    for (int v = 0; v < VOCAB; v++) mx = logits[v] > mx ? logits[v] : mx;
-    for (int v = 0; v < VOCAB; v++) sum += (p[v] = expf((logits[v] - mx) / temperature));
-    float r = uniform() * sum, c = 0.0f;
-    for (int v = 0; v < VOCAB - 1; v++)
-        if (r < (c += p[v])) return v;
-    return VOCAB - 1;
-}
-
-int main(int argc, char **argv)
-{
-    if (argc != 4) {
-        fprintf(stderr, "usage: %s WEIGHTS.f32 N_TOKENS SEED\n", argv[0]);
-        return 2;
-    }
-    FILE *f = fopen(argv[1], "rb");
-    if (!f || fread(W, sizeof(float), 4192, f) != 4192) {
-        fprintf(stderr, "cannot read 4192 float32 weights from %s\n", argv[1]);
-        return 2;
-    }
-    fclose(f);
-    long n = atol(argv[2]);
-    rng = (uint32_t)strtoul(argv[3], NULL, 10);
-    if (n < 1 || rng == 0) return 2;
-    struct timespec t0, t1;
-    clock_gettime(CLOCK_MONOTONIC, &t0);
-    long sum = 0;
-    int tok = BOS, pos = 0;
-    float logits[VOCAB];
-    for (long i = 0; i < n; i++) {
-        forward(tok, pos, logits);
-        int nt = sample(logits, 0.5f);
-        sum += nt;
-        pos++;
-        if (nt == BOS || pos == CTX) {
-            tok = BOS;
-            pos = 0;
-        } else {
-            tok = nt;
-        }
-    }
-    clock_gettime(CLOCK_MONOTONIC, &t1);
-    double ns = (double)(t1.tv_sec - t0.tv_sec) * 1e9 + (double)(t1.tv_nsec - t0.tv_nsec);
-    printf("%.3f %ld\n", ns / (double)n, sum);
-    return 0;
-}
+static void set_weights(const float *w) { memcpy(W, w, sizeof W); }
