@@ -244,6 +244,17 @@ def test_cold_temperature_names_match_float64_loop(params):
     assert first_names(b.generate(1500, 42), 100) == first_names(ref, 100)
 
 
+def test_the_kernels_build_wherever_there_is_a_compiler():
+    """The C tests skip where a backend is unavailable; with a compiler present that can only
+    mean a kernel that no longer builds, which must fail here rather than pass as skips."""
+    from microgpt_bench.backends.talos_emu import TalosEmuBackend
+
+    if native.find_c_compiler() is None:
+        pytest.skip("no C compiler here")
+    for cls in (CFp32Backend, CQ412Backend, TalosEmuBackend):
+        assert cls.availability() is None, f"{cls.name}: {cls.availability()}"
+
+
 def test_no_compiler_is_unavailable(monkeypatch, tmp_path):
     monkeypatch.setenv("MICROGPT_BENCH_CACHE", str(tmp_path))
     monkeypatch.setenv("CC", "false")
