@@ -728,8 +728,17 @@ MG_INLINE v16 mg_attention8x2(v16 qs, v16 k, v16 v, float *KT, float *V, int slo
     const v16 wm = {wm8, wm8};
     v16_store(V + slot * 16, v);
     v16 s[4], vm[4];
+    const v16 zero = v16_set1(0.0f);
     for (int b = 0; b < 4; b++) {
         float *kt = KT + b * 64;
+        __m256 m8 = mg_nibmask8((valid >> (4 * b)) & 0xFu);
+        vm[b] = (v16){m8, m8};
+        /* a block without a live slot weighs exact zeros (the and below): its scores and
+         * exp2s are skipped (most tokens see one or two of the four blocks) */
+        if (((valid >> (4 * b)) & 0xFu) == 0) {
+            s[b] = zero;
+            continue;
+        }
         v16 k0 = v16_load(kt), k1 = v16_load(kt + 16), k2 = v16_load(kt + 32), k3 = v16_load(kt + 48);
         if (b == cb) {
             k0 = v16_blendv(k0, v16_perm(k, 0x00), wm);
@@ -742,14 +751,12 @@ MG_INLINE v16 mg_attention8x2(v16 qs, v16 k, v16 v, float *KT, float *V, int slo
             v16_store(kt + 48, k3);
         }
         s[b] = v16_add(v16_fma(q1, k1, v16_mul(q0, k0)), v16_fma(q3, k3, v16_mul(q2, k2)));
-        __m256 m8 = mg_nibmask8((valid >> (4 * b)) & 0xFu);
-        vm[b] = (v16){m8, m8};
     }
     v16 e[4];
     int slow = 0;
     for (int b = 0; b < 4; b++) slow |= mg_slow8(vm[b].lo, s[b].lo) | mg_slow8(vm[b].hi, s[b].hi);
     if (__builtin_expect(!slow, 1)) {
-        for (int b = 0; b < 4; b++) e[b] = v16_and(vm[b], v16_exp2nc(s[b]));
+        for (int b = 0; b < 4; b++) e[b] = ((valid >> (4 * b)) & 0xFu) ? v16_and(vm[b], v16_exp2nc(s[b])) : zero;
     } else {
         const v16 ninf = v16_set1(-INFINITY), pinf = v16_set1(INFINITY);
         v16 m = v16_max(v16_max(v16_blendv(ninf, s[0], vm[0]), v16_blendv(ninf, s[1], vm[1])),

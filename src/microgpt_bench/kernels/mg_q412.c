@@ -275,31 +275,25 @@ MG_INLINE __m256i mvq8(const int16_t *P, int R, int r0, const __m256i *b)
     return _mm256_add_epi32(a0, a1);
 }
 /* the 8 pair broadcasts of 16 int16 by dword permutes in registers, not a store and
- * broadcast loads (the store forwarding was on the token's chain). x in order
- * (pack16), or p as vpackssdw leaves it (pairs 0, 1, 4, 5, 2, 3, 6, 7): the permute
- * takes the place of pack16's vpermq */
-MG_INLINE void bcast8(__m256i x, __m256i *b, int packs_order)
+ * broadcast loads (the store forwarding was on the token's chain); p as vpackssdw
+ * leaves it (pairs 0, 1, 4, 5, 2, 3, 6, 7): no vpermq to put the pairs in order */
+MG_INLINE void bcast8(__m256i p, __m256i *b)
 {
     MG_UNROLL
-    for (int mm = 0; mm < 8; mm++) {
-        const int d = packs_order ? (mm & 1) | ((mm & 2) << 1) | ((mm & 4) >> 1) : mm;
-        b[mm] = _mm256_permutevar8x32_epi32(x, _mm256_set1_epi32(d));
-    }
+    for (int mm = 0; mm < 8; mm++)
+        b[mm] = _mm256_permutevar8x32_epi32(p, _mm256_set1_epi32((mm & 1) | ((mm & 2) << 1) | ((mm & 4) >> 1)));
 }
 MG_INLINE __m256i rq32_8(__m256i acc)
 {
     return _mm256_max_epi32(_mm256_min_epi32(_mm256_srai_epi32(acc, 12), _mm256_set1_epi32(32767)), _mm256_set1_epi32(-32768));
 }
-/* two int32 vectors -> 16 saturated int16 in order */
-MG_INLINE __m256i pack16(__m256i lo, __m256i hi) { return _mm256_permute4x64_epi64(_mm256_packs_epi32(lo, hi), 0xD8); }
 MG_INLINE v16 tof16(__m256i x)
 {
     v16 r = {_mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(x))),
              _mm256_cvtepi32_ps(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(x, 1)))};
     return r;
 }
-MG_INLINE __m256i to16(v16 f) { return pack16(_mm256_cvtps_epi32(f.lo), _mm256_cvtps_epi32(f.hi)); }
-/* the same in vpackssdw's order (see bcast8) */
+/* 16 rounded floats -> saturated int16 in vpackssdw's order (see bcast8) */
 MG_INLINE __m256i to16p(v16 f) { return _mm256_packs_epi32(_mm256_cvtps_epi32(f.lo), _mm256_cvtps_epi32(f.hi)); }
 /* rint(x * mg_rs8(a)) without waiting for the square root and the division: as the
  * AVX-512 qscale, from an approximate scale (rsqrt14, or rsqrt without AVX512VL, and a
@@ -311,10 +305,11 @@ MG_INLINE v16 qscale(v16 x, __m256 a)
 #else
     __m256 y = _mm256_rsqrt_ps(a);
 #endif
-    __m256 sf = _mm256_mul_ps(y, _mm256_fnmadd_ps(_mm256_mul_ps(a, _mm256_set1_ps(0.5f)), _mm256_mul_ps(y, y), _mm256_set1_ps(1.5f)));
+    /* x * y * (1.5 - 0.5 a y^2) as (x y) * (1.5 - (0.5 a y) y): 3 dependent steps after y, not 4 */
+    __m256 corr = _mm256_fnmadd_ps(_mm256_mul_ps(_mm256_mul_ps(a, _mm256_set1_ps(0.5f)), y), y, _mm256_set1_ps(1.5f));
     __m256 se = mg_rs8(a);
 #define MG_RM (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC) /* an immediate: clang wants a constant expression */
-    v16 f = {_mm256_round_ps(_mm256_mul_ps(x.lo, sf), MG_RM), _mm256_round_ps(_mm256_mul_ps(x.hi, sf), MG_RM)};
+    v16 f = {_mm256_round_ps(_mm256_mul_ps(_mm256_mul_ps(x.lo, y), corr), MG_RM), _mm256_round_ps(_mm256_mul_ps(_mm256_mul_ps(x.hi, y), corr), MG_RM)};
     __m256 el = _mm256_round_ps(_mm256_mul_ps(x.lo, se), MG_RM), eh = _mm256_round_ps(_mm256_mul_ps(x.hi, se), MG_RM);
 #undef MG_RM
     if (__builtin_expect(_mm256_movemask_ps(_mm256_or_ps(_mm256_cmp_ps(f.lo, el, _CMP_NEQ_UQ), _mm256_cmp_ps(f.hi, eh, _CMP_NEQ_UQ))) != 0, 0)) {
@@ -327,39 +322,50 @@ MG_INLINE v16 qscale(v16 x, __m256 a)
 /* norm: x (float, integer-valued) -> round(x * s) as float */
 MG_INLINE v16 qnorm(v16 xf) { return qscale(xf, _mm256_fmadd_ps(mg_hsum8x2(v16_mul(xf, xf)), _mm256_set1_ps(MG_Q28), _mm256_set1_ps(MG_EPS))); }
 
+MG_INLINE __m256i sat8(__m256i a) { return _mm256_max_epi32(_mm256_min_epi32(a, _mm256_set1_epi32(32767)), _mm256_set1_epi32(-32768)); }
+MG_INLINE v16 i2f16(__m256i lo, __m256i hi) { v16 r = {_mm256_cvtepi32_ps(lo), _mm256_cvtepi32_ps(hi)}; return r; }
+
+/* The residual stream (n0, x3) is kept as int32 in int16 range: sat16(a + b) is the
+ * int32 sum clamped, and it converts to float without a sign extension. The hidden
+ * layer is stored as vpackssdw leaves it (HP(j): the hidden pair at pair j of hb), with
+ * no lane-crossing permute on the chain; vpackssdw saturates, so fc1 needs no clamp. */
 MG_INLINE void forward1(const model_t *m, cache_t *c, int tok, int pos, int step, __m256 *z)
 {
     const int16_t *w = m->raw;
     __m256i x = _mm256_adds_epi16(LD8(w + OFF_WTE + tok * 16), LD8(w + OFF_WPE + pos * 16));
     v16 n0f = qnorm(tof16(x));
-    __m256i n0 = to16(n0f);
+    const __m256i n0lo = _mm256_cvtps_epi32(n0f.lo), n0hi = _mm256_cvtps_epi32(n0f.hi); /* |norm output| <= 2^14 */
     __m256i b[8];
-    bcast8(to16p(qnorm(n0f)), b, 1);
+    bcast8(to16p(qnorm(n0f)), b);
     const __m256 cq = _mm256_set1_ps(MG_CQQ);
     v16 qs = {_mm256_mul_ps(_mm256_cvtepi32_ps(rq32_8(mvq8(m->qkvP, 48, 0, b))), cq),
               _mm256_mul_ps(_mm256_cvtepi32_ps(rq32_8(mvq8(m->qkvP, 48, 8, b))), cq)};
-    v16 kf = {_mm256_cvtepi32_ps(rq32_8(mvq8(m->qkvP, 48, 16, b))), _mm256_cvtepi32_ps(rq32_8(mvq8(m->qkvP, 48, 24, b)))};
-    v16 vf = {_mm256_cvtepi32_ps(rq32_8(mvq8(m->qkvP, 48, 32, b))), _mm256_cvtepi32_ps(rq32_8(mvq8(m->qkvP, 48, 40, b)))};
+    v16 kf = i2f16(rq32_8(mvq8(m->qkvP, 48, 16, b)), rq32_8(mvq8(m->qkvP, 48, 24, b)));
+    v16 vf = i2f16(rq32_8(mvq8(m->qkvP, 48, 32, b)), rq32_8(mvq8(m->qkvP, 48, 40, b)));
     v16 att = mg_attention8x2(qs, kf, vf, c->K, c->V, step & 15, mg_valid_slots(step, pos));
-    bcast8(to16p(att), b, 1);
-    __m256i x3 = _mm256_adds_epi16(pack16(rq32_8(mvq8(m->woP, 16, 0, b)), rq32_8(mvq8(m->woP, 16, 8, b))), n0);
-    bcast8(to16p(qnorm(tof16(x3))), b, 1);
+    bcast8(to16p(att), b);
+    const __m256i x3lo = sat8(_mm256_add_epi32(rq32_8(mvq8(m->woP, 16, 0, b)), n0lo));
+    const __m256i x3hi = sat8(_mm256_add_epi32(rq32_8(mvq8(m->woP, 16, 8, b)), n0hi));
+    bcast8(to16p(qnorm(i2f16(x3lo, x3hi))), b);
     MG_ALIGN int16_t hb[64];
     for (int o = 0; o < 4; o++)
         _mm256_store_si256((__m256i *)(hb + 16 * o),
-                           _mm256_max_epi16(pack16(rq32_8(mvq8(m->fc1P, 64, 16 * o, b)), rq32_8(mvq8(m->fc1P, 64, 16 * o + 8, b))),
+                           _mm256_max_epi16(_mm256_packs_epi32(_mm256_srai_epi32(mvq8(m->fc1P, 64, 16 * o, b), 12),
+                                                               _mm256_srai_epi32(mvq8(m->fc1P, 64, 16 * o + 8, b), 12)),
                                             _mm256_setzero_si256()));
     __asm__ volatile("" : : "r"(hb) : "memory");
+#define HP(j) (8 * ((j) >> 3) + ((j) & 1) + (((j) & 2) << 1) + (((j) & 4) >> 1))
     __m256i yh[2];
     for (int half = 0; half < 2; half++) {
         __m256i g[8];
         for (int k = 0; k < 8; k++) g[k] = _mm256_setzero_si256();
         MG_UNROLL
-        for (int j = 0; j < 32; j++) g[j & 7] = DP8(g[j & 7], LD8(m->fc2P + (j * 16 + 8 * half) * 2), BD8(hb, j));
+        for (int j = 0; j < 32; j++) g[j & 7] = DP8(g[j & 7], LD8(m->fc2P + (HP(j) * 16 + 8 * half) * 2), BD8(hb, j));
         yh[half] = rq32_8(_mm256_add_epi32(_mm256_add_epi32(_mm256_add_epi32(g[0], g[1]), _mm256_add_epi32(g[2], g[3])),
                                            _mm256_add_epi32(_mm256_add_epi32(g[4], g[5]), _mm256_add_epi32(g[6], g[7]))));
     }
-    bcast8(_mm256_adds_epi16(pack16(yh[0], yh[1]), x3), b, 0);
+#undef HP
+    bcast8(_mm256_packs_epi32(_mm256_add_epi32(yh[0], x3lo), _mm256_add_epi32(yh[1], x3hi)), b); /* packs: the sat16 */
     for (int o = 0; o < 4; o++) z[o] = _mm256_cvtepi32_ps(_mm256_srai_epi32(mvq8(m->lmP, 32, 8 * o, b), 12));
 }
 
