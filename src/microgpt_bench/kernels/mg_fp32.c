@@ -26,7 +26,7 @@ typedef struct {
     int batch_min;                     /* offline: fewer live streams run one by one (0: default) */
     int att_fast;                      /* offline: every attention score provably in the fast range */
     int pad[12];
-    MG_ALIGN float raw[MG_NPARAM];     /* C flat order (rows), for SoA and scalar */
+    MG_ALIGN float raw[MG_NPARAM + 16]; /* C flat order (rows), for SoA and scalar; a zero row after lm_head */
     MG_ALIGN float wqkvT[16 * 48];     /* [j][o]: o<16 q, <32 k, <48 v */
     MG_ALIGN float woT[16 * 16];       /* [j][o] */
     MG_ALIGN float fc1T[16 * 64];      /* [j][o] */
@@ -54,7 +54,7 @@ MG_EXPORT void *mg_fp32_create(const float *w, float temperature)
     m->greedy = temperature == 0.0f;
     /* greedy: z keeps the logits' order (a positive power-of-two scale) */
     m->cz = m->greedy ? 1.0f : (float)(1.4426950408889634 / (double)temperature);
-    memcpy(m->raw, w, sizeof(m->raw));
+    memcpy(m->raw, w, MG_NPARAM * sizeof(float));
     /* A score is qs_h . k_h with qs = 0.5 log2(e) Wq xn and k = Wk xn, xn the twice-normed
      * x (|xn| <= 4): |score| <= 0.5 log2(e) 16 |Wq_h|_F |Wk_h|_F. Where that is <= 32 (half
      * the fast range's 64: room for rounding) for every head, the offset is 0 for every
@@ -438,6 +438,311 @@ typedef struct {
     VF S3;
 } soa_t;
 
+#if defined(MG_AVX2)
+/* AVX2 (16 registers): the matvecs run on groups of R rows for both batches of a pass
+ * (nx = 2; 1 for an odd last batch), one canonical chain at a time: each x vector loaded
+ * serves R rows and each broadcast weight nx batches (0.75 loads per FMA at R = 4, against
+ * 2 for mg_mv16V's row at a time, whose x[16] cannot stay in 16 registers). A row's chains
+ * combine in its canonical balanced tree (mv16: 4 chains, mv16b: 8, mv64: 16); the
+ * partials spill to the stack, a few stores per 32 FMAs. */
+#define GR 4 /* rows per group */
+/* one step j of a chain: c[i * GR + r] (+)= x[i][j] * w[r * ld + j] */
+MG_INLINE void gstep(const float *w, int ld, const VF *const *x, int nx, int R, int j, int first, VF *c)
+{
+    VF xv[2];
+    MG_UNROLL
+    for (int i = 0; i < 2; i++)
+        if (i < nx) {
+            xv[i] = x[i][j];
+            MG_IN_REG(xv[i]); /* else gcc folds the load into each FMA: a load apiece */
+        }
+    MG_UNROLL
+    for (int r = 0; r < GR; r++)
+        if (r < R) {
+            VF wb = vf_bc(w + r * ld + j);
+            if (nx > 1) MG_IN_REG(wb);
+            MG_UNROLL
+            for (int i = 0; i < 2; i++)
+                if (i < nx) c[i * GR + r] = first ? vf_mul(xv[i], wb) : vf_fma(xv[i], wb, c[i * GR + r]);
+        }
+}
+/* chain k of rows of stride ld: steps j = k, k + N, ... (N chains, S steps) */
+MG_INLINE void gchain(const float *w, int ld, const VF *const *x, int nx, int R, int N, int S, int k, VF *c)
+{
+    gstep(w, ld, x, nx, R, k, 1, c);
+    gstep(w, ld, x, nx, R, k + N, 0, c);
+    if (S > 2) {
+        gstep(w, ld, x, nx, R, k + 2 * N, 0, c);
+        gstep(w, ld, x, nx, R, k + 3 * N, 0, c);
+    }
+}
+/* tree4 of the 4 chains k0 .. k0 + 3 (the canonical pairs), into t */
+MG_INLINE void gquad(const float *w, int ld, const VF *const *x, int nx, int R, int N, int S, int k0, VF *t)
+{
+    VF a[2 * GR], b[2 * GR];
+    gchain(w, ld, x, nx, R, N, S, k0, a);
+    gchain(w, ld, x, nx, R, N, S, k0 + 1, b);
+    MG_UNROLL
+    for (int n = 0; n < 2 * GR; n++) a[n] = vf_add(a[n], b[n]);
+    gchain(w, ld, x, nx, R, N, S, k0 + 2, t);
+    gchain(w, ld, x, nx, R, N, S, k0 + 3, b);
+    MG_UNROLL
+    for (int n = 0; n < 2 * GR; n++) t[n] = vf_add(a[n], vf_add(t[n], b[n]));
+}
+/* out[i * GR + r] = the canonical matvec of N chains (4, 8 or 16) of S steps: quads of
+ * chains in a loop (the code stays small: the offline loop must fit the 32 KB L1I), their
+ * tree4s combined in the canonical tree */
+MG_INLINE void grows(const float *w, int ld, const VF *const *x, int nx, int R, int N, int S, VF *out)
+{
+    if (N == 4) {
+        gquad(w, ld, x, nx, R, N, S, 0, out);
+        return;
+    }
+    MG_ALIGN VF l4[2 * GR], l8[2 * GR];
+    MG_UNROLL
+    for (int n = 0; n < 2 * GR; n++) l4[n] = l8[n] = out[n] = vf_zero(); /* all set before use, as far as -Wall sees */
+    MG_ROLL
+    for (int q = 0; q < N / 4; q++) {
+        VF t[2 * GR];
+        const VF *xq[2] = {x[0] + 4 * q, x[1] + 4 * q};
+        gquad(w + 4 * q, ld, xq, nx, R, N, S, 0, t);
+        if (!(q & 1)) {
+            MG_UNROLL
+            for (int n = 0; n < 2 * GR; n++) l4[n] = t[n];
+            continue;
+        }
+        MG_UNROLL
+        for (int n = 0; n < 2 * GR; n++) t[n] = vf_add(l4[n], t[n]);
+        if (N == 8 || (q & 2)) {
+            MG_UNROLL
+            for (int n = 0; n < 2 * GR; n++) out[n] = N == 8 ? t[n] : vf_add(l8[n], t[n]);
+        } else {
+            MG_UNROLL
+            for (int n = 0; n < 2 * GR; n++) l8[n] = t[n];
+        }
+    }
+}
+#define G16(w, x, nx, R, out) grows(w, 16, x, nx, R, 4, 4, out)   /* mv16 */
+#define G16B(w, x, nx, R, out) grows(w, 16, x, nx, R, 8, 2, out)  /* mv16b */
+#define G64(w, x, nx, R, out) grows(w, 64, x, nx, R, 16, 4, out)  /* mv64 */
+
+typedef struct {
+    MG_ALIGN VF x[16];
+    VF S, Sq;
+} g_in;
+
+/* rows per group, by phase (measured on Zen 3, gcc 12 / clang 14; at most GR) */
+#ifndef R_QKV
+#define R_QKV 4
+#endif
+#ifndef R_WO
+#define R_WO 2
+#endif
+#ifndef R_FC1
+#define R_FC1 4
+#endif
+#ifndef R_FC2
+#define R_FC2 4
+#endif
+#ifndef R_LM
+#define R_LM 3 /* 9 groups (4: gcc spills) */
+#endif
+
+/* embedding and the entry norms of one batch: xn (the matvec input) and its scales */
+MG_INLINE void g_embed(const model_t *m, soa_t *st, VI tok, VI pos, g_in *g)
+{
+    const float *w = m->raw;
+    VF x[16], sq[16];
+    mg_embed8(w + OFF_WTE, w + OFF_WPE, tok, pos, x);
+    MG_UNROLL
+    for (int i = 0; i < 16; i++) sq[i] = vf_mul(x[i], x[i]);
+    VF ss = mg_tree16V(sq);
+    VF s0 = mg_rsV(vf_fma(ss, vf_set1(MG_N1), vf_set1(MG_EPS)));
+    g->S = mg_rsV(vf_fma(ss, vf_set1(MG_N2), vf_set1(MG_EPS2)));
+    g->Sq = vf_mul(g->S, vf_set1(MG_CQ));
+    MG_UNROLL
+    for (int i = 0; i < 16; i++) {
+        st->x1[i] = vf_mul(x[i], s0);
+        g->x[i] = x[i];
+    }
+}
+
+MG_INLINE void g_qkv(const model_t *m, soa_t *st, const g_in *g, int nx, int step)
+{
+    const VF *x[2] = {g[0].x, g[nx - 1].x};
+    MG_OPAQUE(x[0]);
+    MG_OPAQUE(x[1]);
+    MG_ROLL
+    for (int o = 0; o < 48; o += R_QKV) {
+        VF r[2 * GR];
+        G16(m->raw + OFF_WQ + o * 16, x, nx, R_QKV, r);
+        MG_UNROLL
+        for (int i = 0; i < 2; i++) {
+            if (i >= nx) break;
+            VF *dst = o < 16 ? st[i].qs + o : o < 32 ? st[i].ring.K[step & 15] + o - 16 : st[i].ring.V[step & 15] + o - 32;
+            const VF sc = o < 16 ? g[i].Sq : g[i].S;
+            MG_UNROLL
+            for (int j = 0; j < R_QKV; j++) dst[j] = vf_mul(r[i * GR + j], sc);
+        }
+    }
+}
+
+MG_INLINE void g_wo(const model_t *m, soa_t *st, int nx)
+{
+    const VF *x[2] = {st[0].att, st[nx - 1].att};
+    MG_OPAQUE(x[0]);
+    MG_OPAQUE(x[1]);
+    MG_ROLL
+    for (int o = 0; o < 16; o += R_WO) {
+        VF r[2 * GR];
+        G16B(m->raw + OFF_WO + o * 16, x, nx, R_WO, r);
+        MG_UNROLL
+        for (int i = 0; i < 2; i++)
+            if (i < nx)
+                MG_UNROLL
+                for (int j = 0; j < R_WO; j++) st[i].x3[o + j] = vf_add(r[i * GR + j], st[i].x1[o + j]);
+    }
+    MG_UNROLL
+    for (int i = 0; i < 2; i++)
+        if (i < nx) {
+            VF sq[16];
+            MG_UNROLL
+            for (int o = 0; o < 16; o++) sq[o] = vf_mul(st[i].x3[o], st[i].x3[o]);
+            st[i].S3 = mg_rsV(vf_fma(mg_tree16V(sq), vf_set1(MG_N1), vf_set1(MG_EPS)));
+        }
+}
+
+MG_INLINE void g_fc1(const model_t *m, soa_t *st, int nx)
+{
+    const VF *x[2] = {st[0].x3, st[nx - 1].x3};
+    MG_OPAQUE(x[0]);
+    MG_OPAQUE(x[1]);
+    MG_ROLL
+    for (int o = 0; o < 64; o += R_FC1) {
+        VF r[2 * GR];
+        G16(m->raw + OFF_FC1 + o * 16, x, nx, R_FC1, r);
+        MG_UNROLL
+        for (int i = 0; i < 2; i++)
+            if (i < nx)
+                MG_UNROLL
+                for (int j = 0; j < R_FC1; j++) st[i].hid[o + j] = vf_max(r[i * GR + j], vf_zero());
+    }
+}
+
+MG_INLINE void g_fc2(const model_t *m, soa_t *st, int nx)
+{
+    const VF *x[2] = {st[0].hid, st[nx - 1].hid};
+    MG_OPAQUE(x[0]);
+    MG_OPAQUE(x[1]);
+    MG_ROLL
+    for (int o = 0; o < 16; o += R_FC2) {
+        VF r[2 * GR];
+        G64(m->raw + OFF_FC2 + o * 64, x, nx, R_FC2, r);
+        MG_UNROLL
+        for (int i = 0; i < 2; i++)
+            if (i < nx)
+                MG_UNROLL
+                for (int j = 0; j < R_FC2; j++) st[i].y[o + j] = vf_fma(r[i * GR + j], st[i].S3, st[i].x3[o + j]);
+    }
+}
+
+MG_INLINE void g_lm(const model_t *m, soa_t *st, int nx, VF *logits, float scale)
+{
+    const VF *x[2] = {st[0].y, st[nx - 1].y};
+    MG_OPAQUE(x[0]);
+    MG_OPAQUE(x[1]);
+    const VF cz = vf_set1(scale);
+    MG_ROLL
+    for (int o = 0; o < MG_VOCAB; o += R_LM) {
+        VF r[2 * GR]; /* R_LM = 2 or 4: the last group's last row is raw's zero padding, dropped */
+        G16B(m->raw + OFF_LM + o * 16, x, nx, R_LM, r);
+        MG_UNROLL
+        for (int i = 0; i < 2; i++)
+            if (i < nx)
+                MG_UNROLL
+                for (int j = 0; j < R_LM; j++)
+                    if (o + j < MG_VOCAB) logits[i * MG_VOCAB + o + j] = vf_mul(r[i * GR + j], cz);
+    }
+}
+
+/* mg_attentionV's fast case (the caller proved every score in the fast range: offset 0),
+ * the same operations with the 4 heads' scores and exp2s side by side in the age loop:
+ * one head at a time leaves a chain of ~80 cycles per head that the out-of-order window
+ * cannot hide. Unseen slots read a zero vector instead of a zeroed e[t]. */
+MG_INLINE void g_attention(const mg_ringV *ring, const VF *qs, VI pos, int maxpos, int step, VF *out)
+{
+    MG_ALIGN VF e[16][4], zv[1];
+    zv[0] = vf_zero();
+    unsigned seen = 0; /* bit t: slot t seen by some stream */
+    MG_ROLL
+    for (int a = 0; a <= maxpos; a++) {
+        const int t = (step - a) & 15;
+        const VM vm = vi_ge(pos, vi_set1(a));
+        const VF *k = ring->K[t];
+        seen |= 1u << t;
+        MG_UNROLL
+        for (int h = 0; h < 4; h++) {
+            const VF *q = qs + 4 * h, *kk = k + 4 * h;
+            const VF sc = vf_add(vf_fma(q[1], kk[1], vf_mul(q[0], kk[0])), vf_fma(q[3], kk[3], vf_mul(q[2], kk[2])));
+            e[t][h] = vf_maskz(vm, mg_exp2V_nc(sc));
+        }
+    }
+    MG_ROLL
+    for (int h = 0; h < 4; h++) {
+        VF l[4], A[4][4];
+        MG_UNROLL
+        for (int j = 0; j < 4; j++) {
+            VF lp[2], ap[2][4];
+            MG_UNROLL
+            for (int half = 0; half < 2; half++) {
+                const int t1 = 8 * half + j, t2 = t1 + 4;
+                if (!(((seen >> t1) | (seen >> t2)) & 1u)) {
+                    lp[half] = vf_zero();
+                    MG_UNROLL
+                    for (int d = 0; d < 4; d++) ap[half][d] = vf_zero();
+                    continue;
+                }
+                const VF e1 = *((seen >> t1) & 1u ? &e[t1][h] : zv), e2 = *((seen >> t2) & 1u ? &e[t2][h] : zv);
+                lp[half] = vf_add(e1, e2);
+                MG_UNROLL
+                for (int d = 0; d < 4; d++) ap[half][d] = vf_fma(e2, ring->V[t2][4 * h + d], vf_mul(e1, ring->V[t1][4 * h + d]));
+            }
+            l[j] = vf_add(lp[0], lp[1]);
+            MG_UNROLL
+            for (int d = 0; d < 4; d++) A[j][d] = vf_add(ap[0][d], ap[1][d]);
+        }
+        const VF rl = vf_div(vf_set1(1.0f), vf_add(vf_add(l[0], l[1]), vf_add(l[2], l[3])));
+        MG_UNROLL
+        for (int d = 0; d < 4; d++) out[4 * h + d] = vf_mul(vf_add(vf_add(A[0][d], A[1][d]), vf_add(A[2][d], A[3][d])), rl);
+    }
+}
+
+/* nx (1 or 2) batches phase by phase, the matvecs of both together */
+MG_INLINE void forward_g(const model_t *m, soa_t *st, int nx, const VI *tok, const VI *pos, const int *maxpos, int step,
+                         VF *logits, float scale)
+{
+    g_in g[2];
+    for (int b = 0; b < nx; b++) g_embed(m, &st[b], tok[b], pos[b], &g[b]);
+    g_qkv(m, st, g, nx, step);
+    for (int b = 0; b < nx; b++)
+        if (m->att_fast) g_attention(&st[b].ring, st[b].qs, pos[b], maxpos[b], step, st[b].att);
+        else mg_attentionV(&st[b].ring, st[b].qs, pos[b], maxpos[b], step, 1, st[b].att);
+    g_wo(m, st, nx);
+    g_fc1(m, st, nx);
+    g_fc2(m, st, nx);
+    g_lm(m, st, nx, logits, scale);
+}
+
+static void forwardV(const model_t *m, soa_t *st, int nb, const VI *tok, const VI *pos, const int *maxpos, int step,
+                     VF *logits, float scale)
+{
+    for (int b = 0; b + 1 < nb; b += 2)
+        forward_g(m, st + b, 2, tok + b, pos + b, maxpos + b, step, logits + b * MG_VOCAB, scale);
+    if (nb & 1)
+        forward_g(m, st + nb - 1, 1, tok + nb - 1, pos + nb - 1, maxpos + nb - 1, step, logits + (nb - 1) * MG_VOCAB,
+                  scale);
+}
+#else /* the other vector paths: a batch at a time, a row at a time */
 /* embedding, the entry norms, q (scaled) and the new key/value into the ring */
 MG_INLINE void fv_qkv(const model_t *m, soa_t *st, VI tok, VI pos, int step)
 {
@@ -447,9 +752,6 @@ MG_INLINE void fv_qkv(const model_t *m, soa_t *st, VI tok, VI pos, int step)
 #if defined(MG_AVX512)
     (void)ti, (void)pi;
     mg_embed16(w + OFF_WTE, w + OFF_WPE, tok, pos, x);
-#elif defined(MG_AVX2)
-    (void)ti, (void)pi;
-    mg_embed8(w + OFF_WTE, w + OFF_WPE, tok, pos, x);
 #else
     MG_UNROLL
     for (int i = 0; i < 16; i++) x[i] = vf_add(vf_gather(w, vi_add(ti, vi_set1(i))), vf_gather(w, vi_add(pi, vi_set1(i))));
@@ -536,6 +838,7 @@ static void forwardV(const model_t *m, soa_t *st, int nb, const VI *tok, const V
     if (nb & 1) fv_fc2(m, &st[nb - 1], 1);
     for (int b = 0; b < nb; b++) fv_lm(m, &st[b], logits + b * MG_VOCAB, scale);
 }
+#endif /* !MG_AVX2 */
 
 #endif
 
