@@ -575,6 +575,113 @@ typedef struct {
     MG_ALIGN VI x3[8];
     MG_ALIGN VI hp[32];    /* hidden, as pairs */
 } soa_t;
+#else
+typedef struct {
+    mg_ringV ring;
+    MG_ALIGN VF qs[16];    /* scaled queries */
+    MG_ALIGN VF att[16];
+    MG_ALIGN VI hp[32];    /* hidden, as pairs */
+} soa_t;
+#endif
+
+/* norm of 8 pairs -> 8 pairs */
+MG_INLINE void qnormV(const VI *xp, VI *out)
+{
+    VF xf[16], sq[16];
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++) {
+        xf[2 * mm] = vi_to_f(vi_lo16(xp[mm]));
+        xf[2 * mm + 1] = vi_to_f(vi_hi16(xp[mm]));
+    }
+    MG_UNROLL
+    for (int i = 0; i < 16; i++) sq[i] = vf_mul(xf[i], xf[i]);
+    VF s = mg_rsV(vf_fma(mg_tree16V(sq), vf_set1(MG_Q28), vf_set1(MG_EPS)));
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++) {
+        out[mm] = vi_pack2(vf_to_i(vf_mul(xf[2 * mm], s)), vf_to_i(vf_mul(xf[2 * mm + 1], s)));
+    }
+}
+
+/* sum_m x[m] . w pair m (w: a row of int16, read as int32 pairs) */
+MG_INLINE VI dot8(const int16_t *w, const VI *xp)
+{
+    VI a0 = vi_dpwssd(vi_zero(), xp[0], vi_bc32(w)), a1 = vi_dpwssd(vi_zero(), xp[1], vi_bc32(w + 2));
+    a0 = vi_dpwssd(a0, xp[2], vi_bc32(w + 4));
+    a1 = vi_dpwssd(a1, xp[3], vi_bc32(w + 6));
+    a0 = vi_dpwssd(a0, xp[4], vi_bc32(w + 8));
+    a1 = vi_dpwssd(a1, xp[5], vi_bc32(w + 10));
+    a0 = vi_dpwssd(a0, xp[6], vi_bc32(w + 12));
+    a1 = vi_dpwssd(a1, xp[7], vi_bc32(w + 14));
+    return vi_add(a0, a1);
+}
+
+/* fc2's row block (measured): all 16 rows unrolled with 32 registers; with 16, two
+ * blocks of 8 and the pair loop rolled (unrolled, the compiler keeps all hidden pairs
+ * in registers and spills). gcc on AVX2: four blocks of 4, the pair loop unrolled by 4
+ * (with 8 rows it hoists all 8 broadcasts, runs out of registers and keeps an
+ * accumulator in memory: 71 -> 44 cycles/token on Zen 3) */
+#if defined(MG_AVX512)
+#define MG_FC2R 16
+#define MG_FC2_LOOP MG_UNROLL
+#elif defined(MG_AVX2) && !defined(__clang__)
+#define MG_FC2R 4
+#define MG_FC2_LOOP MG_UNROLL4
+#else
+#define MG_FC2R 8
+#define MG_FC2_LOOP MG_ROLL
+#endif
+
+MG_INLINE void forward1V(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, int step, VF *z, float scale)
+{
+    const int16_t *w = m->raw;
+    VI xp[8], n0[8], n1[8], ap[8], x3[8], n2[8], yp[8];
+#if defined(MG_AVX512)
+    mg_embed16q(w + OFF_WTE, w + OFF_WPE, tok, pos, xp);
+#elif defined(MG_AVX2)
+    mg_embed8q(w + OFF_WTE, w + OFF_WPE, tok, pos, xp);
+#else
+    VI ti = vi_slli(tok, 3), pi = vi_slli(pos, 3);
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++)
+        xp[mm] = vi_adds16(vi_gather(w + OFF_WTE, vi_add(ti, vi_set1(mm))), vi_gather(w + OFF_WPE, vi_add(pi, vi_set1(mm))));
+#endif
+    qnormV(xp, n0);
+    qnormV(n0, n1);
+    VF *qs = st->qs, *k = st->ring.K[step & 15], *v = st->ring.V[step & 15];
+    for (int o = 0; o < 16; o++) {
+        qs[o] = vf_mul(vi_to_f(rqV(dot8(w + OFF_WQ + o * 16, n1))), vf_set1(MG_CQQ));
+        k[o] = vi_to_f(rqV(dot8(w + OFF_WK + o * 16, n1)));
+        v[o] = vi_to_f(rqV(dot8(w + OFF_WV + o * 16, n1)));
+    }
+    mg_attentionV(&st->ring, qs, pos, maxpos, step, 1, st->att);
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++) {
+        ap[mm] = vi_pack2(vf_to_i(st->att[2 * mm]), vf_to_i(st->att[2 * mm + 1]));
+    }
+    for (int mm = 0; mm < 8; mm++)
+        x3[mm] = vi_adds16(rq2V(dot8(w + OFF_WO + 32 * mm, ap), dot8(w + OFF_WO + 32 * mm + 16, ap)), n0[mm]);
+    qnormV(x3, n2);
+    for (int mm = 0; mm < 32; mm++)
+        st->hp[mm] = vi_max16(rq2V(dot8(w + OFF_FC1 + 32 * mm, n2), dot8(w + OFF_FC1 + 32 * mm + 16, n2)), vi_zero());
+    /* fc2: the hidden pairs outermost, each loaded once for MG_FC2R rows (one chain each) */
+    for (int r0 = 0; r0 < 16; r0 += MG_FC2R) {
+        VI acc[MG_FC2R];
+        MG_UNROLL
+        for (int r = 0; r < MG_FC2R; r++) acc[r] = vi_zero();
+        MG_FC2_LOOP
+        for (int j = 0; j < 32; j++) {
+            const VI hj = st->hp[j];
+            MG_UNROLL
+            for (int r = 0; r < MG_FC2R; r++) acc[r] = vi_dpwssd(acc[r], hj, vi_bc32(w + OFF_FC2 + (r0 + r) * 64 + 2 * j));
+        }
+        MG_UNROLL
+        for (int r = 0; r < MG_FC2R; r += 2) yp[(r0 + r) / 2] = vi_adds16(rq2V(acc[r], acc[r + 1]), x3[(r0 + r) / 2]);
+    }
+    const VF cz = vf_set1(scale);
+    for (int v2 = 0; v2 < MG_VOCAB; v2++) z[v2] = vf_mul(vi_to_f(vi_srai(dot8(w + OFF_LM + v2 * 16, yp), 12)), cz);
+}
+
+#if defined(MG_AVX2)
 
 /* an accumulator kept in its order (gcc would reassociate the integer sums: all the
  * products first, spilled) */
@@ -811,121 +918,19 @@ MG_INLINE void forward2V(const model_t *m, soa_t *st, int nx, const VI *tok, con
     fq_lm(m, st, nx, z, scale);
 }
 
+/* two batches together; one (a last partial batch, the server, the probe) on the
+ * one-batch pass below */
 static void forwardV(const model_t *m, soa_t *st, int nb, const VI *tok, const VI *pos, const int *maxpos, int step,
                      VF *z, float scale)
 {
     if (nb == 2)
         forward2V(m, st, 2, tok, pos, maxpos, step, z, scale);
     else
-        forward2V(m, st, 1, tok, pos, maxpos, step, z, scale);
+        forward1V(m, st, tok[0], pos[0], maxpos[0], step, z, scale);
 }
 #undef MG_RN
 
 #else
-typedef struct {
-    mg_ringV ring;
-    MG_ALIGN VF qs[16];    /* scaled queries */
-    MG_ALIGN VF att[16];
-    MG_ALIGN VI hp[32];    /* hidden, as pairs */
-} soa_t;
-
-/* norm of 8 pairs -> 8 pairs */
-MG_INLINE void qnormV(const VI *xp, VI *out)
-{
-    VF xf[16], sq[16];
-    MG_UNROLL
-    for (int mm = 0; mm < 8; mm++) {
-        xf[2 * mm] = vi_to_f(vi_lo16(xp[mm]));
-        xf[2 * mm + 1] = vi_to_f(vi_hi16(xp[mm]));
-    }
-    MG_UNROLL
-    for (int i = 0; i < 16; i++) sq[i] = vf_mul(xf[i], xf[i]);
-    VF s = mg_rsV(vf_fma(mg_tree16V(sq), vf_set1(MG_Q28), vf_set1(MG_EPS)));
-    MG_UNROLL
-    for (int mm = 0; mm < 8; mm++) {
-        out[mm] = vi_pack2(vf_to_i(vf_mul(xf[2 * mm], s)), vf_to_i(vf_mul(xf[2 * mm + 1], s)));
-    }
-}
-
-/* sum_m x[m] . w pair m (w: a row of int16, read as int32 pairs) */
-MG_INLINE VI dot8(const int16_t *w, const VI *xp)
-{
-    VI a0 = vi_dpwssd(vi_zero(), xp[0], vi_bc32(w)), a1 = vi_dpwssd(vi_zero(), xp[1], vi_bc32(w + 2));
-    a0 = vi_dpwssd(a0, xp[2], vi_bc32(w + 4));
-    a1 = vi_dpwssd(a1, xp[3], vi_bc32(w + 6));
-    a0 = vi_dpwssd(a0, xp[4], vi_bc32(w + 8));
-    a1 = vi_dpwssd(a1, xp[5], vi_bc32(w + 10));
-    a0 = vi_dpwssd(a0, xp[6], vi_bc32(w + 12));
-    a1 = vi_dpwssd(a1, xp[7], vi_bc32(w + 14));
-    return vi_add(a0, a1);
-}
-
-/* fc2's row block (measured): all 16 rows unrolled with 32 registers; with 16, two
- * blocks of 8 and the pair loop rolled (unrolled, the compiler keeps all hidden pairs
- * in registers and spills). gcc on AVX2: four blocks of 4, the pair loop unrolled by 4
- * (with 8 rows it hoists all 8 broadcasts, runs out of registers and keeps an
- * accumulator in memory: 71 -> 44 cycles/token on Zen 3) */
-#if defined(MG_AVX512)
-#define MG_FC2R 16
-#define MG_FC2_LOOP MG_UNROLL
-#elif defined(MG_AVX2) && !defined(__clang__)
-#define MG_FC2R 4
-#define MG_FC2_LOOP MG_UNROLL4
-#else
-#define MG_FC2R 8
-#define MG_FC2_LOOP MG_ROLL
-#endif
-
-MG_INLINE void forward1V(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos, int step, VF *z, float scale)
-{
-    const int16_t *w = m->raw;
-    VI xp[8], n0[8], n1[8], ap[8], x3[8], n2[8], yp[8];
-#if defined(MG_AVX512)
-    mg_embed16q(w + OFF_WTE, w + OFF_WPE, tok, pos, xp);
-#elif defined(MG_AVX2)
-    mg_embed8q(w + OFF_WTE, w + OFF_WPE, tok, pos, xp);
-#else
-    VI ti = vi_slli(tok, 3), pi = vi_slli(pos, 3);
-    MG_UNROLL
-    for (int mm = 0; mm < 8; mm++)
-        xp[mm] = vi_adds16(vi_gather(w + OFF_WTE, vi_add(ti, vi_set1(mm))), vi_gather(w + OFF_WPE, vi_add(pi, vi_set1(mm))));
-#endif
-    qnormV(xp, n0);
-    qnormV(n0, n1);
-    VF *qs = st->qs, *k = st->ring.K[step & 15], *v = st->ring.V[step & 15];
-    for (int o = 0; o < 16; o++) {
-        qs[o] = vf_mul(vi_to_f(rqV(dot8(w + OFF_WQ + o * 16, n1))), vf_set1(MG_CQQ));
-        k[o] = vi_to_f(rqV(dot8(w + OFF_WK + o * 16, n1)));
-        v[o] = vi_to_f(rqV(dot8(w + OFF_WV + o * 16, n1)));
-    }
-    mg_attentionV(&st->ring, qs, pos, maxpos, step, 1, st->att);
-    MG_UNROLL
-    for (int mm = 0; mm < 8; mm++) {
-        ap[mm] = vi_pack2(vf_to_i(st->att[2 * mm]), vf_to_i(st->att[2 * mm + 1]));
-    }
-    for (int mm = 0; mm < 8; mm++)
-        x3[mm] = vi_adds16(rq2V(dot8(w + OFF_WO + 32 * mm, ap), dot8(w + OFF_WO + 32 * mm + 16, ap)), n0[mm]);
-    qnormV(x3, n2);
-    for (int mm = 0; mm < 32; mm++)
-        st->hp[mm] = vi_max16(rq2V(dot8(w + OFF_FC1 + 32 * mm, n2), dot8(w + OFF_FC1 + 32 * mm + 16, n2)), vi_zero());
-    /* fc2: the hidden pairs outermost, each loaded once for MG_FC2R rows (one chain each) */
-    for (int r0 = 0; r0 < 16; r0 += MG_FC2R) {
-        VI acc[MG_FC2R];
-        MG_UNROLL
-        for (int r = 0; r < MG_FC2R; r++) acc[r] = vi_zero();
-        MG_FC2_LOOP
-        for (int j = 0; j < 32; j++) {
-            const VI hj = st->hp[j];
-            MG_UNROLL
-            for (int r = 0; r < MG_FC2R; r++) acc[r] = vi_dpwssd(acc[r], hj, vi_bc32(w + OFF_FC2 + (r0 + r) * 64 + 2 * j));
-        }
-        MG_UNROLL
-        for (int r = 0; r < MG_FC2R; r += 2) yp[(r0 + r) / 2] = vi_adds16(rq2V(acc[r], acc[r + 1]), x3[(r0 + r) / 2]);
-    }
-    const VF cz = vf_set1(scale);
-    for (int v2 = 0; v2 < MG_VOCAB; v2++) z[v2] = vf_mul(vi_to_f(vi_srai(dot8(w + OFF_LM + v2 * 16, yp), 12)), cz);
-}
-
 /* one token for nb batches of VW streams: logits nb x MG_VOCAB */
 static void forwardV(const model_t *m, soa_t *st, int nb, const VI *tok, const VI *pos, const int *maxpos, int step,
                      VF *z, float scale)
@@ -933,7 +938,7 @@ static void forwardV(const model_t *m, soa_t *st, int nb, const VI *tok, const V
     for (int b = 0; b < nb; b++) forward1V(m, &st[b], tok[b], pos[b], maxpos[b], step, z + b * MG_VOCAB, scale);
 }
 
-#endif /* MG_AVX2 */
+#endif
 #endif
 
 #define MG_PREFIX mg_q412
