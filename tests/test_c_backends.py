@@ -230,9 +230,9 @@ def test_softmax_slow_paths(params, monkeypatch, simd):
                 if cls is CFp32Backend:
                     assert np.abs(b.logits(s) - model.reference_logits(p, s)).max() < 1e-4
             assert b.generate(5000, 42) == ref.generate(5000, 42)
-            off = ref.generate_offline(9, 200, 3, 2)
-            assert np.array_equal(b.generate_offline(9, 200, 3, 1), off)
-            for i in range(9):
+            off = ref.generate_offline(17, 200, 3, 2)  # 17: a pass of two batches (AVX2 q412) too
+            assert np.array_equal(b.generate_offline(17, 200, 3, 1), off)
+            for i in range(17):
                 assert off[i].tolist() == ref.generate(200, samplers.stream_seed(3, i))
         monkeypatch.delenv("MICROGPT_BENCH_SIMD")
 

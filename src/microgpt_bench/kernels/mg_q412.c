@@ -29,7 +29,8 @@ typedef struct {
     float cz;                           /* log2(e) / (T * 4096) */
     int greedy;                        /* temperature 0: next token = argmax */
     int batch_min;                     /* offline: fewer live streams run one by one (0: default) */
-    int pad[13];
+    int att_fast;                      /* offline: every attention score provably in the fast range */
+    int pad[12];
     MG_ALIGN int16_t raw[MG_NPARAM];    /* C flat order (rows); a row pair j, j+1 is one int32 */
     /* single stream: pair-transposed matrices, P[m][r] = (W[r][2m], W[r][2m+1]) */
     MG_ALIGN int16_t qkvP[8 * 48 * 2];
@@ -63,6 +64,26 @@ static void pairs(int16_t *dst, const int16_t *w, int rows, int cols, int rows_o
         }
 }
 
+/* A bound on |score| (the fp32 kernel's, in Q12): a norm's output has |n|_2 <= 2^14 + 2
+ * (the rint), so |q_h|_2 <= |Wq_h|_F (2^14 + 2) / 4096 + 2 (the floor, 4 elements), the same
+ * for k, and |score| <= MG_CQQ |q_h|_2 |k_h|_2. Where it is <= 32 (half the fast range's 64:
+ * room for rounding) for every head, the offset is 0 for every input. */
+static double att_bound(const int16_t *raw)
+{
+    double worst = 0.0;
+    for (int h = 0; h < MG_HEADS; h++) {
+        double fq = 0.0, fk = 0.0;
+        for (int i = 4 * h * 16; i < (4 * h + 4) * 16; i++) {
+            fq += (double)raw[OFF_WQ + i] * raw[OFF_WQ + i];
+            fk += (double)raw[OFF_WK + i] * raw[OFF_WK + i];
+        }
+        const double nq = sqrt(fq) * 16386.0 / 4096.0 + 2.0, nk = sqrt(fk) * 16386.0 / 4096.0 + 2.0;
+        const double b = MG_CQQ * nq * nk;
+        worst = b > worst ? b : worst;
+    }
+    return worst;
+}
+
 MG_EXPORT void *mg_q412_create(const float *w, float temperature)
 {
     if (!w || !(temperature >= 0.0f) || !isfinite(temperature)) return NULL;
@@ -74,6 +95,7 @@ MG_EXPORT void *mg_q412_create(const float *w, float temperature)
     /* greedy: z keeps the logits' order (a positive power-of-two scale) */
     m->cz = m->greedy ? (1.0f / 4096.0f) : (float)(1.4426950408889634 / (double)temperature / 4096.0);
     for (int i = 0; i < MG_NPARAM; i++) m->raw[i] = quant(w[i]);
+    m->att_fast = att_bound(m->raw) <= 32.0;
     int16_t tmp[48 * 16];
     memcpy(tmp, m->raw + OFF_WQ, sizeof tmp); /* wq, wk, wv are consecutive: one 48 x 16 matrix */
     pairs(m->qkvP, tmp, 48, 16, 48);
@@ -532,17 +554,35 @@ MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, in
 
 #if defined(MG_SOA_Q) && !defined(MG_NO_SOA)
 #define MG_KERNEL_SOA 1
+
+MG_INLINE VI sat16V(VI a) { return vi_max(vi_min(a, vi_set1(32767)), vi_set1(-32768)); }
+MG_INLINE VI rqV(VI acc) { return sat16V(vi_srai(acc, 12)); }
+/* the pair (rq(lo), rq(hi)) */
+MG_INLINE VI rq2V(VI lo, VI hi) { return vi_pack2(vi_srai(lo, 12), vi_srai(hi, 12)); }
+
+#if defined(MG_AVX2)
+/* AVX2 offline (Zen 3 measured): two batches of 8 streams per pass, phase by phase, so
+ * one batch's serial steps (a norm, a softmax, the sampler) overlap the other's work,
+ * and each broadcast weight pair of a matvec serves both batches' inputs (the vector
+ * pipes, not the loads, bound it: every other operation counts). */
+#define MG_SOA_NB 2
+typedef struct {
+    mg_ringV ring;
+    MG_ALIGN VF qs[16];    /* scaled queries */
+    MG_ALIGN VF att[16];
+    MG_ALIGN VI in[8];     /* the pairs the next matvec reads: n1, the attention, n2, y */
+    MG_ALIGN VI n0[8];     /* the residual stream, pairs */
+    MG_ALIGN VI x3[8];
+    MG_ALIGN VI hp[32];    /* hidden, as pairs */
+} soa_t;
+#else
 typedef struct {
     mg_ringV ring;
     MG_ALIGN VF qs[16];    /* scaled queries */
     MG_ALIGN VF att[16];
     MG_ALIGN VI hp[32];    /* hidden, as pairs */
 } soa_t;
-
-MG_INLINE VI sat16V(VI a) { return vi_max(vi_min(a, vi_set1(32767)), vi_set1(-32768)); }
-MG_INLINE VI rqV(VI acc) { return sat16V(vi_srai(acc, 12)); }
-/* the pair (rq(lo), rq(hi)) */
-MG_INLINE VI rq2V(VI lo, VI hi) { return vi_pack2(vi_srai(lo, 12), vi_srai(hi, 12)); }
+#endif
 
 /* norm of 8 pairs -> 8 pairs */
 MG_INLINE void qnormV(const VI *xp, VI *out)
@@ -641,6 +681,256 @@ MG_INLINE void forward1V(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos
     for (int v2 = 0; v2 < MG_VOCAB; v2++) z[v2] = vf_mul(vi_to_f(vi_srai(dot8(w + OFF_LM + v2 * 16, yp), 12)), cz);
 }
 
+#if defined(MG_AVX2)
+
+/* an accumulator kept in its order (gcc would reassociate the integer sums: all the
+ * products first, spilled) */
+#define MG_KEEP(v) __asm__("" : "+x"(v))
+
+/* R rows (16 columns, 8 pairs, row stride 16) for nx batches' input pairs x[i]: the
+ * pairs outermost, each weight pair broadcast once for both batches; a[i * R + r] */
+MG_INLINE void mvV8(const int16_t *w, const VI *const *x, int nx, int R, VI *a)
+{
+    MG_UNROLL
+    for (int k = 0; k < 2 * 8; k++) a[k] = vi_zero();
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++) {
+        VI xv[2];
+        MG_UNROLL
+        for (int i = 0; i < 2; i++) xv[i] = x[i][mm];
+        MG_UNROLL
+        for (int r = 0; r < 8; r++) {
+            if (r >= R) break;
+            const VI wb = vi_bc32(w + r * 16 + 2 * mm);
+            MG_UNROLL
+            for (int i = 0; i < 2; i++)
+                if (i < nx) {
+                    a[i * R + r] = vi_dpwssd(a[i * R + r], xv[i], wb);
+                    MG_KEEP(a[i * R + r]);
+                }
+        }
+    }
+}
+
+/* float(x) of 8 pairs -> 16 floats */
+MG_INLINE void unpairV(const VI *p, VF *f)
+{
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++) {
+        f[2 * mm] = vi_to_f(vi_lo16(p[mm]));
+        f[2 * mm + 1] = vi_to_f(vi_hi16(p[mm]));
+    }
+}
+/* the norm's scale of 16 floats */
+MG_INLINE VF qsV(const VF *x)
+{
+    VF sq[16];
+    MG_UNROLL
+    for (int i = 0; i < 16; i++) sq[i] = vf_mul(x[i], x[i]);
+    return mg_rsV(vf_fma(mg_tree16V(sq), vf_set1(MG_Q28), vf_set1(MG_EPS)));
+}
+#define MG_RN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
+/* pairs of rint(x * s) (|x * s| <= 2^14: no saturation) */
+MG_INLINE void qpairsV(const VF *x, VF s, VI *out)
+{
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++) out[mm] = vi_pack2(vf_to_i(vf_mul(x[2 * mm], s)), vf_to_i(vf_mul(x[2 * mm + 1], s)));
+}
+
+/* the embedding and the two entry norms: n0 (pairs, the residual) and n1 (pairs); n0
+ * stays float for the second norm (rint as a rounding, not a conversion and back) */
+MG_INLINE void fq_embed(const model_t *m, soa_t *st, VI tok, VI pos)
+{
+    VI xp[8];
+    VF x[16], n0f[16];
+    mg_embed8q(m->raw + OFF_WTE, m->raw + OFF_WPE, tok, pos, xp);
+    unpairV(xp, x);
+    const VF s0 = qsV(x);
+    MG_UNROLL
+    for (int i = 0; i < 16; i++) n0f[i] = _mm256_round_ps(vf_mul(x[i], s0), MG_RN);
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++) st->n0[mm] = vi_pack2(vf_to_i(n0f[2 * mm]), vf_to_i(n0f[2 * mm + 1]));
+    qpairsV(n0f, qsV(n0f), st->in);
+}
+
+/* R rows of q, k or v from row o of wq/wk/wv: the queries scaled, k and v into the ring */
+MG_INLINE void fq_qkv_rows(const int16_t *w, const VI *const *x, int nx, int R, VF *const *dst, int o, VF sc, int q)
+{
+    VI a[16];
+    mvV8(w + o * 16, x, nx, R, a);
+    MG_UNROLL
+    for (int i = 0; i < 2; i++)
+        MG_UNROLL
+        for (int r = 0; r < 8; r++)
+            if (i < nx && r < R) {
+                VF f = vi_to_f(rqV(a[i * R + r]));
+                dst[i][o + r] = q ? vf_mul(f, sc) : f;
+            }
+}
+MG_INLINE void fq_qkv(const model_t *m, soa_t *st, int nx, int step)
+{
+    const VI *x[2] = {st[0].in, st[nx - 1].in};
+    const VF cq = vf_set1(MG_CQQ);
+    for (int g = 0; g < 3; g++) {
+        VF *dst[2];
+        for (int i = 0; i < 2; i++) {
+            soa_t *s = &st[i < nx ? i : 0];
+            dst[i] = g == 0 ? s->qs : g == 1 ? s->ring.K[step & 15] : s->ring.V[step & 15];
+        }
+        const int16_t *w = m->raw + OFF_WQ + g * 256;
+        if (nx == 2) {
+            fq_qkv_rows(w, x, 2, 6, dst, 0, cq, g == 0);
+            fq_qkv_rows(w, x, 2, 6, dst, 6, cq, g == 0);
+            fq_qkv_rows(w, x, 2, 4, dst, 12, cq, g == 0);
+        } else {
+            fq_qkv_rows(w, x, 1, 8, dst, 0, cq, g == 0);
+            fq_qkv_rows(w, x, 1, 8, dst, 8, cq, g == 0);
+        }
+    }
+}
+
+/* the attention's output as pairs (sat16 by the pack) */
+MG_INLINE void fq_attpairs(soa_t *st)
+{
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++) st->in[mm] = vi_pack2(vf_to_i(st->att[2 * mm]), vf_to_i(st->att[2 * mm + 1]));
+}
+
+/* pairs (rq(a[2k]), rq(a[2k+1])) + res, saturating: R rows from row o */
+MG_INLINE void rq_res(const VI *a, int nx, int R, VI *const *out, const VI *const *res, int o)
+{
+    MG_UNROLL
+    for (int i = 0; i < 2; i++)
+        MG_UNROLL
+        for (int r = 0; r < 8; r += 2)
+            if (i < nx && r < R)
+                out[i][(o + r) / 2] = vi_adds16(rq2V(a[i * R + r], a[i * R + r + 1]), res[i][(o + r) / 2]);
+}
+
+/* wo + the residual: x3 */
+MG_INLINE void fq_wo(const model_t *m, soa_t *st, int nx)
+{
+    const VI *x[2] = {st[0].in, st[nx - 1].in}, *res[2] = {st[0].n0, st[nx - 1].n0};
+    VI *out[2] = {st[0].x3, st[nx - 1].x3};
+    const int R = nx == 2 ? 4 : 8;
+    for (int o = 0; o < 16; o += R) {
+        VI a[16];
+        mvV8(m->raw + OFF_WO + o * 16, x, nx, R, a);
+        rq_res(a, nx, R, out, res, o);
+    }
+}
+
+/* the MLP's norm: n2 pairs from x3 */
+MG_INLINE void fq_norm2(soa_t *st)
+{
+    VF x[16];
+    unpairV(st->x3, x);
+    qpairsV(x, qsV(x), st->in);
+}
+
+/* fc1 + relu: the hidden pairs */
+MG_INLINE void fq_fc1(const model_t *m, soa_t *st, int nx)
+{
+    const VI *x[2] = {st[0].in, st[nx - 1].in};
+    const int R = nx == 2 ? 4 : 8;
+    for (int o = 0; o < 64; o += R) {
+        VI a[16];
+        mvV8(m->raw + OFF_FC1 + o * 16, x, nx, R, a);
+        MG_UNROLL
+        for (int i = 0; i < 2; i++)
+            MG_UNROLL
+            for (int r = 0; r < 8; r += 2)
+                if (i < nx && r < R) st[i].hp[(o + r) / 2] = vi_max16(rq2V(a[i * R + r], a[i * R + r + 1]), vi_zero());
+    }
+}
+
+/* fc2 + the residual: y pairs. The hidden pairs outermost, each broadcast weight pair
+ * for both batches */
+MG_INLINE void fq_fc2(const model_t *m, soa_t *st, int nx)
+{
+    const VI *res[2] = {st[0].x3, st[nx - 1].x3};
+    VI *out[2] = {st[0].in, st[nx - 1].in};
+    const int R = nx == 2 ? 4 : 8;
+    for (int o = 0; o < 16; o += R) {
+        const VI *h[2] = {st[0].hp, st[nx - 1].hp};
+        MG_OPAQUE(h[0]);
+        MG_OPAQUE(h[1]);
+        VI a[16];
+        MG_UNROLL
+        for (int k = 0; k < 16; k++) a[k] = vi_zero();
+        MG_UNROLL4
+        for (int j = 0; j < 32; j++) {
+            VI hv[2] = {h[0][j], h[1][j]};
+            MG_UNROLL
+            for (int r = 0; r < 8; r++) {
+                if (r >= R) break;
+                const VI wb = vi_bc32(m->raw + OFF_FC2 + (o + r) * 64 + 2 * j);
+                MG_UNROLL
+                for (int i = 0; i < 2; i++)
+                    if (i < nx) {
+                        a[i * R + r] = vi_dpwssd(a[i * R + r], hv[i], wb);
+                        MG_KEEP(a[i * R + r]);
+                    }
+            }
+        }
+        rq_res(a, nx, R, out, res, o);
+    }
+}
+
+/* lm_head: the logits * scale, z[i * MG_VOCAB + v] */
+MG_INLINE void fq_lm_rows(const model_t *m, const VI *const *x, int nx, int R, int o, VF *z, VF cz)
+{
+    VI a[16];
+    mvV8(m->raw + OFF_LM + o * 16, x, nx, R, a);
+    MG_UNROLL
+    for (int i = 0; i < 2; i++)
+        MG_UNROLL
+        for (int r = 0; r < 8; r++)
+            if (i < nx && r < R) z[i * MG_VOCAB + o + r] = vf_mul(vi_to_f(vi_srai(a[i * R + r], 12)), cz);
+}
+MG_INLINE void fq_lm(const model_t *m, soa_t *st, int nx, VF *z, float scale)
+{
+    const VI *x[2] = {st[0].in, st[nx - 1].in};
+    const VF cz = vf_set1(scale);
+    if (nx == 2) {
+        for (int o = 0; o < 24; o += 6) fq_lm_rows(m, x, 2, 6, o, z, cz);
+        fq_lm_rows(m, x, 2, 3, 24, z, cz);
+    } else {
+        for (int o = 0; o < 24; o += 8) fq_lm_rows(m, x, 1, 8, o, z, cz);
+        fq_lm_rows(m, x, 1, 3, 24, z, cz);
+    }
+}
+
+/* one token for nx (1 or 2) batches, phase by phase */
+MG_INLINE void forward2V(const model_t *m, soa_t *st, int nx, const VI *tok, const VI *pos, const int *maxpos, int step,
+                         VF *z, float scale)
+{
+    for (int b = 0; b < nx; b++) fq_embed(m, &st[b], tok[b], pos[b]);
+    fq_qkv(m, st, nx, step);
+    for (int b = 0; b < nx; b++) {
+        mg_attentionV(&st[b].ring, st[b].qs, pos[b], maxpos[b], step, !m->att_fast, st[b].att);
+        fq_attpairs(&st[b]);
+    }
+    fq_wo(m, st, nx);
+    for (int b = 0; b < nx; b++) fq_norm2(&st[b]);
+    fq_fc1(m, st, nx);
+    fq_fc2(m, st, nx);
+    fq_lm(m, st, nx, z, scale);
+}
+
+/* two batches together; one (a last partial batch, the server, the probe) on the
+ * one-batch pass below */
+static void forwardV(const model_t *m, soa_t *st, int nb, const VI *tok, const VI *pos, const int *maxpos, int step,
+                     VF *z, float scale)
+{
+    if (nb == 2)
+        forward2V(m, st, 2, tok, pos, maxpos, step, z, scale);
+    else
+        forward1V(m, st, tok[0], pos[0], maxpos[0], step, z, scale);
+}
+#undef MG_RN
+
+#else
 /* one token for nb batches of VW streams: logits nb x MG_VOCAB */
 static void forwardV(const model_t *m, soa_t *st, int nb, const VI *tok, const VI *pos, const int *maxpos, int step,
                      VF *z, float scale)
@@ -648,6 +938,7 @@ static void forwardV(const model_t *m, soa_t *st, int nb, const VI *tok, const V
     for (int b = 0; b < nb; b++) forward1V(m, &st[b], tok[b], pos[b], maxpos[b], step, z + b * MG_VOCAB, scale);
 }
 
+#endif
 #endif
 
 #define MG_PREFIX mg_q412
