@@ -1350,13 +1350,10 @@ MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, VI pos, int maxpos, i
     }
 }
 
-/* The sampler for VW streams (canonical, see mg_sample_s): z[27] = logits * log2(e)/T,
- * r: each stream's draw in [0, 1); returns the tokens. The offset-0 case (nearly every
- * draw) is taken speculatively, so the exp2s need not wait for the max/min. */
-MG_INLINE VI mg_sampleV(const VF *z, VF r)
+/* the logits' max and min, lane-wise: exact in any order, so four chains, not one */
+MG_INLINE void mg_maxminV(const VF *z, VF *m, VF *n)
 {
-    /* the max and min are exact in any order: four chains, not one */
-    VF c[MG_VOCAB], t[16], mx[4], mn[4];
+    VF mx[4], mn[4];
     MG_UNROLL
     for (int k = 0; k < 4; k++) mx[k] = mn[k] = z[k];
     MG_UNROLL
@@ -1364,7 +1361,17 @@ MG_INLINE VI mg_sampleV(const VF *z, VF r)
         mx[v & 3] = vf_max(mx[v & 3], z[v]);
         mn[v & 3] = vf_min(mn[v & 3], z[v]);
     }
-    const VF m = vf_max(vf_max(mx[0], mx[1]), vf_max(mx[2], mx[3])), n = vf_min(vf_min(mn[0], mn[1]), vf_min(mn[2], mn[3]));
+    *m = vf_max(vf_max(mx[0], mx[1]), vf_max(mx[2], mx[3]));
+    *n = vf_min(vf_min(mn[0], mn[1]), vf_min(mn[2], mn[3]));
+}
+
+/* The sampler for VW streams (canonical, see mg_sample_s): z[27] = logits * log2(e)/T,
+ * r: each stream's draw in [0, 1); returns the tokens. The offset-0 case (nearly every
+ * draw) is taken speculatively, so the exp2s need not wait for the max/min. */
+MG_INLINE VI mg_sampleV(const VF *z, VF r)
+{
+    VF c[MG_VOCAB], t[16], m, n;
+    mg_maxminV(z, &m, &n);
     /* o = 0 in every lane (the common case): z - 0 is z and no z is below the clamp */
     if (MG_LIKELY(vm_all(mg_fast_rangeV(m, n)))) {
         MG_UNROLL
@@ -1439,15 +1446,8 @@ __attribute__((noinline, cold, unused)) static VI mg_sample8_slow(const VF *z, V
  * Same sums, same order as mg_sampleV. The other lanes' offsets: mg_sampleV. */
 MG_INLINE VI mg_sample8(const VF *z, VF r)
 {
-    VF mx[4], mn[4];
-    MG_UNROLL
-    for (int k = 0; k < 4; k++) mx[k] = mn[k] = z[k];
-    MG_UNROLL
-    for (int v = 4; v < MG_VOCAB; v++) {
-        mx[v & 3] = vf_max(mx[v & 3], z[v]);
-        mn[v & 3] = vf_min(mn[v & 3], z[v]);
-    }
-    const VF m = vf_max(vf_max(mx[0], mx[1]), vf_max(mx[2], mx[3])), n = vf_min(vf_min(mn[0], mn[1]), vf_min(mn[2], mn[3]));
+    VF m, n;
+    mg_maxminV(z, &m, &n);
     if (MG_UNLIKELY(!vm_all(mg_fast_rangeV(m, n)))) return mg_sample8_slow(z, r);
     VF e[MG_VOCAB], p4[18], p8[10];
     const VF thr = mg_sample8_thr(z, r, e);
