@@ -778,14 +778,9 @@ MG_INLINE void fq_qkv(const model_t *m, soa_t *st, int nx, int step)
             dst[i] = g == 0 ? s->qs : g == 1 ? s->ring.K[step & 15] : s->ring.V[step & 15];
         }
         const int16_t *w = m->raw + OFF_WQ + g * 256;
-        if (nx == 2) {
-            fq_qkv_rows(w, x, 2, 6, dst, 0, cq, g == 0);
-            fq_qkv_rows(w, x, 2, 6, dst, 6, cq, g == 0);
-            fq_qkv_rows(w, x, 2, 4, dst, 12, cq, g == 0);
-        } else {
-            fq_qkv_rows(w, x, 1, 8, dst, 0, cq, g == 0);
-            fq_qkv_rows(w, x, 1, 8, dst, 8, cq, g == 0);
-        }
+        fq_qkv_rows(w, x, nx, 6, dst, 0, cq, g == 0);
+        fq_qkv_rows(w, x, nx, 6, dst, 6, cq, g == 0);
+        fq_qkv_rows(w, x, nx, 4, dst, 12, cq, g == 0);
     }
 }
 
@@ -812,7 +807,7 @@ MG_INLINE void fq_wo(const model_t *m, soa_t *st, int nx)
 {
     const VI *x[2] = {st[0].in, st[nx - 1].in}, *res[2] = {st[0].n0, st[nx - 1].n0};
     VI *out[2] = {st[0].x3, st[nx - 1].x3};
-    const int R = nx == 2 ? 4 : 8;
+    const int R = 4;
     for (int o = 0; o < 16; o += R) {
         VI a[16];
         mvV8(m->raw + OFF_WO + o * 16, x, nx, R, a);
@@ -832,7 +827,7 @@ MG_INLINE void fq_norm2(soa_t *st)
 MG_INLINE void fq_fc1(const model_t *m, soa_t *st, int nx)
 {
     const VI *x[2] = {st[0].in, st[nx - 1].in};
-    const int R = nx == 2 ? 4 : 8;
+    const int R = 4;
     for (int o = 0; o < 64; o += R) {
         VI a[16];
         mvV8(m->raw + OFF_FC1 + o * 16, x, nx, R, a);
@@ -850,7 +845,7 @@ MG_INLINE void fq_fc2(const model_t *m, soa_t *st, int nx)
 {
     const VI *res[2] = {st[0].x3, st[nx - 1].x3};
     VI *out[2] = {st[0].in, st[nx - 1].in};
-    const int R = nx == 2 ? 4 : 8;
+    const int R = 4;
     for (int o = 0; o < 16; o += R) {
         const VI *h[2] = {st[0].hp, st[nx - 1].hp};
         MG_OPAQUE(h[0]);
@@ -892,16 +887,12 @@ MG_INLINE void fq_lm(const model_t *m, soa_t *st, int nx, VF *z, float scale)
 {
     const VI *x[2] = {st[0].in, st[nx - 1].in};
     const VF cz = vf_set1(scale);
-    if (nx == 2) {
-        for (int o = 0; o < 24; o += 6) fq_lm_rows(m, x, 2, 6, o, z, cz);
-        fq_lm_rows(m, x, 2, 3, 24, z, cz);
-    } else {
-        for (int o = 0; o < 24; o += 8) fq_lm_rows(m, x, 1, 8, o, z, cz);
-        fq_lm_rows(m, x, 1, 3, 24, z, cz);
-    }
+    for (int o = 0; o < 24; o += 6) fq_lm_rows(m, x, nx, 6, o, z, cz);
+    fq_lm_rows(m, x, nx, 3, 24, z, cz);
 }
 
-/* one token for nx (1 or 2) batches, phase by phase */
+/* one token for nx batches, phase by phase (called with 2: a single batch takes
+ * forward1V, which is faster for one) */
 MG_INLINE void forward2V(const model_t *m, soa_t *st, int nx, const VI *tok, const VI *pos, const int *maxpos, int step,
                          VF *z, float scale)
 {
