@@ -473,9 +473,11 @@ MG_INLINE VF vf_gather_neon(const float *base, VI idx)
  * float32x4_t): the single-stream helpers and the SoA code both use it; mg_exp2_s is
  * its scalar reference. _nc: without the clamp (every live lane >= -126). */
 #if defined(MG_SOA)
-MG_INLINE VF mg_exp2V_nc(VF x)
+/* the exp2's polynomial p = 2^f; *t = x + magic, whose low bits hold n */
+MG_INLINE VF mg_exp2V_poly(VF x, VF *tn)
 {
-    VF t = vf_add(x, vf_set1(MG_EXP_MAGIC));
+    const VF t = vf_add(x, vf_set1(MG_EXP_MAGIC));
+    *tn = t;
     VF f = vf_sub(x, vf_sub(t, vf_set1(MG_EXP_MAGIC)));
     VF f2 = vf_mul(f, f);
     VF p01 = vf_fma(f, vf_set1(MG_P1), vf_set1(1.0f));
@@ -483,7 +485,11 @@ MG_INLINE VF mg_exp2V_nc(VF x)
     VF p45 = vf_fma(f, vf_set1(MG_P5), vf_set1(MG_P4));
     VF f4 = vf_mul(f2, f2);
     VF q0 = vf_fma(p23, f2, p01);
-    VF p = vf_fma(p45, f4, q0);
+    return vf_fma(p45, f4, q0);
+}
+MG_INLINE VF mg_exp2V_nc(VF x)
+{
+    VF t, p = mg_exp2V_poly(x, &t);
     /* p * 2^n (the reference's multiply) as an integer add of n to p's exponent: the
      * same bits, as p in [1, 2) for n = -126 (x >= -126) and p < 1.5 for n <= 64 keep
      * p * 2^n normal; an integer pipe instead of an FMA pipe. The low bits of t hold n
@@ -1263,6 +1269,84 @@ typedef struct {
  * only a dead lane is out of range), then takes the live lanes' exact max and min. The
  * test passing on all lanes implies it on the live ones, so the offsets are the same.
  * MG_AGE_LOOP: clang unrolls the age loop by 8 and spills; kept rolled there. */
+/* one head's score: q . k in the canonical order */
+MG_INLINE VF mg_scoreV(const VF *q, const VF *k) { return vf_add(vf_fma(q[1], k[1], vf_mul(q[0], k[0])), vf_fma(q[3], k[3], vf_mul(q[2], k[2]))); }
+#if defined(MG_AVX512)
+/* AVX-512 (32 registers): the 4 heads side by side in one age loop (one loop exit to
+ * mispredict, not four, and four independent chains per age); the live lanes' max/min
+ * in one masked operation each; e[slot][head] in memory, an unseen slot read as a zero
+ * vector (no zeroing stores); the heads' sum trees after the loop. */
+MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, VI pos, int maxpos, int step, int checked, VF *out)
+{
+    MG_ALIGN VF e[16][4];
+    VF mx[4], mn[4];
+    MG_UNROLL
+    for (int h = 0; h < 4; h++) mx[h] = vf_set1(-INFINITY), mn[h] = vf_set1(INFINITY);
+    unsigned seen = 0; /* bit t: slot t seen by some stream */
+    for (int a = 0; a <= maxpos; a++) {
+        const int t = (step - a) & 15;
+        const VM vm = vi_ge(pos, vi_set1(a));
+        seen |= 1u << t;
+        MG_UNROLL
+        for (int h = 0; h < 4; h++) {
+            const VF sc = mg_scoreV(qs + 4 * h, ring->K[t] + 4 * h);
+            if (checked) {
+                mx[h] = _mm512_mask_max_ps(mx[h], vm, mx[h], sc);
+                mn[h] = _mm512_mask_min_ps(mn[h], vm, mn[h], sc);
+            }
+            VF tn, p = mg_exp2V_poly(sc, &tn); /* mg_exp2V_nc, its last add zero-masked to the live lanes */
+            e[t][h] = vi_as_vf(_mm512_maskz_add_epi32(vm, vf_as_vi(p), vi_slli(vf_as_vi(tn), 23)));
+        }
+    }
+    if (checked)
+        for (int h = 0; h < 4; h++) {
+            if (MG_LIKELY(vm_all(mg_fast_rangeV(mx[h], mn[h])))) continue;
+            const VF o = mg_offsetV(mx[h], mn[h]);
+            for (int a = 0; a <= maxpos; a++) {
+                const int t = (step - a) & 15;
+                e[t][h] = vf_maskz(vi_ge(pos, vi_set1(a)), mg_exp2V(vf_sub(mg_scoreV(qs + 4 * h, ring->K[t] + 4 * h), o)));
+            }
+        }
+    for (int h = 0; h < 4; h++) {
+        /* the canonical trees, j = 0, 1 then 2, 3 summed pair by pair: fewer partial sums live */
+        VF l2[2], A2[2][4];
+        MG_UNROLL
+        for (int jp = 0; jp < 2; jp++) {
+            VF l[2], A[2][4];
+            MG_UNROLL
+            for (int jj = 0; jj < 2; jj++) {
+                const int j = 2 * jp + jj;
+                VF lp[2], ap[2][4];
+                MG_UNROLL
+                for (int half = 0; half < 2; half++) {
+                    const int t1 = 8 * half + j, t2 = t1 + 4;
+                    if (!(((seen >> t1) | (seen >> t2)) & 1u)) {
+                        lp[half] = vf_zero();
+                        MG_UNROLL
+                        for (int d = 0; d < 4; d++) ap[half][d] = vf_zero();
+                        continue;
+                    }
+                    /* an unseen slot's e is a zero vector: a load masked by its seen bit */
+                    const VF e1 = _mm512_maskz_load_ps((__mmask16)-((seen >> t1) & 1u), &e[t1][h]);
+                    const VF e2 = _mm512_maskz_load_ps((__mmask16)-((seen >> t2) & 1u), &e[t2][h]);
+                    lp[half] = vf_add(e1, e2);
+                    MG_UNROLL
+                    for (int d = 0; d < 4; d++) ap[half][d] = vf_fma(e2, ring->V[t2][4 * h + d], vf_mul(e1, ring->V[t1][4 * h + d]));
+                }
+                l[jj] = vf_add(lp[0], lp[1]);
+                MG_UNROLL
+                for (int d = 0; d < 4; d++) A[jj][d] = vf_add(ap[0][d], ap[1][d]);
+            }
+            l2[jp] = vf_add(l[0], l[1]);
+            MG_UNROLL
+            for (int d = 0; d < 4; d++) A2[jp][d] = vf_add(A[0][d], A[1][d]);
+        }
+        const VF rl = vf_div(vf_set1(1.0f), vf_add(l2[0], l2[1]));
+        MG_UNROLL
+        for (int d = 0; d < 4; d++) out[4 * h + d] = vf_mul(vf_add(A2[0][d], A2[1][d]), rl);
+    }
+}
+#else
 #if defined(MG_AVX2)
 #define MG_ATT_SPEC 1
 #if defined(__clang__)
@@ -1294,8 +1378,7 @@ MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, VI pos, int maxpos, i
         MG_AGE_LOOP
         for (int a = 0; a <= maxpos; a++) {
             const int t = (step - a) & 15;
-            const VF *kk = ring->K[t] + 4 * h;
-            const VF sc = vf_add(vf_fma(q[1], kk[1], vf_mul(q[0], kk[0])), vf_fma(q[3], kk[3], vf_mul(q[2], kk[2])));
+            const VF sc = mg_scoreV(q, ring->K[t] + 4 * h);
             if (checked) {
 #if MG_ATT_SPEC
                 mx = vf_max(mx, sc);
@@ -1311,8 +1394,7 @@ MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, VI pos, int maxpos, i
 #if MG_ATT_SPEC
             mx = ninf, mn = pinf; /* the live lanes' exact max and min */
             for (int a = 0; a <= maxpos; a++) {
-                const VF *kk = ring->K[(step - a) & 15] + 4 * h;
-                const VF sc = vf_add(vf_fma(q[1], kk[1], vf_mul(q[0], kk[0])), vf_fma(q[3], kk[3], vf_mul(q[2], kk[2])));
+                const VF sc = mg_scoreV(q, ring->K[(step - a) & 15] + 4 * h);
                 mx = vf_max(mx, vf_sel(vm[a], sc, ninf));
                 mn = vf_min(mn, vf_sel(vm[a], sc, pinf));
             }
@@ -1320,9 +1402,7 @@ MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, VI pos, int maxpos, i
             const VF o = mg_offsetV(mx, mn);
             for (int a = 0; a <= maxpos; a++) {
                 const int t = (step - a) & 15;
-                const VF *kk = ring->K[t] + 4 * h;
-                const VF sc = vf_add(vf_fma(q[1], kk[1], vf_mul(q[0], kk[0])), vf_fma(q[3], kk[3], vf_mul(q[2], kk[2])));
-                e[t] = vf_maskz(vm[a], mg_exp2V(vf_sub(sc, o)));
+                e[t] = vf_maskz(vm[a], mg_exp2V(vf_sub(mg_scoreV(q, ring->K[t] + 4 * h), o)));
             }
         }
         VF l[4], A[4][4];
@@ -1349,6 +1429,7 @@ MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, VI pos, int maxpos, i
         for (int d = 0; d < 4; d++) out[4 * h + d] = vf_mul(vf_add(vf_add(A[0][d], A[1][d]), vf_add(A[2][d], A[3][d])), rl);
     }
 }
+#endif /* MG_AVX512 */
 
 /* the logits' max and min, lane-wise: exact in any order, so four chains, not one */
 MG_INLINE void mg_maxminV(const VF *z, VF *m, VF *n)

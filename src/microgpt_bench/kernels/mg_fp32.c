@@ -682,9 +682,7 @@ MG_INLINE void g_attention(const mg_ringV *ring, const VF *qs, VI pos, int maxpo
         seen |= 1u << t;
         MG_UNROLL
         for (int h = 0; h < 4; h++) {
-            const VF *q = qs + 4 * h, *kk = k + 4 * h;
-            const VF sc = vf_add(vf_fma(q[1], kk[1], vf_mul(q[0], kk[0])), vf_fma(q[3], kk[3], vf_mul(q[2], kk[2])));
-            e[t][h] = vf_maskz(vm, mg_exp2V_nc(sc));
+            e[t][h] = vf_maskz(vm, mg_exp2V_nc(mg_scoreV(qs + 4 * h, k + 4 * h)));
         }
     }
     MG_ROLL
