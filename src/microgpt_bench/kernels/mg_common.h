@@ -1007,39 +1007,8 @@ MG_INLINE int mg_sample4x8(const float32x4_t *z, int python, float r, double u)
 #endif /* MG_NEON */
 
 #if defined(MG_AVX512)
-/* x[i] lane s = wte[tok_s][i] + wpe[pos_s][i]: 16 row loads and adds, then a 16 x 16
- * transpose in registers (far cheaper than 32 gathers) */
-MG_INLINE void mg_embed16(const float *wte, const float *wpe, VI tok, VI pos, VF *x)
-{
-    int32_t t[16], p[16];
-    vi_store(t, tok);
-    vi_store(p, pos);
-    __m512 r[16], u[16];
-    for (int s = 0; s < 16; s++) r[s] = _mm512_add_ps(_mm512_load_ps(wte + t[s] * 16), _mm512_load_ps(wpe + p[s] * 16));
-    for (int i = 0; i < 8; i++) {
-        u[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        u[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        __m512d t0 = _mm512_castps_pd(u[4 * i]), t1 = _mm512_castps_pd(u[4 * i + 1]);
-        __m512d t2 = _mm512_castps_pd(u[4 * i + 2]), t3 = _mm512_castps_pd(u[4 * i + 3]);
-        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(t0, t2));
-        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(t0, t2));
-        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(t1, t3));
-        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(t1, t3));
-    }
-    /* r[4i + k] 128-bit lane L = rows 4i..4i+3, element 4L + k */
-    for (int k = 0; k < 4; k++) {
-        __m512 a0 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0x88), a1 = _mm512_shuffle_f32x4(r[k], r[4 + k], 0xDD);
-        __m512 b0 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0x88), b1 = _mm512_shuffle_f32x4(r[8 + k], r[12 + k], 0xDD);
-        x[k] = _mm512_shuffle_f32x4(a0, b0, 0x88);
-        x[8 + k] = _mm512_shuffle_f32x4(a0, b0, 0xDD);
-        x[4 + k] = _mm512_shuffle_f32x4(a1, b1, 0x88);
-        x[12 + k] = _mm512_shuffle_f32x4(a1, b1, 0xDD);
-    }
-}
-
-/* the same for Q4.12: xp[m] lane s = the int16 pair m of sat16(wte[tok_s] + wpe[pos_s]) */
+/* Q4.12: xp[m] lane s = the int16 pair m of sat16(wte[tok_s] + wpe[pos_s]): 16 row loads
+ * and saturating adds, then a transpose in registers (far cheaper than gathers) */
 MG_INLINE void mg_embed16q(const int16_t *wte, const int16_t *wpe, VI tok, VI pos, VI *xp)
 {
     int32_t t[16], p[16];
