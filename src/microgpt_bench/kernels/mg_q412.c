@@ -665,7 +665,7 @@ MG_INLINE void forward1V(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos
         k[o] = vi_to_f(rqV(dot8(w + OFF_WK + o * 16, n1)));
         v[o] = vi_to_f(rqV(dot8(w + OFF_WV + o * 16, n1)));
     }
-    mg_attentionV(&st->ring, qs, pos, maxpos, step, 1, st->att);
+    mg_attentionV(&st->ring, qs, pos, maxpos, step, !m->att_fast, st->att);
     MG_UNROLL
     for (int mm = 0; mm < 8; mm++) {
         ap[mm] = vi_pack2(vf_to_i(st->att[2 * mm]), vf_to_i(st->att[2 * mm + 1]));
