@@ -352,6 +352,8 @@ typedef __mmask16 VM;
 #define vi_min(a, b) _mm512_min_epi32(a, b)
 #define vi_minm(a, m, b) _mm512_mask_min_epi32(a, m, a, b) /* m ? min(a, b) : a */
 #define vi_max(a, b) _mm512_max_epi32(a, b)
+#define vi_maxu(a, b) _mm512_max_epu32(a, b)
+#define vi_gt(a, b) _mm512_cmpgt_epi32_mask(a, b)
 #define vi_adds16(a, b) _mm512_adds_epi16(a, b)
 #define vi_max16(a, b) _mm512_max_epi16(a, b)
 #define vi_zero() _mm512_setzero_si512()
@@ -413,6 +415,8 @@ typedef __m256 VM;
 #define vi_min(a, b) _mm256_min_epi32(a, b)
 #define vi_minm(a, m, b) _mm256_min_epi32(a, _mm256_castps_si256(_mm256_and_ps(m, _mm256_castsi256_ps(b)))) /* the same where a <= 0 */
 #define vi_max(a, b) _mm256_max_epi32(a, b)
+#define vi_maxu(a, b) _mm256_max_epu32(a, b)
+#define vi_gt(a, b) _mm256_castsi256_ps(_mm256_cmpgt_epi32(a, b))
 #define vi_adds16(a, b) _mm256_adds_epi16(a, b)
 #define vi_max16(a, b) _mm256_max_epi16(a, b)
 #define vi_zero() _mm256_setzero_si256()
@@ -1440,6 +1444,23 @@ MG_INLINE VF mg_sample_scan_thr(const VF *z, VF r, VF *e)
     return vf_mul(r, mg_tree16V(t));
 }
 
+/* every lane's z[0..26] inside [MG_FAST_LO, MG_FAST_HI] (mg_fast_rangeV of their max and min),
+ * on integer operations (which any vector pipe runs; the float max, min and compare share two
+ * with the adds): as signed integers the bits of z <= 64 order as the floats do, and z >= -126
+ * is, as unsigned, bits(z) <= bits(-126) (the positives lie below the negatives, which order by
+ * magnitude); maxima started at the bounds stay there iff every z passes */
+MG_INLINE int mg_all_fast(const VF *z)
+{
+    const VI hi = vf_as_vi(vf_set1(MG_FAST_HI)), lo = vf_as_vi(vf_set1(MG_FAST_LO));
+    VI s[2] = {hi, hi}, u[2] = {lo, lo};
+    MG_UNROLL
+    for (int v = 0; v < MG_VOCAB; v++) {
+        s[v & 1] = vi_max(s[v & 1], vf_as_vi(z[v]));
+        u[v & 1] = vi_maxu(u[v & 1], vf_as_vi(z[v]));
+    }
+    return vm_all(vm_and(vi_eq(vi_max(s[0], s[1]), hi), vi_eq(vi_maxu(u[0], u[1]), lo)));
+}
+
 /* a lane off offset 0 (rare): the generic sampler, out of line (off the hot loop's code) */
 __attribute__((noinline, cold, unused)) static VI mg_sample_scan_slow(const VF *z, VF r) { return mg_sampleV(z, r); }
 
@@ -1450,9 +1471,7 @@ __attribute__((noinline, cold, unused)) static VI mg_sample_scan_slow(const VF *
  * Same sums, same order as mg_sampleV. The other lanes' offsets: mg_sampleV. */
 MG_INLINE VI mg_sample_scan(const VF *z, VF r)
 {
-    VF m, n;
-    mg_maxminV(z, &m, &n);
-    if (MG_UNLIKELY(!vm_all(mg_fast_rangeV(m, n)))) return mg_sample_scan_slow(z, r);
+    if (MG_UNLIKELY(!mg_all_fast(z))) return mg_sample_scan_slow(z, r);
     VF e[MG_VOCAB], p4[18], p8[10];
     const VF thr = mg_sample_scan_thr(z, r, e);
     const VF *ep = e;
@@ -1474,8 +1493,9 @@ MG_INLINE VI mg_sample_scan(const VF *z, VF r)
         if (i >= 16) c = vf_add(c, p8[i - 16]);
         if (i < 10) p8[i] = c;
         /* the first v with thr < c[v]: the least of v - 26 over those lanes' hits, else 0
-         * (AVX-512: one masked min) */
-        best[i & 1] = vi_minm(best[i & 1], vf_lt(thr, c), vi_set1(i - (MG_VOCAB - 1)));
+         * (AVX-512: one masked min). thr and c are >= +0 (r >= 0, exp2 > 0), so their bits
+         * compare as integers (an integer compare: off the pipes of the scan's adds) */
+        best[i & 1] = vi_minm(best[i & 1], vi_gt(vf_as_vi(c), vf_as_vi(thr)), vi_set1(i - (MG_VOCAB - 1)));
     }
     return vi_add(vi_min(best[0], best[1]), vi_set1(MG_VOCAB - 1));
 }
