@@ -320,6 +320,7 @@ typedef __mmask16 VM;
 #define vm_and(a, b) ((VM)((a) & (b)))
 #define vf_div(a, b) _mm512_div_ps(a, b)
 #define vf_sqrt(a) _mm512_sqrt_ps(a)
+#define vf_rint(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define vf_sel(m, t, f) _mm512_mask_blend_ps(m, f, t)
 #define vf_maskz(m, v) _mm512_maskz_mov_ps(m, v)
 #define vf_lt(a, b) _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)
@@ -384,6 +385,7 @@ typedef __m256 VM;
 #define vm_and(a, b) _mm256_and_ps(a, b)
 #define vf_div(a, b) _mm256_div_ps(a, b)
 #define vf_sqrt(a) _mm256_sqrt_ps(a)
+#define vf_rint(a) _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define vf_sel(m, t, f) _mm256_blendv_ps(f, t, m)
 #define vf_maskz(m, v) _mm256_and_ps(m, v)
 #define vf_lt(a, b) _mm256_cmp_ps(a, b, _CMP_LT_OQ)
@@ -446,6 +448,7 @@ typedef uint32x4_t VM;
 #define vm_and(a, b) vandq_u32(a, b)
 #define vf_div(a, b) vdivq_f32(a, b)
 #define vf_sqrt(a) vsqrtq_f32(a)
+#define vf_rint(a) vrndnq_f32(a) /* to nearest even, as vf_to_i */
 #define vf_sel(m, t, f) vbslq_f32(m, t, f)
 #define vf_maskz(m, v) vreinterpretq_f32_u32(vandq_u32(m, vreinterpretq_u32_f32(v)))
 #define vf_lt(a, b) vcltq_f32(a, b)

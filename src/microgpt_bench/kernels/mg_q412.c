@@ -584,22 +584,49 @@ typedef struct {
 } soa_t;
 #endif
 
+/* float(x) of 8 pairs -> 16 floats */
+MG_INLINE void unpairV(const VI *p, VF *f)
+{
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++) {
+        f[2 * mm] = vi_to_f(vi_lo16(p[mm]));
+        f[2 * mm + 1] = vi_to_f(vi_hi16(p[mm]));
+    }
+}
+/* the norm's scale of 16 floats */
+MG_INLINE VF qsV(const VF *x)
+{
+    VF sq[16];
+    MG_UNROLL
+    for (int i = 0; i < 16; i++) sq[i] = vf_mul(x[i], x[i]);
+    return mg_rsV(vf_fma(mg_tree16V(sq), vf_set1(MG_Q28), vf_set1(MG_EPS)));
+}
+/* pairs of rint(x * s) (|x * s| <= 2^14: no saturation) */
+MG_INLINE void qpairsV(const VF *x, VF s, VI *out)
+{
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++) out[mm] = vi_pack2(vf_to_i(vf_mul(x[2 * mm], s)), vf_to_i(vf_mul(x[2 * mm + 1], s)));
+}
 /* norm of 8 pairs -> 8 pairs */
 MG_INLINE void qnormV(const VI *xp, VI *out)
 {
-    VF xf[16], sq[16];
+    VF x[16];
+    unpairV(xp, x);
+    qpairsV(x, qsV(x), out);
+}
+/* the two entry norms of the embedding's pairs: n0 (pairs, the residual) and n1 (pairs);
+ * n0 stays float for the second norm (rint as a rounding, not a conversion, a pack, an
+ * unpack and a conversion back) */
+MG_INLINE void qnorm01V(const VI *xp, VI *n0, VI *n1)
+{
+    VF x[16], n0f[16];
+    unpairV(xp, x);
+    const VF s0 = qsV(x);
     MG_UNROLL
-    for (int mm = 0; mm < 8; mm++) {
-        xf[2 * mm] = vi_to_f(vi_lo16(xp[mm]));
-        xf[2 * mm + 1] = vi_to_f(vi_hi16(xp[mm]));
-    }
+    for (int i = 0; i < 16; i++) n0f[i] = vf_rint(vf_mul(x[i], s0));
     MG_UNROLL
-    for (int i = 0; i < 16; i++) sq[i] = vf_mul(xf[i], xf[i]);
-    VF s = mg_rsV(vf_fma(mg_tree16V(sq), vf_set1(MG_Q28), vf_set1(MG_EPS)));
-    MG_UNROLL
-    for (int mm = 0; mm < 8; mm++) {
-        out[mm] = vi_pack2(vf_to_i(vf_mul(xf[2 * mm], s)), vf_to_i(vf_mul(xf[2 * mm + 1], s)));
-    }
+    for (int mm = 0; mm < 8; mm++) n0[mm] = vi_pack2(vf_to_i(n0f[2 * mm]), vf_to_i(n0f[2 * mm + 1]));
+    qpairsV(n0f, qsV(n0f), n1);
 }
 
 /* acc + x . the weight pair at p, broadcast: gcc 12 keeps the broadcast a separate
@@ -657,8 +684,7 @@ MG_INLINE void forward1V(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos
     for (int mm = 0; mm < 8; mm++)
         xp[mm] = vi_adds16(vi_gather(w + OFF_WTE, vi_add(ti, vi_set1(mm))), vi_gather(w + OFF_WPE, vi_add(pi, vi_set1(mm))));
 #endif
-    qnormV(xp, n0);
-    qnormV(n0, n1);
+    qnorm01V(xp, n0, n1);
     VF *qs = st->qs, *k = st->ring.K[step & 15], *v = st->ring.V[step & 15];
     for (int o = 0; o < 16; o++) {
         qs[o] = vf_mul(vi_to_f(rqV(dot8(w + OFF_WQ + o * 16, n1))), vf_set1(MG_CQQ));
@@ -724,45 +750,12 @@ MG_INLINE void mvV8(const int16_t *w, const VI *const *x, int nx, int R, VI *a)
     }
 }
 
-/* float(x) of 8 pairs -> 16 floats */
-MG_INLINE void unpairV(const VI *p, VF *f)
-{
-    MG_UNROLL
-    for (int mm = 0; mm < 8; mm++) {
-        f[2 * mm] = vi_to_f(vi_lo16(p[mm]));
-        f[2 * mm + 1] = vi_to_f(vi_hi16(p[mm]));
-    }
-}
-/* the norm's scale of 16 floats */
-MG_INLINE VF qsV(const VF *x)
-{
-    VF sq[16];
-    MG_UNROLL
-    for (int i = 0; i < 16; i++) sq[i] = vf_mul(x[i], x[i]);
-    return mg_rsV(vf_fma(mg_tree16V(sq), vf_set1(MG_Q28), vf_set1(MG_EPS)));
-}
-#define MG_RN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-/* pairs of rint(x * s) (|x * s| <= 2^14: no saturation) */
-MG_INLINE void qpairsV(const VF *x, VF s, VI *out)
-{
-    MG_UNROLL
-    for (int mm = 0; mm < 8; mm++) out[mm] = vi_pack2(vf_to_i(vf_mul(x[2 * mm], s)), vf_to_i(vf_mul(x[2 * mm + 1], s)));
-}
-
-/* the embedding and the two entry norms: n0 (pairs, the residual) and n1 (pairs); n0
- * stays float for the second norm (rint as a rounding, not a conversion and back) */
+/* the embedding and the two entry norms: n0 (the residual) and n1 (the next matvec's input) */
 MG_INLINE void fq_embed(const model_t *m, soa_t *st, VI tok, VI pos)
 {
     VI xp[8];
-    VF x[16], n0f[16];
     mg_embed8q(m->raw + OFF_WTE, m->raw + OFF_WPE, tok, pos, xp);
-    unpairV(xp, x);
-    const VF s0 = qsV(x);
-    MG_UNROLL
-    for (int i = 0; i < 16; i++) n0f[i] = _mm256_round_ps(vf_mul(x[i], s0), MG_RN);
-    MG_UNROLL
-    for (int mm = 0; mm < 8; mm++) st->n0[mm] = vi_pack2(vf_to_i(n0f[2 * mm]), vf_to_i(n0f[2 * mm + 1]));
-    qpairsV(n0f, qsV(n0f), st->in);
+    qnorm01V(xp, st->n0, st->in);
 }
 
 /* R rows of q, k or v from row o of wq/wk/wv: the queries scaled, k and v into the ring */
@@ -931,7 +924,6 @@ static void forwardV(const model_t *m, soa_t *st, int nb, const VI *tok, const V
     else
         forward1V(m, st, tok[0], pos[0], maxpos[0], step, z, scale);
 }
-#undef MG_RN
 
 #else
 /* one token for nb batches of VW streams: logits nb x MG_VOCAB */
