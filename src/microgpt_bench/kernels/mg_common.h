@@ -320,6 +320,7 @@ typedef __mmask16 VM;
 #define vm_and(a, b) ((VM)((a) & (b)))
 #define vf_div(a, b) _mm512_div_ps(a, b)
 #define vf_sqrt(a) _mm512_sqrt_ps(a)
+#define vf_rint(a) _mm512_roundscale_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define vf_sel(m, t, f) _mm512_mask_blend_ps(m, f, t)
 #define vf_maskz(m, v) _mm512_maskz_mov_ps(m, v)
 #define vf_lt(a, b) _mm512_cmp_ps_mask(a, b, _CMP_LT_OQ)
@@ -350,7 +351,10 @@ typedef __mmask16 VM;
 #endif
 #define vi_srai(a, n) _mm512_srai_epi32(a, n)
 #define vi_min(a, b) _mm512_min_epi32(a, b)
+#define vi_minm(a, m, b) _mm512_mask_min_epi32(a, m, a, b) /* m ? min(a, b) : a */
 #define vi_max(a, b) _mm512_max_epi32(a, b)
+#define vi_maxu(a, b) _mm512_max_epu32(a, b)
+#define vi_gt(a, b) _mm512_cmpgt_epi32_mask(a, b)
 #define vi_adds16(a, b) _mm512_adds_epi16(a, b)
 #define vi_max16(a, b) _mm512_max_epi16(a, b)
 #define vi_zero() _mm512_setzero_si512()
@@ -381,6 +385,7 @@ typedef __m256 VM;
 #define vm_and(a, b) _mm256_and_ps(a, b)
 #define vf_div(a, b) _mm256_div_ps(a, b)
 #define vf_sqrt(a) _mm256_sqrt_ps(a)
+#define vf_rint(a) _mm256_round_ps(a, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
 #define vf_sel(m, t, f) _mm256_blendv_ps(f, t, m)
 #define vf_maskz(m, v) _mm256_and_ps(m, v)
 #define vf_lt(a, b) _mm256_cmp_ps(a, b, _CMP_LT_OQ)
@@ -410,7 +415,10 @@ typedef __m256 VM;
 #endif
 #define vi_srai(a, n) _mm256_srai_epi32(a, n)
 #define vi_min(a, b) _mm256_min_epi32(a, b)
+#define vi_minm(a, m, b) _mm256_min_epi32(a, _mm256_castps_si256(_mm256_and_ps(m, _mm256_castsi256_ps(b)))) /* the same where a <= 0 */
 #define vi_max(a, b) _mm256_max_epi32(a, b)
+#define vi_maxu(a, b) _mm256_max_epu32(a, b)
+#define vi_gt(a, b) _mm256_castsi256_ps(_mm256_cmpgt_epi32(a, b))
 #define vi_adds16(a, b) _mm256_adds_epi16(a, b)
 #define vi_max16(a, b) _mm256_max_epi16(a, b)
 #define vi_zero() _mm256_setzero_si256()
@@ -440,6 +448,7 @@ typedef uint32x4_t VM;
 #define vm_and(a, b) vandq_u32(a, b)
 #define vf_div(a, b) vdivq_f32(a, b)
 #define vf_sqrt(a) vsqrtq_f32(a)
+#define vf_rint(a) vrndnq_f32(a) /* to nearest even, as vf_to_i */
 #define vf_sel(m, t, f) vbslq_f32(m, t, f)
 #define vf_maskz(m, v) vreinterpretq_f32_u32(vandq_u32(m, vreinterpretq_u32_f32(v)))
 #define vf_lt(a, b) vcltq_f32(a, b)
@@ -1470,16 +1479,18 @@ MG_INLINE VI mg_argmaxV(const VF *z)
     return tok;
 }
 
-#if defined(MG_AVX2)
+#if defined(MG_AVX2) || defined(MG_AVX512)
 /* e = exp2(z[v]) (offset 0) into memory, then thr = r * tree16(e_i + e_{16+i}) read back:
  * the exp2s keep only their constants and temporaries in registers */
-MG_INLINE VF mg_sample8_thr(const VF *z, VF r, VF *e)
+MG_INLINE VF mg_sample_scan_thr(const VF *z, VF r, VF *e)
 {
     MG_OPAQUE(z); /* reload z: not its 27 registers kept from the max/min, spilled */
-#if defined(__clang__)
+#if defined(__clang__) && !defined(MG_AVX512)
     MG_UNROLL
 #else
-    MG_ROLL /* gcc: the smaller hot loop measured 7-10 cycles/token faster on c-fp32 (clang: 2-6 slower) */
+    /* the smaller hot loop measured faster: gcc on AVX2 by 7-10 cycles/token on c-fp32 (clang
+     * there: 2-6 slower); AVX-512 (Zen 5, offline 256 x1) clang 121 -> 118 (c-q412), 178 -> 173 (c-fp32) */
+    MG_ROLL
 #endif
     for (int v = 0; v < MG_VOCAB; v++) e[v] = mg_exp2V_nc(z[v]);
     MG_OPAQUE(e);
@@ -1489,21 +1500,36 @@ MG_INLINE VF mg_sample8_thr(const VF *z, VF r, VF *e)
     return vf_mul(r, mg_tree16V(t));
 }
 
-/* a lane off offset 0 (rare): the generic sampler, out of line (off the hot loop's code) */
-__attribute__((noinline, cold, unused)) static VI mg_sample8_slow(const VF *z, VF r) { return mg_sampleV(z, r); }
+/* every lane's z[0..26] inside [MG_FAST_LO, MG_FAST_HI] (mg_fast_rangeV of their max and min),
+ * on integer operations (which any vector pipe runs; the float max, min and compare share two
+ * with the adds): as signed integers the bits of z <= 64 order as the floats do, and z >= -126
+ * is, as unsigned, bits(z) <= bits(-126) (the positives lie below the negatives, which order by
+ * magnitude); maxima started at the bounds stay there iff every z passes */
+MG_INLINE int mg_all_fast(const VF *z)
+{
+    const VI hi = vf_as_vi(vf_set1(MG_FAST_HI)), lo = vf_as_vi(vf_set1(MG_FAST_LO));
+    VI s[2] = {hi, hi}, u[2] = {lo, lo};
+    MG_UNROLL
+    for (int v = 0; v < MG_VOCAB; v++) {
+        s[v & 1] = vi_max(s[v & 1], vf_as_vi(z[v]));
+        u[v & 1] = vi_maxu(u[v & 1], vf_as_vi(z[v]));
+    }
+    return vm_all(vm_and(vi_eq(vi_max(s[0], s[1]), hi), vi_eq(vi_maxu(u[0], u[1]), lo)));
+}
 
-/* The sampler for 8 streams, fast case (offset 0) without spills: exp2s and the total
+/* a lane off offset 0 (rare): the generic sampler, out of line (off the hot loop's code) */
+__attribute__((noinline, cold, unused)) static VI mg_sample_scan_slow(const VF *z, VF r) { return mg_sampleV(z, r); }
+
+/* The sampler for VW streams (AVX2 and AVX-512), fast case (offset 0) without spills: exp2s and the total
  * first (e[] in memory), then the Hillis-Steele scan index by index: c[i] after stride s
  * is p_s[i] = p_{s/2}[i] + p_{s/2}[i - s], so strides 1, 2 run in rotating registers,
  * strides 4 and 8 read p4 / p8 back from memory; each final c[v] is compared at once.
  * Same sums, same order as mg_sampleV. The other lanes' offsets: mg_sampleV. */
-MG_INLINE VI mg_sample8(const VF *z, VF r)
+MG_INLINE VI mg_sample_scan(const VF *z, VF r)
 {
-    VF m, n;
-    mg_maxminV(z, &m, &n);
-    if (MG_UNLIKELY(!vm_all(mg_fast_rangeV(m, n)))) return mg_sample8_slow(z, r);
+    if (MG_UNLIKELY(!mg_all_fast(z))) return mg_sample_scan_slow(z, r);
     VF e[MG_VOCAB], p4[18], p8[10];
-    const VF thr = mg_sample8_thr(z, r, e);
+    const VF thr = mg_sample_scan_thr(z, r, e);
     const VF *ep = e;
     MG_OPAQUE(ep); /* read e back, not kept in registers since the exp2s */
     VF e1 = ep[0], p1[2], p2[4];
@@ -1522,19 +1548,20 @@ MG_INLINE VI mg_sample8(const VF *z, VF r)
         if (i >= 8) c = vf_add(c, p4[i - 8]);
         if (i >= 16) c = vf_add(c, p8[i - 16]);
         if (i < 10) p8[i] = c;
-        /* the first v with thr < c[v]: the least of v - 26 over those lanes' hits, else 0 */
-        const VI hit = vf_as_vi(vm_and(vf_lt(thr, c), vi_as_vf(vi_set1(i - (MG_VOCAB - 1)))));
-        best[i & 1] = vi_min(best[i & 1], hit);
+        /* the first v with thr < c[v]: the least of v - 26 over those lanes' hits, else 0
+         * (AVX-512: one masked min). thr and c are >= +0 (r >= 0, exp2 > 0), so their bits
+         * compare as integers (an integer compare: off the pipes of the scan's adds) */
+        best[i & 1] = vi_minm(best[i & 1], vi_gt(vf_as_vi(c), vf_as_vi(thr)), vi_set1(i - (MG_VOCAB - 1)));
     }
     return vi_add(vi_min(best[0], best[1]), vi_set1(MG_VOCAB - 1));
 }
-#define MG_SAMPLE8 mg_sample8
+#define MG_SAMPLE_FAST mg_sample_scan
 #else
-#define MG_SAMPLE8 mg_sampleV
+#define MG_SAMPLE_FAST mg_sampleV
 #endif
 
 /* the next tokens of VW streams: greedy, or the sampler on draws r */
-MG_INLINE VI mg_nextV(const VF *z, VF r, int greedy) { return greedy ? mg_argmaxV(z) : MG_SAMPLE8(z, r); }
+MG_INLINE VI mg_nextV(const VF *z, VF r, int greedy) { return greedy ? mg_argmaxV(z) : MG_SAMPLE_FAST(z, r); }
 
 MG_INLINE VF mg_r24V(VI x) { return vf_mul(vi_to_f(vi_srli(x, 8)), vf_set1(1.0f / 16777216.0f)); }
 

@@ -584,34 +584,73 @@ typedef struct {
 } soa_t;
 #endif
 
+/* float(x) of 8 pairs -> 16 floats */
+MG_INLINE void unpairV(const VI *p, VF *f)
+{
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++) {
+        f[2 * mm] = vi_to_f(vi_lo16(p[mm]));
+        f[2 * mm + 1] = vi_to_f(vi_hi16(p[mm]));
+    }
+}
+/* the norm's scale of 16 floats */
+MG_INLINE VF qsV(const VF *x)
+{
+    VF sq[16];
+    MG_UNROLL
+    for (int i = 0; i < 16; i++) sq[i] = vf_mul(x[i], x[i]);
+    return mg_rsV(vf_fma(mg_tree16V(sq), vf_set1(MG_Q28), vf_set1(MG_EPS)));
+}
+/* pairs of rint(x * s) (|x * s| <= 2^14: no saturation) */
+MG_INLINE void qpairsV(const VF *x, VF s, VI *out)
+{
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++) out[mm] = vi_pack2(vf_to_i(vf_mul(x[2 * mm], s)), vf_to_i(vf_mul(x[2 * mm + 1], s)));
+}
 /* norm of 8 pairs -> 8 pairs */
 MG_INLINE void qnormV(const VI *xp, VI *out)
 {
-    VF xf[16], sq[16];
-    MG_UNROLL
-    for (int mm = 0; mm < 8; mm++) {
-        xf[2 * mm] = vi_to_f(vi_lo16(xp[mm]));
-        xf[2 * mm + 1] = vi_to_f(vi_hi16(xp[mm]));
-    }
-    MG_UNROLL
-    for (int i = 0; i < 16; i++) sq[i] = vf_mul(xf[i], xf[i]);
-    VF s = mg_rsV(vf_fma(mg_tree16V(sq), vf_set1(MG_Q28), vf_set1(MG_EPS)));
-    MG_UNROLL
-    for (int mm = 0; mm < 8; mm++) {
-        out[mm] = vi_pack2(vf_to_i(vf_mul(xf[2 * mm], s)), vf_to_i(vf_mul(xf[2 * mm + 1], s)));
-    }
+    VF x[16];
+    unpairV(xp, x);
+    qpairsV(x, qsV(x), out);
 }
+/* the two entry norms of the embedding's pairs: n0 (pairs, the residual) and n1 (pairs);
+ * n0 stays float for the second norm (rint as a rounding, not a conversion, a pack, an
+ * unpack and a conversion back) */
+MG_INLINE void qnorm01V(const VI *xp, VI *n0, VI *n1)
+{
+    VF x[16], n0f[16];
+    unpairV(xp, x);
+    const VF s0 = qsV(x);
+    MG_UNROLL
+    for (int i = 0; i < 16; i++) n0f[i] = vf_rint(vf_mul(x[i], s0));
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++) n0[mm] = vi_pack2(vf_to_i(n0f[2 * mm]), vf_to_i(n0f[2 * mm + 1]));
+    qpairsV(n0f, qsV(n0f), n1);
+}
+
+/* acc + x . the weight pair at p, broadcast: gcc 12 keeps the broadcast a separate
+ * instruction; the embedded broadcast (one instruction, as clang emits) */
+#if defined(MG_AVX512) && defined(__AVX512VNNI__) && !defined(__clang__)
+MG_INLINE VI dpbc(VI acc, VI x, const int16_t *p)
+{
+    __asm__("vpdpwssd %2%{1to16%}, %1, %0" : "+v"(acc) : "v"(x), "m"(*(const int32_t *)p));
+    return acc;
+}
+#else
+#define dpbc(acc, x, p) vi_dpwssd(acc, x, vi_bc32(p))
+#endif
 
 /* sum_m x[m] . w pair m (w: a row of int16, read as int32 pairs) */
 MG_INLINE VI dot8(const int16_t *w, const VI *xp)
 {
-    VI a0 = vi_dpwssd(vi_zero(), xp[0], vi_bc32(w)), a1 = vi_dpwssd(vi_zero(), xp[1], vi_bc32(w + 2));
-    a0 = vi_dpwssd(a0, xp[2], vi_bc32(w + 4));
-    a1 = vi_dpwssd(a1, xp[3], vi_bc32(w + 6));
-    a0 = vi_dpwssd(a0, xp[4], vi_bc32(w + 8));
-    a1 = vi_dpwssd(a1, xp[5], vi_bc32(w + 10));
-    a0 = vi_dpwssd(a0, xp[6], vi_bc32(w + 12));
-    a1 = vi_dpwssd(a1, xp[7], vi_bc32(w + 14));
+    VI a0 = dpbc(vi_zero(), xp[0], w), a1 = dpbc(vi_zero(), xp[1], w + 2);
+    a0 = dpbc(a0, xp[2], w + 4);
+    a1 = dpbc(a1, xp[3], w + 6);
+    a0 = dpbc(a0, xp[4], w + 8);
+    a1 = dpbc(a1, xp[5], w + 10);
+    a0 = dpbc(a0, xp[6], w + 12);
+    a1 = dpbc(a1, xp[7], w + 14);
     return vi_add(a0, a1);
 }
 
@@ -645,15 +684,14 @@ MG_INLINE void forward1V(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos
     for (int mm = 0; mm < 8; mm++)
         xp[mm] = vi_adds16(vi_gather(w + OFF_WTE, vi_add(ti, vi_set1(mm))), vi_gather(w + OFF_WPE, vi_add(pi, vi_set1(mm))));
 #endif
-    qnormV(xp, n0);
-    qnormV(n0, n1);
+    qnorm01V(xp, n0, n1);
     VF *qs = st->qs, *k = st->ring.K[step & 15], *v = st->ring.V[step & 15];
     for (int o = 0; o < 16; o++) {
         qs[o] = vf_mul(vi_to_f(rqV(dot8(w + OFF_WQ + o * 16, n1))), vf_set1(MG_CQQ));
         k[o] = vi_to_f(rqV(dot8(w + OFF_WK + o * 16, n1)));
         v[o] = vi_to_f(rqV(dot8(w + OFF_WV + o * 16, n1)));
     }
-    mg_attentionV(&st->ring, qs, pos, maxpos, step, 1, st->att);
+    mg_attentionV(&st->ring, qs, pos, maxpos, step, !m->att_fast, st->att);
     MG_UNROLL
     for (int mm = 0; mm < 8; mm++) {
         ap[mm] = vi_pack2(vf_to_i(st->att[2 * mm]), vf_to_i(st->att[2 * mm + 1]));
@@ -672,7 +710,7 @@ MG_INLINE void forward1V(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos
         for (int j = 0; j < 32; j++) {
             const VI hj = st->hp[j];
             MG_UNROLL
-            for (int r = 0; r < MG_FC2R; r++) acc[r] = vi_dpwssd(acc[r], hj, vi_bc32(w + OFF_FC2 + (r0 + r) * 64 + 2 * j));
+            for (int r = 0; r < MG_FC2R; r++) acc[r] = dpbc(acc[r], hj, w + OFF_FC2 + (r0 + r) * 64 + 2 * j);
         }
         MG_UNROLL
         for (int r = 0; r < MG_FC2R; r += 2) yp[(r0 + r) / 2] = vi_adds16(rq2V(acc[r], acc[r + 1]), x3[(r0 + r) / 2]);
@@ -712,45 +750,12 @@ MG_INLINE void mvV8(const int16_t *w, const VI *const *x, int nx, int R, VI *a)
     }
 }
 
-/* float(x) of 8 pairs -> 16 floats */
-MG_INLINE void unpairV(const VI *p, VF *f)
-{
-    MG_UNROLL
-    for (int mm = 0; mm < 8; mm++) {
-        f[2 * mm] = vi_to_f(vi_lo16(p[mm]));
-        f[2 * mm + 1] = vi_to_f(vi_hi16(p[mm]));
-    }
-}
-/* the norm's scale of 16 floats */
-MG_INLINE VF qsV(const VF *x)
-{
-    VF sq[16];
-    MG_UNROLL
-    for (int i = 0; i < 16; i++) sq[i] = vf_mul(x[i], x[i]);
-    return mg_rsV(vf_fma(mg_tree16V(sq), vf_set1(MG_Q28), vf_set1(MG_EPS)));
-}
-#define MG_RN (_MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC)
-/* pairs of rint(x * s) (|x * s| <= 2^14: no saturation) */
-MG_INLINE void qpairsV(const VF *x, VF s, VI *out)
-{
-    MG_UNROLL
-    for (int mm = 0; mm < 8; mm++) out[mm] = vi_pack2(vf_to_i(vf_mul(x[2 * mm], s)), vf_to_i(vf_mul(x[2 * mm + 1], s)));
-}
-
-/* the embedding and the two entry norms: n0 (pairs, the residual) and n1 (pairs); n0
- * stays float for the second norm (rint as a rounding, not a conversion and back) */
+/* the embedding and the two entry norms: n0 (the residual) and n1 (the next matvec's input) */
 MG_INLINE void fq_embed(const model_t *m, soa_t *st, VI tok, VI pos)
 {
     VI xp[8];
-    VF x[16], n0f[16];
     mg_embed8q(m->raw + OFF_WTE, m->raw + OFF_WPE, tok, pos, xp);
-    unpairV(xp, x);
-    const VF s0 = qsV(x);
-    MG_UNROLL
-    for (int i = 0; i < 16; i++) n0f[i] = _mm256_round_ps(vf_mul(x[i], s0), MG_RN);
-    MG_UNROLL
-    for (int mm = 0; mm < 8; mm++) st->n0[mm] = vi_pack2(vf_to_i(n0f[2 * mm]), vf_to_i(n0f[2 * mm + 1]));
-    qpairsV(n0f, qsV(n0f), st->in);
+    qnorm01V(xp, st->n0, st->in);
 }
 
 /* R rows of q, k or v from row o of wq/wk/wv: the queries scaled, k and v into the ring */
@@ -919,7 +924,6 @@ static void forwardV(const model_t *m, soa_t *st, int nb, const VI *tok, const V
     else
         forward1V(m, st, tok[0], pos[0], maxpos[0], step, z, scale);
 }
-#undef MG_RN
 
 #else
 /* one token for nb batches of VW streams: logits nb x MG_VOCAB */
