@@ -1015,41 +1015,6 @@ MG_INLINE int mg_sample4x8(const float32x4_t *z, int python, float r, double u)
 }
 #endif /* MG_NEON */
 
-#if defined(MG_AVX512)
-/* Q4.12: xp[m] lane s = the int16 pair m of sat16(wte[tok_s] + wpe[pos_s]): 16 row loads
- * and saturating adds, then a transpose in registers (far cheaper than gathers) */
-MG_INLINE void mg_embed16q(const int16_t *wte, const int16_t *wpe, VI tok, VI pos, VI *xp)
-{
-    int32_t t[16], p[16];
-    vi_store(t, tok);
-    vi_store(p, pos);
-    __m512i r[8], u[8];
-    for (int k = 0; k < 8; k++) {
-        __m256i lo = _mm256_adds_epi16(_mm256_load_si256((const __m256i *)(wte + t[k] * 16)),
-                                       _mm256_load_si256((const __m256i *)(wpe + p[k] * 16)));
-        __m256i hi = _mm256_adds_epi16(_mm256_load_si256((const __m256i *)(wte + t[k + 8] * 16)),
-                                       _mm256_load_si256((const __m256i *)(wpe + p[k + 8] * 16)));
-        r[k] = _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-    }
-    for (int i = 0; i < 4; i++) {
-        u[2 * i] = _mm512_unpacklo_epi32(r[2 * i], r[2 * i + 1]);
-        u[2 * i + 1] = _mm512_unpackhi_epi32(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 2; i++) {
-        r[4 * i] = _mm512_unpacklo_epi64(u[4 * i], u[4 * i + 2]);
-        r[4 * i + 1] = _mm512_unpackhi_epi64(u[4 * i], u[4 * i + 2]);
-        r[4 * i + 2] = _mm512_unpacklo_epi64(u[4 * i + 1], u[4 * i + 3]);
-        r[4 * i + 3] = _mm512_unpackhi_epi64(u[4 * i + 1], u[4 * i + 3]);
-    }
-    /* r[4i + k] lane L: rows 4i.. (L = 0: dword k; 1: dword 4 + k), rows 4i+8.. (L = 2, 3) */
-    const __m512i lo_idx = _mm512_setr_epi64(0, 1, 8, 9, 4, 5, 12, 13), hi_idx = _mm512_setr_epi64(2, 3, 10, 11, 6, 7, 14, 15);
-    for (int k = 0; k < 4; k++) {
-        xp[k] = _mm512_permutex2var_epi64(r[k], lo_idx, r[4 + k]);
-        xp[4 + k] = _mm512_permutex2var_epi64(r[k], hi_idx, r[4 + k]);
-    }
-}
-#endif
-
 #if defined(MG_AVX2)
 /* in-register 8 x 8 transpose of 32-bit elements: r[s] element i -> r[i] element s */
 MG_INLINE void mg_transpose8(__m256 *r)

@@ -39,6 +39,9 @@ typedef struct {
     MG_ALIGN int16_t fc2P[32 * 16 * 2];
     MG_ALIGN int16_t lmP[8 * 32 * 2];   /* rows >= 27 zero */
     MG_ALIGN int32_t wte32[MG_VOCAB * 16], wpe32[MG_CTX * 16]; /* AVX-512: no sign-extension on the chain */
+    /* AVX-512 offline's embedding tables: [m][v] the wte pair m of token v (v < 32, v >= 27
+     * zero), [m][32 + p] the wpe pair m of position p */
+    MG_ALIGN int32_t embP[8 * 48];
 } model_t;
 
 typedef struct {
@@ -84,6 +87,9 @@ static double att_bound(const int16_t *raw)
     return worst;
 }
 
+/* the int16 pair at p as one int32 (lane order: p[0] low) */
+static int32_t pair32(const int16_t *p) { return (int32_t)((uint32_t)(uint16_t)p[0] | (uint32_t)(uint16_t)p[1] << 16); }
+
 MG_EXPORT void *mg_q412_create(const float *w, float temperature)
 {
     if (!w || !(temperature >= 0.0f) || !isfinite(temperature)) return NULL;
@@ -105,6 +111,10 @@ MG_EXPORT void *mg_q412_create(const float *w, float temperature)
     pairs(m->lmP, m->raw + OFF_LM, 27, 16, 32);
     for (int i = 0; i < MG_VOCAB * 16; i++) m->wte32[i] = m->raw[OFF_WTE + i];
     for (int i = 0; i < MG_CTX * 16; i++) m->wpe32[i] = m->raw[OFF_WPE + i];
+    for (int mm = 0; mm < 8; mm++) {
+        for (int v = 0; v < MG_VOCAB; v++) m->embP[mm * 48 + v] = pair32(m->raw + OFF_WTE + v * 16 + 2 * mm);
+        for (int p = 0; p < MG_CTX; p++) m->embP[mm * 48 + 32 + p] = pair32(m->raw + OFF_WPE + p * 16 + 2 * mm);
+    }
     return m;
 }
 
@@ -675,7 +685,14 @@ MG_INLINE void forward1V(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos
     const int16_t *w = m->raw;
     VI xp[8], n0[8], n1[8], ap[8], x3[8], n2[8], yp[8];
 #if defined(MG_AVX512)
-    mg_embed16q(w + OFF_WTE, w + OFF_WPE, tok, pos, xp);
+    /* lane permutes of the per-pair tables (vpermt2d on tok, vpermd on pos), not 16 row
+     * loads and a 16 x 16 transpose */
+    MG_UNROLL
+    for (int mm = 0; mm < 8; mm++) {
+        const int32_t *et = m->embP + 48 * mm;
+        xp[mm] = vi_adds16(_mm512_permutex2var_epi32(vi_load(et), tok, vi_load(et + 16)),
+                           _mm512_permutexvar_epi32(pos, vi_load(et + 32)));
+    }
 #elif defined(MG_AVX2)
     mg_embed8q(w + OFF_WTE, w + OFF_WPE, tok, pos, xp);
 #else
