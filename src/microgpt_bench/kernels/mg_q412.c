@@ -30,6 +30,7 @@ typedef struct {
     int greedy;                        /* temperature 0: next token = argmax */
     int batch_min;                     /* offline: fewer live streams run one by one (0: default) */
     int att_fast;                      /* offline: every attention score provably in the fast range */
+    int qkv_fast;                      /* offline: every q, k, v provably in int16 (no saturation) */
     int pad[12];
     MG_ALIGN int16_t raw[MG_NPARAM];    /* C flat order (rows); a row pair j, j+1 is one int32 */
     /* single stream: pair-transposed matrices, P[m][r] = (W[r][2m], W[r][2m+1]) */
@@ -87,6 +88,21 @@ static double att_bound(const int16_t *raw)
     return worst;
 }
 
+/* A bound on |sum_j W[o][j] n[j]| over the q, k, v rows (Cauchy-Schwarz with |n|_2 <=
+ * 2^14 + 2, as above); below 2^27 (used with 1% to spare for the float rounding of the
+ * norm's scale) every (sum >> 12) is in int16 and sat16 is the identity */
+static double qkv_bound(const int16_t *raw)
+{
+    double worst = 0.0;
+    for (int o = 0; o < 48; o++) {
+        double f = 0.0;
+        for (int j = 0; j < 16; j++) f += (double)raw[OFF_WQ + o * 16 + j] * raw[OFF_WQ + o * 16 + j];
+        const double b = sqrt(f) * 16386.0;
+        worst = b > worst ? b : worst;
+    }
+    return worst;
+}
+
 /* the int16 pair at p as one int32 (lane order: p[0] low) */
 static int32_t pair32(const int16_t *p) { return (int32_t)((uint32_t)(uint16_t)p[0] | (uint32_t)(uint16_t)p[1] << 16); }
 
@@ -102,6 +118,7 @@ MG_EXPORT void *mg_q412_create(const float *w, float temperature)
     m->cz = m->greedy ? (1.0f / 4096.0f) : (float)(1.4426950408889634 / (double)temperature / 4096.0);
     for (int i = 0; i < MG_NPARAM; i++) m->raw[i] = quant(w[i]);
     m->att_fast = att_bound(m->raw) <= 32.0;
+    m->qkv_fast = qkv_bound(m->raw) < 0.99 * 134217728.0;
     int16_t tmp[48 * 16];
     memcpy(tmp, m->raw + OFF_WQ, sizeof tmp); /* wq, wk, wv are consecutive: one 48 x 16 matrix */
     pairs(m->qkvP, tmp, 48, 16, 48);
@@ -664,6 +681,20 @@ MG_INLINE VI dot8(const int16_t *w, const VI *xp)
     return vi_add(a0, a1);
 }
 
+/* q (scaled), k, v of the pairs n1; sat: saturate to int16 (without: the model's bound
+ * says it is the identity; measured -1 to -2 cycles/token offline) */
+MG_INLINE void qkvV(const int16_t *w, const VI *n1, VF *qs, VF *k, VF *v, int sat)
+{
+    for (int o = 0; o < 16; o++) {
+        VI aq = vi_srai(dot8(w + OFF_WQ + o * 16, n1), 12), ak = vi_srai(dot8(w + OFF_WK + o * 16, n1), 12),
+           av = vi_srai(dot8(w + OFF_WV + o * 16, n1), 12);
+        if (sat) aq = sat16V(aq), ak = sat16V(ak), av = sat16V(av);
+        qs[o] = vf_mul(vi_to_f(aq), vf_set1(MG_CQQ));
+        k[o] = vi_to_f(ak);
+        v[o] = vi_to_f(av);
+    }
+}
+
 /* fc2's row block (measured): all 16 rows unrolled with 32 registers; with 16, two
  * blocks of 8 and the pair loop rolled (unrolled, the compiler keeps all hidden pairs
  * in registers and spills). gcc on AVX2: four blocks of 4, the pair loop unrolled by 4
@@ -703,11 +734,10 @@ MG_INLINE void forward1V(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos
 #endif
     qnorm01V(xp, n0, n1);
     VF *qs = st->qs, *k = st->ring.K[step & 15], *v = st->ring.V[step & 15];
-    for (int o = 0; o < 16; o++) {
-        qs[o] = vf_mul(vi_to_f(rqV(dot8(w + OFF_WQ + o * 16, n1))), vf_set1(MG_CQQ));
-        k[o] = vi_to_f(rqV(dot8(w + OFF_WK + o * 16, n1)));
-        v[o] = vi_to_f(rqV(dot8(w + OFF_WV + o * 16, n1)));
-    }
+    if (m->qkv_fast)
+        qkvV(w, n1, qs, k, v, 0);
+    else
+        qkvV(w, n1, qs, k, v, 1);
     mg_attentionV(&st->ring, qs, pos, maxpos, step, !m->att_fast, st->att);
     MG_UNROLL
     for (int mm = 0; mm < 8; mm++) {
