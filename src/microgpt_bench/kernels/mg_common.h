@@ -1255,8 +1255,8 @@ MG_INLINE VF mg_scoreV(const VF *q, const VF *k) { return vf_add(vf_fma(q[1], k[
  * in one masked operation each; e[slot][head] in memory, an unseen slot read as a zero
  * vector (no zeroing stores); the heads' sum trees after the loop. Attention alone,
  * cycles/token: gcc 29.9 -> 24.8, clang 32.0 -> 28.2 (checked: 31.1 -> 28.2, 32.1 ->
- * 30.9). The load masks come from the seen bits in a register: a mask array beside
- * the 4 KB e[] cost c-q412 (gcc) 16 cycles/token, a 4K alias with e's stores. */
+ * 30.9). The seen bits stay in a register: a mask array beside the 4 KB e[] cost
+ * c-q412 (gcc) 16 cycles/token, a 4K alias with e's stores. */
 MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, VI pos, int maxpos, int step, int checked, VF *out)
 {
     MG_ALIGN VF e[16][4], zv[1];
