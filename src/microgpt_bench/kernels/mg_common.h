@@ -487,6 +487,10 @@ MG_INLINE VF mg_exp2V_poly(VF x, VF *tn)
 {
     const VF t = vf_add(x, vf_set1(MG_EXP_MAGIC));
     *tn = t;
+    /* f = x - rint(x), exactly. AVX-512DQ's VREDUCEPS (imm 8) gives the same bits in one
+     * instruction (checked over every float) but no gain on Zen 5: 2 uops on the float-add
+     * pipes, latency ~6 against these subtracts' 2 + 2, and from memory (gcc folds z's load
+     * in the sampler) one per 2 cycles: c-fp32 / c-q412 offline gcc +23 cycles/token */
     VF f = vf_sub(x, vf_sub(t, vf_set1(MG_EXP_MAGIC)));
     VF f2 = vf_mul(f, f);
     VF p01 = vf_fma(f, vf_set1(MG_P1), vf_set1(1.0f));
@@ -1500,6 +1504,13 @@ MG_INLINE VI mg_sample_scan(const VF *z, VF r)
     MG_OPAQUE(ep); /* read e back, not kept in registers since the exp2s */
     VF e1 = ep[0], p1[2], p2[4];
     VI best[2] = {vi_zero(), vi_zero()};
+    /* the candidates i - 26 read from memory (a broadcast load): from constants gcc builds
+     * each in a general register and broadcasts that, a vector-pipe op each (26 a call) */
+    _Static_assert(MG_VOCAB == 27, "cand[] lists i - 26");
+    static const int32_t cand[MG_VOCAB - 1] = {-26, -25, -24, -23, -22, -21, -20, -19, -18, -17, -16, -15, -14,
+                                               -13, -12, -11, -10, -9, -8, -7, -6, -5, -4, -3, -2, -1};
+    const int32_t *cp = cand;
+    MG_OPAQUE(cp);
     MG_UNROLL
     for (int i = 0; i < MG_VOCAB - 1; i++) {
         VF c = ep[i];
@@ -1517,7 +1528,7 @@ MG_INLINE VI mg_sample_scan(const VF *z, VF r)
         /* the first v with thr < c[v]: the least of v - 26 over those lanes' hits, else 0
          * (AVX-512: one masked min). thr and c are >= +0 (r >= 0, exp2 > 0), so their bits
          * compare as integers (an integer compare: off the pipes of the scan's adds) */
-        best[i & 1] = vi_minm(best[i & 1], vi_gt(vf_as_vi(c), vf_as_vi(thr)), vi_set1(i - (MG_VOCAB - 1)));
+        best[i & 1] = vi_minm(best[i & 1], vi_gt(vf_as_vi(c), vf_as_vi(thr)), vi_set1(cp[i]));
     }
     return vi_add(vi_min(best[0], best[1]), vi_set1(MG_VOCAB - 1));
 }
