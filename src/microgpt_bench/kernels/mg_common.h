@@ -1218,6 +1218,25 @@ typedef struct {
  * MG_AGE_LOOP: clang unrolls the age loop by 8 and spills; kept rolled there. */
 /* one head's score: q . k in the canonical order */
 MG_INLINE VF mg_scoreV(const VF *q, const VF *k) { return vf_add(vf_fma(q[1], k[1], vf_mul(q[0], k[0])), vf_fma(q[3], k[3], vf_mul(q[2], k[2]))); }
+/* one head's slot pair (t1, t1 + 4) of the canonical tree: l = e1 + e2, a[d] = e1 v1[d] +
+ * e2 v2[d]; a pair no stream has seen is zeros, an unseen slot of a seen pair a plain load
+ * from the zero vector zv (the address selected by its seen bit; a masked load measured
+ * 1-2 cycles/token more on AVX-512) */
+MG_INLINE void mg_slot_pairV(const mg_ringV *ring, VF (*e)[4], const VF *zv, unsigned seen, int h, int t1, VF *l,
+                             VF *a)
+{
+    const int t2 = t1 + 4;
+    if (!(((seen >> t1) | (seen >> t2)) & 1u)) {
+        *l = vf_zero();
+        MG_UNROLL
+        for (int d = 0; d < 4; d++) a[d] = vf_zero();
+        return;
+    }
+    const VF e1 = *((seen >> t1) & 1u ? &e[t1][h] : zv), e2 = *((seen >> t2) & 1u ? &e[t2][h] : zv);
+    *l = vf_add(e1, e2);
+    MG_UNROLL
+    for (int d = 0; d < 4; d++) a[d] = vf_fma(e2, ring->V[t2][4 * h + d], vf_mul(e1, ring->V[t1][4 * h + d]));
+}
 #if defined(MG_AVX512)
 /* AVX-512 (32 registers): the 4 heads side by side in one age loop (one loop exit to
  * mispredict, not four, and four independent chains per age); the live lanes' max/min
@@ -1269,21 +1288,7 @@ MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, VI pos, int maxpos, i
                 const int j = 2 * jp + jj;
                 VF lp[2], ap[2][4];
                 MG_UNROLL
-                for (int half = 0; half < 2; half++) {
-                    const int t1 = 8 * half + j, t2 = t1 + 4;
-                    if (!(((seen >> t1) | (seen >> t2)) & 1u)) {
-                        lp[half] = vf_zero();
-                        MG_UNROLL
-                        for (int d = 0; d < 4; d++) ap[half][d] = vf_zero();
-                        continue;
-                    }
-                    /* an unseen slot's e is a zero vector: a plain load from zv, the address
-                     * selected by its seen bit (a masked load: gcc/clang 1/2 cycles/token more) */
-                    const VF e1 = *((seen >> t1) & 1u ? &e[t1][h] : zv), e2 = *((seen >> t2) & 1u ? &e[t2][h] : zv);
-                    lp[half] = vf_add(e1, e2);
-                    MG_UNROLL
-                    for (int d = 0; d < 4; d++) ap[half][d] = vf_fma(e2, ring->V[t2][4 * h + d], vf_mul(e1, ring->V[t1][4 * h + d]));
-                }
+                for (int half = 0; half < 2; half++) mg_slot_pairV(ring, e, zv, seen, h, 8 * half + j, &lp[half], ap[half]);
                 l[jj] = vf_add(lp[0], lp[1]);
                 MG_UNROLL
                 for (int d = 0; d < 4; d++) A[jj][d] = vf_add(ap[0][d], ap[1][d]);

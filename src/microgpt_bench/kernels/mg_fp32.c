@@ -697,19 +697,7 @@ MG_INLINE void g_attention(const mg_ringV *ring, const VF *qs, VI pos, int maxpo
         for (int j = 0; j < 4; j++) {
             VF lp[2], ap[2][4];
             MG_UNROLL
-            for (int half = 0; half < 2; half++) {
-                const int t1 = 8 * half + j, t2 = t1 + 4;
-                if (!(((seen >> t1) | (seen >> t2)) & 1u)) {
-                    lp[half] = vf_zero();
-                    MG_UNROLL
-                    for (int d = 0; d < 4; d++) ap[half][d] = vf_zero();
-                    continue;
-                }
-                const VF e1 = *((seen >> t1) & 1u ? &e[t1][h] : zv), e2 = *((seen >> t2) & 1u ? &e[t2][h] : zv);
-                lp[half] = vf_add(e1, e2);
-                MG_UNROLL
-                for (int d = 0; d < 4; d++) ap[half][d] = vf_fma(e2, ring->V[t2][4 * h + d], vf_mul(e1, ring->V[t1][4 * h + d]));
-            }
+            for (int half = 0; half < 2; half++) mg_slot_pairV(ring, e, zv, seen, h, 8 * half + j, &lp[half], ap[half]);
             l[j] = vf_add(lp[0], lp[1]);
             MG_UNROLL
             for (int d = 0; d < 4; d++) A[j][d] = vf_add(ap[0][d], ap[1][d]);

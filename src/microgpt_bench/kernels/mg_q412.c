@@ -583,7 +583,6 @@ MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, in
 #define MG_KERNEL_SOA 1
 
 MG_INLINE VI sat16V(VI a) { return vi_max(vi_min(a, vi_set1(32767)), vi_set1(-32768)); }
-MG_INLINE VI rqV(VI acc) { return sat16V(vi_srai(acc, 12)); }
 /* the pair (rq(lo), rq(hi)) */
 MG_INLINE VI rq2V(VI lo, VI hi) { return vi_pack2(vi_srai(lo, 12), vi_srai(hi, 12)); }
 
@@ -805,6 +804,8 @@ MG_INLINE void fq_embed(const model_t *m, soa_t *st, VI tok, VI pos)
     qnorm01V(xp, st->n0, st->in);
 }
 
+/* sat16(acc >> 12) */
+MG_INLINE VI rqV(VI acc) { return sat16V(vi_srai(acc, 12)); }
 /* R rows of q, k or v from row o of wq/wk/wv: the queries scaled, k and v into the ring */
 MG_INLINE void fq_qkv_rows(const int16_t *w, const VI *const *x, int nx, int R, VF *const *dst, int o, VF sc, int q)
 {
