@@ -1211,11 +1211,6 @@ typedef struct {
  * over all 16 slots, whose first stage (slot pairs t, t + 4) is skipped where both slots
  * are unseen: it would only add zeros. checked = 0: the caller has proved every score
  * inside the fast range (offset 0), so the max/min and their test are skipped. */
-/* AVX2 (MG_ATT_SPEC): the range test on all lanes' scores, dead lanes too, without the
- * selects (2 fewer operations per head and age); the slow path, rarely taken (also when
- * only a dead lane is out of range), then takes the live lanes' exact max and min. The
- * test passing on all lanes implies it on the live ones, so the offsets are the same.
- * MG_AGE_LOOP: clang unrolls the age loop by 8 and spills; kept rolled there. */
 /* one head's score: q . k in the canonical order */
 MG_INLINE VF mg_scoreV(const VF *q, const VF *k) { return vf_add(vf_fma(q[1], k[1], vf_mul(q[0], k[0])), vf_fma(q[3], k[3], vf_mul(q[2], k[2]))); }
 /* one head's slot pair (t1, t1 + 4) of the canonical tree: l = e1 + e2, a[d] = e1 v1[d] +
@@ -1302,7 +1297,12 @@ MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, VI pos, int maxpos, i
         for (int d = 0; d < 4; d++) out[4 * h + d] = vf_mul(vf_add(A2[0][d], A2[1][d]), rl);
     }
 }
-#else
+#else /* the other paths: one head at a time */
+/* AVX2 (MG_ATT_SPEC): the range test on all lanes' scores, dead lanes too, without the
+ * selects (2 fewer operations per head and age); the slow path, rarely taken (also when
+ * only a dead lane is out of range), then takes the live lanes' exact max and min. The
+ * test passing on all lanes implies it on the live ones, so the offsets are the same.
+ * MG_AGE_LOOP: clang unrolls the age loop by 8 and spills; kept rolled there. */
 #if defined(MG_AVX2)
 #define MG_ATT_SPEC 1
 #if defined(__clang__)

@@ -68,6 +68,15 @@ static void pairs(int16_t *dst, const int16_t *w, int rows, int cols, int rows_o
         }
 }
 
+#define NORM_L2_MAX 16386.0 /* |a norm's output|_2 <= 2^14 + 2 (the rint), in Q12 */
+/* the sum of squares of w[0..n) (the square of a row's or a block's Frobenius norm) */
+static double sumsq(const int16_t *w, int n)
+{
+    double f = 0.0;
+    for (int i = 0; i < n; i++) f += (double)w[i] * w[i];
+    return f;
+}
+
 /* A bound on |score| (the fp32 kernel's, in Q12): a norm's output has |n|_2 <= 2^14 + 2
  * (the rint), so |q_h|_2 <= |Wq_h|_F (2^14 + 2) / 4096 + 2 (the floor, 4 elements), the same
  * for k, and |score| <= MG_CQQ |q_h|_2 |k_h|_2. Where it is <= 32 (half the fast range's 64:
@@ -76,12 +85,8 @@ static double att_bound(const int16_t *raw)
 {
     double worst = 0.0;
     for (int h = 0; h < MG_HEADS; h++) {
-        double fq = 0.0, fk = 0.0;
-        for (int i = 4 * h * 16; i < (4 * h + 4) * 16; i++) {
-            fq += (double)raw[OFF_WQ + i] * raw[OFF_WQ + i];
-            fk += (double)raw[OFF_WK + i] * raw[OFF_WK + i];
-        }
-        const double nq = sqrt(fq) * 16386.0 / 4096.0 + 2.0, nk = sqrt(fk) * 16386.0 / 4096.0 + 2.0;
+        const double fq = sumsq(raw + OFF_WQ + 64 * h, 64), fk = sumsq(raw + OFF_WK + 64 * h, 64);
+        const double nq = sqrt(fq) * NORM_L2_MAX / 4096.0 + 2.0, nk = sqrt(fk) * NORM_L2_MAX / 4096.0 + 2.0;
         const double b = MG_CQQ * nq * nk;
         worst = b > worst ? b : worst;
     }
@@ -94,10 +99,8 @@ static double att_bound(const int16_t *raw)
 static double qkv_bound(const int16_t *raw)
 {
     double worst = 0.0;
-    for (int o = 0; o < 48; o++) {
-        double f = 0.0;
-        for (int j = 0; j < 16; j++) f += (double)raw[OFF_WQ + o * 16 + j] * raw[OFF_WQ + o * 16 + j];
-        const double b = sqrt(f) * 16386.0;
+    for (int o = 0; o < 48; o++) { /* wq, wk, wv: consecutive rows */
+        const double b = sqrt(sumsq(raw + OFF_WQ + o * 16, 16)) * NORM_L2_MAX;
         worst = b > worst ? b : worst;
     }
     return worst;
@@ -733,7 +736,7 @@ MG_INLINE void forward1V(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos
 #endif
     qnorm01V(xp, n0, n1);
     VF *qs = st->qs, *k = st->ring.K[step & 15], *v = st->ring.V[step & 15];
-    if (m->qkv_fast)
+    if (m->qkv_fast) /* two calls, so each inlined copy has sat as a constant */
         qkvV(w, n1, qs, k, v, 0);
     else
         qkvV(w, n1, qs, k, v, 1);
