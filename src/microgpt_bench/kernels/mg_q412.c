@@ -807,10 +807,10 @@ MG_INLINE void fq_embed(const model_t *m, soa_t *st, VI tok, VI pos)
     qnorm01V(xp, st->n0, st->in);
 }
 
-/* sat16(acc >> 12) */
-MG_INLINE VI rqV(VI acc) { return sat16V(vi_srai(acc, 12)); }
-/* R rows of q, k or v from row o of wq/wk/wv: the queries scaled, k and v into the ring */
-MG_INLINE void fq_qkv_rows(const int16_t *w, const VI *const *x, int nx, int R, VF *const *dst, int o, VF sc, int q)
+/* R rows of q, k or v from row o of wq/wk/wv: the queries scaled, k and v into the ring;
+ * sat: saturate to int16 (without: the model's bound says it is the identity) */
+MG_INLINE void fq_qkv_rows(const int16_t *w, const VI *const *x, int nx, int R, VF *const *dst, int o, VF sc, int q,
+                           int sat)
 {
     VI a[16];
     mvV8(w + o * 16, x, nx, R, a);
@@ -819,11 +819,12 @@ MG_INLINE void fq_qkv_rows(const int16_t *w, const VI *const *x, int nx, int R, 
         MG_UNROLL
         for (int r = 0; r < 8; r++)
             if (i < nx && r < R) {
-                VF f = vi_to_f(rqV(a[i * R + r]));
+                const VI s = vi_srai(a[i * R + r], 12);
+                VF f = vi_to_f(sat ? sat16V(s) : s);
                 dst[i][o + r] = q ? vf_mul(f, sc) : f;
             }
 }
-MG_INLINE void fq_qkv(const model_t *m, soa_t *st, int nx, int step)
+MG_INLINE void fq_qkv_sat(const model_t *m, soa_t *st, int nx, int step, int sat)
 {
     const VI *x[2] = {st[0].in, st[nx - 1].in};
     const VF cq = vf_set1(MG_CQQ);
@@ -834,10 +835,18 @@ MG_INLINE void fq_qkv(const model_t *m, soa_t *st, int nx, int step)
             dst[i] = g == 0 ? s->qs : g == 1 ? s->ring.K[step & 15] : s->ring.V[step & 15];
         }
         const int16_t *w = m->raw + OFF_WQ + g * 256;
-        fq_qkv_rows(w, x, nx, 6, dst, 0, cq, g == 0);
-        fq_qkv_rows(w, x, nx, 6, dst, 6, cq, g == 0);
-        fq_qkv_rows(w, x, nx, 4, dst, 12, cq, g == 0);
+        fq_qkv_rows(w, x, nx, 6, dst, 0, cq, g == 0, sat);
+        fq_qkv_rows(w, x, nx, 6, dst, 6, cq, g == 0, sat);
+        fq_qkv_rows(w, x, nx, 4, dst, 12, cq, g == 0, sat);
     }
+}
+/* two calls, so each inlined copy has sat as a constant */
+MG_INLINE void fq_qkv(const model_t *m, soa_t *st, int nx, int step)
+{
+    if (m->qkv_fast)
+        fq_qkv_sat(m, st, nx, step, 0);
+    else
+        fq_qkv_sat(m, st, nx, step, 1);
 }
 
 /* the attention's output as pairs (sat16 by the pack) */
