@@ -586,6 +586,12 @@ MG_INLINE int step1(const model_t *m, cache_t *c, int tok, int pos, int step, in
 #define MG_KERNEL_SOA 1
 
 MG_INLINE VI sat16V(VI a) { return vi_max(vi_min(a, vi_set1(32767)), vi_set1(-32768)); }
+/* acc >> 12, saturated to int16 when sat (without: the model's bound says it is the identity) */
+MG_INLINE VI rq1V(VI acc, int sat)
+{
+    const VI s = vi_srai(acc, 12);
+    return sat ? sat16V(s) : s;
+}
 /* the pair (rq(lo), rq(hi)) */
 MG_INLINE VI rq2V(VI lo, VI hi) { return vi_pack2(vi_srai(lo, 12), vi_srai(hi, 12)); }
 
@@ -688,9 +694,8 @@ MG_INLINE VI dot8(const int16_t *w, const VI *xp)
 MG_INLINE void qkvV(const int16_t *w, const VI *n1, VF *qs, VF *k, VF *v, int sat)
 {
     for (int o = 0; o < 16; o++) {
-        VI aq = vi_srai(dot8(w + OFF_WQ + o * 16, n1), 12), ak = vi_srai(dot8(w + OFF_WK + o * 16, n1), 12),
-           av = vi_srai(dot8(w + OFF_WV + o * 16, n1), 12);
-        if (sat) aq = sat16V(aq), ak = sat16V(ak), av = sat16V(av);
+        const VI aq = rq1V(dot8(w + OFF_WQ + o * 16, n1), sat), ak = rq1V(dot8(w + OFF_WK + o * 16, n1), sat),
+                 av = rq1V(dot8(w + OFF_WV + o * 16, n1), sat);
         qs[o] = vf_mul(vi_to_f(aq), vf_set1(MG_CQQ));
         k[o] = vi_to_f(ak);
         v[o] = vi_to_f(av);
@@ -714,8 +719,8 @@ MG_INLINE void qkvV(const int16_t *w, const VI *n1, VF *qs, VF *k, VF *v, int sa
 #endif
 
 /* fc1 and lm_head unrolled (AVX-512, Zen 5, offline 128 streams x 5000 on one core, min
- * of 20, three runs): gcc 118.5-119.5 -> 114.4-115.5 cycles/token, clang 115.9-117.2 ->
- * 115.2-115.5; each loop alone gives most of it */
+ * of 20, four runs): gcc 118.5-119.5 -> 114.4-115.6 cycles/token, clang 115.7-117.2 ->
+ * 115.2-115.7; each loop alone gives most of it */
 #if defined(MG_AVX512)
 #define MG_FC1_LOOP MG_UNROLL4
 #define MG_LM_LOOP MG_UNROLL
@@ -821,7 +826,7 @@ MG_INLINE void fq_embed(const model_t *m, soa_t *st, VI tok, VI pos)
 }
 
 /* R rows of q, k or v from row o of wq/wk/wv: the queries scaled, k and v into the ring;
- * sat: saturate to int16 (without: the model's bound says it is the identity) */
+ * sat as in rq1V */
 MG_INLINE void fq_qkv_rows(const int16_t *w, const VI *const *x, int nx, int R, VF *const *dst, int o, VF sc, int q,
                            int sat)
 {
@@ -832,8 +837,7 @@ MG_INLINE void fq_qkv_rows(const int16_t *w, const VI *const *x, int nx, int R, 
         MG_UNROLL
         for (int r = 0; r < 8; r++)
             if (i < nx && r < R) {
-                const VI s = vi_srai(a[i * R + r], 12);
-                VF f = vi_to_f(sat ? sat16V(s) : s);
+                VF f = vi_to_f(rq1V(a[i * R + r], sat));
                 dst[i][o + r] = q ? vf_mul(f, sc) : f;
             }
 }
