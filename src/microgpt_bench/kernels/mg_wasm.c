@@ -120,8 +120,7 @@ INLINE F4 exp2nc(F4 x)
     F4 p01 = MAD(f, SPL(MG_P1), SPL(1.0f));
     F4 p23 = MAD(f, SPL(MG_P3), SPL(MG_P2));
     F4 p45 = MAD(f, SPL(MG_P5), SPL(MG_P4));
-    F4 f4 = MUL(f2, f2);
-    F4 p = MAD(p45, f4, MAD(p23, f2, p01));
+    F4 p = MAD(MAD(p45, f2, p23), f2, p01);
     return MUL(p, wasm_i32x4_shl(wasm_i32x4_add(t, wasm_i32x4_splat(127)), 23));
 }
 
