@@ -136,12 +136,13 @@ def variant_flags(variant: str | None) -> list[str]:
     return base + (VARIANT_FLAGS[variant] if variant else [])
 
 
-def build_kernel(name: str, variant: str | None = None) -> tuple[ctypes.CDLL, dict]:
-    """Compile (or reuse from the cache) kernels/mg_<name>.c; raise native.BuildError."""
+def build_kernel(name: str, variant: str | None = None, extra_flags: tuple[str, ...] = ()) -> tuple[ctypes.CDLL, dict]:
+    """Compile (or reuse from the cache) kernels/mg_<name>.c; raise native.BuildError.
+    extra_flags: more compiler flags (scripts/phase_costs.py's -DMG_REPEAT_*)."""
     cc = split_variant(variant)[1] or native.find_c_compiler()
     if cc is None:
         raise native.BuildError("no C compiler found (set CC, or install cc, gcc or clang)")
-    flags = variant_flags(variant)
+    flags = variant_flags(variant) + list(extra_flags)
     src = native.KERNEL_DIR / f"mg_{name}.c"
     lib, path = native.build_and_load(f"mg_{name}", [src], cc, flags, link=["-lm", "-pthread"])
     p = f"mg_{name}_"

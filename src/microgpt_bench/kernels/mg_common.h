@@ -135,6 +135,31 @@
 #define MG_UNROLL4
 #endif
 
+/* ------------------------------------------------------------------ phase costs
+ * scripts/phase_costs.py builds a kernel with -DMG_REPEAT_PHASE=MG_PH_<phase> and
+ * -DMG_REPEAT_TIMES=n: the offline pass then runs that phase n times a token. Each hooked
+ * phase reads its inputs from memory and writes its outputs there (the same values each
+ * time), so the tokens do not change and the extra time is the phase's cost where it runs.
+ * The compiler barrier before each repeat makes it redo the loads and keep the stores, so
+ * the copies cannot be merged; a phase whose result stays in registers is not hooked.
+ * In every other build MG_REPEAT(phase) is nothing. */
+enum { MG_PH_QKV = 1, MG_PH_ATTENTION, MG_PH_WO, MG_PH_FC1, MG_PH_FC2, MG_PH_LM, MG_PH_SAMPLER };
+#if defined(MG_REPEAT_PHASE) && defined(MG_REPEAT_TIMES)
+MG_INLINE int mg_barrier(void)
+{
+    __asm__ volatile("" ::: "memory");
+    return 1;
+}
+#define MG_REPEAT(phase) \
+    for (int mg_rep_ = 0; mg_rep_ < (MG_REPEAT_PHASE == (phase) ? MG_REPEAT_TIMES : 1); mg_rep_++) \
+        if (mg_barrier())
+/* a result kept in a register: stored, so an overwritten repeat is not dead code */
+#define MG_REPEAT_KEEP(v) __asm__ volatile("" : : "m"(v))
+#else
+#define MG_REPEAT(phase)
+#define MG_REPEAT_KEEP(v) ((void)0)
+#endif
+
 /* ------------------------------------------------------------- the model shape */
 
 #define MG_ABI 1

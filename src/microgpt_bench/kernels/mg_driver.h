@@ -165,7 +165,11 @@ static int64_t offline_batch(const off_job *jb, soa_t *st, int32_t s0, int nl, i
         forwardV(m, st, nb, tok, pos, maxpos, (int)(i & 15), z, m->cz);
         for (int b = 0; b < nb; b++) {
             rng[b] = mg_xorshiftV(rng[b]);
-            VI nt = mg_nextV(z + b * MG_VOCAB, mg_r24V(rng[b]), m->greedy);
+            VI nt;
+            MG_REPEAT(MG_PH_SAMPLER) {
+                nt = mg_nextV(z + b * MG_VOCAB, mg_r24V(rng[b]), m->greedy);
+                MG_REPEAT_KEEP(nt);
+            }
             acc[b] = vi_add(acc[b], nt);
             if (jb->out) {
                 int32_t t[VW];

@@ -714,14 +714,17 @@ MG_INLINE void forward_g(const model_t *m, soa_t *st, int nx, const VI *tok, con
 {
     g_in g[2];
     for (int b = 0; b < nx; b++) g_embed(m, &st[b], tok[b], pos[b], &g[b]);
-    g_qkv(m, st, g, nx, step);
-    for (int b = 0; b < nx; b++)
-        if (m->att_fast) g_attention(&st[b].ring, st[b].qs, pos[b], maxpos[b], step, st[b].att);
-        else mg_attentionV(&st[b].ring, st[b].qs, pos[b], maxpos[b], step, 1, st[b].att);
-    g_wo(m, st, nx);
-    g_fc1(m, st, nx);
-    g_fc2(m, st, nx);
-    g_lm(m, st, nx, logits, scale);
+    MG_REPEAT(MG_PH_QKV) g_qkv(m, st, g, nx, step);
+    for (int b = 0; b < nx; b++) {
+        MG_REPEAT(MG_PH_ATTENTION) {
+            if (m->att_fast) g_attention(&st[b].ring, st[b].qs, pos[b], maxpos[b], step, st[b].att);
+            else mg_attentionV(&st[b].ring, st[b].qs, pos[b], maxpos[b], step, 1, st[b].att);
+        }
+    }
+    MG_REPEAT(MG_PH_WO) g_wo(m, st, nx);
+    MG_REPEAT(MG_PH_FC1) g_fc1(m, st, nx);
+    MG_REPEAT(MG_PH_FC2) g_fc2(m, st, nx);
+    MG_REPEAT(MG_PH_LM) g_lm(m, st, nx, logits, scale);
 }
 
 static void forwardV(const model_t *m, soa_t *st, int nb, const VI *tok, const VI *pos, const int *maxpos, int step,
@@ -829,15 +832,17 @@ MG_INLINE void fv_lm(const model_t *m, const soa_t *st, VF *logits, float scale)
 static void forwardV(const model_t *m, soa_t *st, int nb, const VI *tok, const VI *pos, const int *maxpos, int step,
                      VF *logits, float scale)
 {
-    for (int b = 0; b < nb; b++) fv_qkv(m, &st[b], tok[b], pos[b], step);
+    MG_REPEAT(MG_PH_QKV) for (int b = 0; b < nb; b++) fv_qkv(m, &st[b], tok[b], pos[b], step);
     for (int b = 0; b < nb; b++) {
-        mg_attentionV(&st[b].ring, st[b].qs, pos[b], maxpos[b], step, !m->att_fast, st[b].att);
-        fv_wo(m, &st[b]);
+        MG_REPEAT(MG_PH_ATTENTION) mg_attentionV(&st[b].ring, st[b].qs, pos[b], maxpos[b], step, !m->att_fast, st[b].att);
+        MG_REPEAT(MG_PH_WO) fv_wo(m, &st[b]);
     }
-    for (int b = 0; b < nb; b++) fv_fc1(m, &st[b]);
-    for (int b = 0; b + 1 < nb; b += 2) fv_fc2(m, &st[b], 2);
-    if (nb & 1) fv_fc2(m, &st[nb - 1], 1);
-    for (int b = 0; b < nb; b++) fv_lm(m, &st[b], logits + b * MG_VOCAB, scale);
+    MG_REPEAT(MG_PH_FC1) for (int b = 0; b < nb; b++) fv_fc1(m, &st[b]);
+    MG_REPEAT(MG_PH_FC2) {
+        for (int b = 0; b + 1 < nb; b += 2) fv_fc2(m, &st[b], 2);
+        if (nb & 1) fv_fc2(m, &st[nb - 1], 1);
+    }
+    MG_REPEAT(MG_PH_LM) for (int b = 0; b < nb; b++) fv_lm(m, &st[b], logits + b * MG_VOCAB, scale);
 }
 #endif /* !MG_AVX2 */
 

@@ -756,7 +756,9 @@ MG_INLINE void forward1V(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos
         qkvV(w, n1, qs, k, v, 0);
     else
         qkvV(w, n1, qs, k, v, 1);
-    mg_attentionV(&st->ring, qs, pos, maxpos, step, !m->att_fast, st->att);
+    /* the one phase of this pass that can be repeated (phase_costs.py): the others keep
+     * their inputs in registers, so the compiler would merge the copies */
+    MG_REPEAT(MG_PH_ATTENTION) mg_attentionV(&st->ring, qs, pos, maxpos, step, !m->att_fast, st->att);
     MG_UNROLL
     for (int mm = 0; mm < 8; mm++) {
         ap[mm] = vi_pack2(vf_to_i(st->att[2 * mm]), vf_to_i(st->att[2 * mm + 1]));
@@ -979,16 +981,16 @@ MG_INLINE void forward2V(const model_t *m, soa_t *st, int nx, const VI *tok, con
                          VF *z, float scale)
 {
     for (int b = 0; b < nx; b++) fq_embed(m, &st[b], tok[b], pos[b]);
-    fq_qkv(m, st, nx, step);
+    MG_REPEAT(MG_PH_QKV) fq_qkv(m, st, nx, step);
     for (int b = 0; b < nx; b++) {
-        mg_attentionV(&st[b].ring, st[b].qs, pos[b], maxpos[b], step, !m->att_fast, st[b].att);
+        MG_REPEAT(MG_PH_ATTENTION) mg_attentionV(&st[b].ring, st[b].qs, pos[b], maxpos[b], step, !m->att_fast, st[b].att);
         fq_attpairs(&st[b]);
     }
-    fq_wo(m, st, nx);
+    MG_REPEAT(MG_PH_WO) fq_wo(m, st, nx);
     for (int b = 0; b < nx; b++) fq_norm2(&st[b]);
-    fq_fc1(m, st, nx);
-    fq_fc2(m, st, nx);
-    fq_lm(m, st, nx, z, scale);
+    MG_REPEAT(MG_PH_FC1) fq_fc1(m, st, nx);
+    MG_REPEAT(MG_PH_FC2) fq_fc2(m, st, nx);
+    MG_REPEAT(MG_PH_LM) fq_lm(m, st, nx, z, scale);
 }
 
 /* two batches together; one (a last partial batch, the server, the probe) on the
