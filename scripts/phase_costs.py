@@ -2,7 +2,7 @@
 """Where an offline pass's cycles go, measured: each phase of the pass run twice.
 
     python scripts/phase_costs.py [--backend c-fp32] [--variant avx512] [--streams 128]
-                                  [--tokens 5000] [--rounds 20] [--json out.json]
+                                  [--tokens 1000] [--rounds 60] [--json out.json]
 
 The kernel is built once per phase with -DMG_REPEAT_PHASE=MG_PH_<phase> -DMG_REPEAT_TIMES=2
 (kernels/mg_common.h): that phase then runs twice a token, reading the same inputs and
@@ -76,8 +76,9 @@ def main(argv=None) -> int:
     ap.add_argument("--backend", choices=sorted(KERNELS), default="c-fp32")
     ap.add_argument("--variant", default=None, help="a compiled variant (default: this CPU's widest)")
     ap.add_argument("--streams", type=int, default=128)
-    ap.add_argument("--tokens", type=int, default=5000, help="tokens per stream per timed call")
-    ap.add_argument("--rounds", type=int, default=20)
+    ap.add_argument("--tokens", type=int, default=1000,
+                    help="tokens per stream per timed call (short calls: a shared host leaves more quiet ones)")
+    ap.add_argument("--rounds", type=int, default=60)
     ap.add_argument("--seed", type=int, default=42)
     ap.add_argument("--temperature", type=float, default=0.5)
     ap.add_argument("--json", help="also write the figures here")
