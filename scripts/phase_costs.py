@@ -12,10 +12,9 @@ equal the others'). The baseline is the same build with no phase repeated
 does not have, so that one is timed too ("shipped"). All builds run alternately in one
 process on one thread, --rounds times; a phase's cost is the min of its build minus the min
 of the baseline, in cycles per token (the clock from a dependent add chain, as in
-bench_c.py). It is
-the phase's cost where it runs, beside the rest of the pass: phases overlap, so the costs need
-not add up to the total, and the remainder ("rest") holds what no hook covers (embedding,
-norms between phases, the driver) and that overlap. A phase the variant's pass does not hook
+bench_c.py). It is the phase's cost where it runs, beside the rest of the pass: phases
+overlap, so the costs need not add up to the total, and the remainder ("rest") holds what no
+hook covers (embedding, norms between phases, the driver) and that overlap. A phase the variant's pass does not hook
 (its build is the baseline, byte for byte) is reported as such. The machine may be shared:
 trust minima over several runs.
 """

@@ -137,7 +137,7 @@
 
 /* ------------------------------------------------------------------ phase costs
  * scripts/phase_costs.py builds a kernel with -DMG_REPEAT_PHASE=MG_PH_<phase> and
- * -DMG_REPEAT_TIMES=n: the offline pass then runs that phase n times a token. Each hooked
+ * -DMG_REPEAT_TIMES=n (n >= 1): the offline pass then runs that phase n times a token. Each hooked
  * phase reads its inputs from memory and writes its outputs there (the same values each
  * time), so the tokens do not change and the extra time is the phase's cost where it runs.
  * The compiler barrier before each repeat makes it redo the loads and keep the stores, so
