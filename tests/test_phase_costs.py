@@ -29,17 +29,18 @@ def script():
     return load_script()
 
 
-def test_every_fp32_phase_is_hooked_and_keeps_the_tokens(script, tmp_path):
+@pytest.mark.parametrize("backend", ["c-fp32", "c-q412"])
+def test_every_phase_is_hooked_and_keeps_the_tokens(script, tmp_path, backend):
     variant = script.default_variant()
     if variant.startswith("scalar"):
         pytest.skip("the scalar path has no offline pass to hook")
     out = tmp_path / "phases.json"
     # main() exits with an error if any repeated phase changed the checksum of the tokens
-    assert script.main(["--backend", "c-fp32", "--streams", "32", "--tokens", "40", "--rounds", "1",
+    assert script.main(["--backend", backend, "--streams", "32", "--tokens", "40", "--rounds", "1",
                         "--json", str(out)]) == 0
     doc = json.loads(out.read_text())
     assert doc["variant"] == variant and doc["clock_ghz"] > 0
-    for phase in script.PHASES:  # the fp32 pass hooks all seven
+    for phase in script.PHASES:  # both kernels' passes hook all seven
         assert doc["phases"][phase.lower()] is not None, phase
     assert doc["phases"]["baseline"]["cycles"] > 0 and doc["phases"]["shipped"]["cycles"] > 0
 

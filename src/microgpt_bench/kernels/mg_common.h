@@ -141,7 +141,8 @@
  * phase reads its inputs from memory and writes its outputs there (the same values each
  * time), so the tokens do not change and the extra time is the phase's cost where it runs.
  * The compiler barrier before each repeat makes it redo the loads and keep the stores, so
- * the copies cannot be merged; a phase whose result stays in registers is not hooked.
+ * the copies cannot be merged; a phase whose inputs or results stay in registers passes
+ * them through memory in these builds (MG_REPEAT_FRESH, MG_REPEAT_KEEP).
  * In every other build MG_REPEAT(phase) is nothing. */
 enum { MG_PH_QKV = 1, MG_PH_ATTENTION, MG_PH_WO, MG_PH_FC1, MG_PH_FC2, MG_PH_LM, MG_PH_SAMPLER };
 #if defined(MG_REPEAT_PHASE) && defined(MG_REPEAT_TIMES)
@@ -150,14 +151,18 @@ MG_INLINE int mg_barrier(void)
     __asm__ volatile("" ::: "memory");
     return 1;
 }
+/* kept rolled: a copied phase would double its code, and the L1I cost would count as its own */
 #define MG_REPEAT(phase) \
-    for (int mg_rep_ = 0; mg_rep_ < (MG_REPEAT_PHASE == (phase) ? MG_REPEAT_TIMES : 1); mg_rep_++) \
+    MG_ROLL for (int mg_rep_ = 0; mg_rep_ < (MG_REPEAT_PHASE == (phase) ? MG_REPEAT_TIMES : 1); mg_rep_++) \
         if (mg_barrier())
-/* a result kept in a register: stored, so an overwritten repeat is not dead code */
+/* a result kept in registers: stored, so an overwritten repeat is not dead code */
 #define MG_REPEAT_KEEP(v) __asm__ volatile("" : : "m"(v))
+/* an input kept in registers: through memory, as if changed, so each repeat recomputes */
+#define MG_REPEAT_FRESH(v) __asm__ volatile("" : "+m"(v))
 #else
 #define MG_REPEAT(phase)
 #define MG_REPEAT_KEEP(v) ((void)0)
+#define MG_REPEAT_FRESH(v) ((void)0)
 #endif
 
 /* ------------------------------------------------------------- the model shape */

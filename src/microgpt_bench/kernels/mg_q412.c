@@ -752,40 +752,58 @@ MG_INLINE void forward1V(const model_t *m, soa_t *st, VI tok, VI pos, int maxpos
 #endif
     qnorm01V(xp, n0, n1);
     VF *qs = st->qs, *k = st->ring.K[step & 15], *v = st->ring.V[step & 15];
-    if (m->qkv_fast) /* two calls, so each inlined copy has sat as a constant */
-        qkvV(w, n1, qs, k, v, 0);
-    else
-        qkvV(w, n1, qs, k, v, 1);
-    /* the one phase of this pass that can be repeated (phase_costs.py): the others keep
-     * their inputs in registers, so the compiler would merge the copies */
+    /* the MG_REPEAT hooks (phase_costs.py) pass this pass's register arrays through memory
+     * in profiling builds (MG_REPEAT_FRESH, MG_REPEAT_KEEP); in others they are nothing */
+    MG_REPEAT(MG_PH_QKV) {
+        MG_REPEAT_FRESH(n1);
+        if (m->qkv_fast) /* two calls, so each inlined copy has sat as a constant */
+            qkvV(w, n1, qs, k, v, 0);
+        else
+            qkvV(w, n1, qs, k, v, 1);
+    }
     MG_REPEAT(MG_PH_ATTENTION) mg_attentionV(&st->ring, qs, pos, maxpos, step, !m->att_fast, st->att);
     MG_UNROLL
     for (int mm = 0; mm < 8; mm++) {
         ap[mm] = vi_pack2(vf_to_i(st->att[2 * mm]), vf_to_i(st->att[2 * mm + 1]));
     }
-    for (int mm = 0; mm < 8; mm++)
-        x3[mm] = vi_adds16(rq2V(dot8(w + OFF_WO + 32 * mm, ap), dot8(w + OFF_WO + 32 * mm + 16, ap)), n0[mm]);
+    MG_REPEAT(MG_PH_WO) {
+        MG_REPEAT_FRESH(ap);
+        MG_REPEAT_FRESH(n0);
+        for (int mm = 0; mm < 8; mm++)
+            x3[mm] = vi_adds16(rq2V(dot8(w + OFF_WO + 32 * mm, ap), dot8(w + OFF_WO + 32 * mm + 16, ap)), n0[mm]);
+        MG_REPEAT_KEEP(x3);
+    }
     qnormV(x3, n2);
-    MG_FC1_LOOP
-    for (int mm = 0; mm < 32; mm++)
-        st->hp[mm] = vi_max16(rq2V(dot8(w + OFF_FC1 + 32 * mm, n2), dot8(w + OFF_FC1 + 32 * mm + 16, n2)), vi_zero());
+    MG_REPEAT(MG_PH_FC1) {
+        MG_REPEAT_FRESH(n2);
+        MG_FC1_LOOP
+        for (int mm = 0; mm < 32; mm++)
+            st->hp[mm] = vi_max16(rq2V(dot8(w + OFF_FC1 + 32 * mm, n2), dot8(w + OFF_FC1 + 32 * mm + 16, n2)), vi_zero());
+    }
     /* fc2: the hidden pairs outermost, each loaded once for MG_FC2R rows (one chain each) */
-    for (int r0 = 0; r0 < 16; r0 += MG_FC2R) {
-        VI acc[MG_FC2R];
-        MG_UNROLL
-        for (int r = 0; r < MG_FC2R; r++) acc[r] = vi_zero();
-        MG_FC2_LOOP
-        for (int j = 0; j < 32; j++) {
-            const VI hj = st->hp[j];
+    MG_REPEAT(MG_PH_FC2) {
+        MG_REPEAT_FRESH(x3);
+        for (int r0 = 0; r0 < 16; r0 += MG_FC2R) {
+            VI acc[MG_FC2R];
             MG_UNROLL
-            for (int r = 0; r < MG_FC2R; r++) acc[r] = dpbc(acc[r], hj, w + OFF_FC2 + (r0 + r) * 64 + 2 * j);
+            for (int r = 0; r < MG_FC2R; r++) acc[r] = vi_zero();
+            MG_FC2_LOOP
+            for (int j = 0; j < 32; j++) {
+                const VI hj = st->hp[j];
+                MG_UNROLL
+                for (int r = 0; r < MG_FC2R; r++) acc[r] = dpbc(acc[r], hj, w + OFF_FC2 + (r0 + r) * 64 + 2 * j);
+            }
+            MG_UNROLL
+            for (int r = 0; r < MG_FC2R; r += 2) yp[(r0 + r) / 2] = vi_adds16(rq2V(acc[r], acc[r + 1]), x3[(r0 + r) / 2]);
         }
-        MG_UNROLL
-        for (int r = 0; r < MG_FC2R; r += 2) yp[(r0 + r) / 2] = vi_adds16(rq2V(acc[r], acc[r + 1]), x3[(r0 + r) / 2]);
+        MG_REPEAT_KEEP(yp);
     }
     const VF cz = vf_set1(scale);
-    MG_LM_LOOP
-    for (int v2 = 0; v2 < MG_VOCAB; v2++) z[v2] = vf_mul(vi_to_f(vi_srai(dot8(w + OFF_LM + v2 * 16, yp), 12)), cz);
+    MG_REPEAT(MG_PH_LM) {
+        MG_REPEAT_FRESH(yp);
+        MG_LM_LOOP
+        for (int v2 = 0; v2 < MG_VOCAB; v2++) z[v2] = vf_mul(vi_to_f(vi_srai(dot8(w + OFF_LM + v2 * 16, yp), 12)), cz);
+    }
 }
 
 #if defined(MG_AVX2)
