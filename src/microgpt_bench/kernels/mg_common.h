@@ -1491,7 +1491,10 @@ MG_INLINE VI mg_argmaxV(const VF *z)
 MG_INLINE VF mg_sample_scan_thr(const VF *z, VF r, VF *e)
 {
     MG_OPAQUE(z); /* reload z: not its 27 registers kept from the max/min, spilled */
-#if defined(__clang__) && !defined(MG_AVX512)
+#if defined(__clang__) != defined(MG_AVX512) /* clang on AVX2, gcc on AVX-512 */
+    /* gcc, AVX-512, after the exp2 lost its f4 multiply (Zen 5, offline 128 x 5000, one core,
+     * three one-process A/Bs): c-fp32 168.0 / 164.9 / 169.9 -> 163.8 / 163.9 / 167.0 cycles/token,
+     * c-q412 within noise */
     MG_UNROLL
 #else
     /* the smaller hot loop measured faster: gcc on AVX2 by 7-10 cycles/token on c-fp32 (clang
