@@ -14,9 +14,9 @@ process on one thread, --rounds times; a phase's cost is the min of its build mi
 of the baseline, in cycles per token (the clock from a dependent add chain, as in
 bench_c.py). It is the phase's cost where it runs, beside the rest of the pass: phases
 overlap, so the costs need not add up to the total, and the remainder ("rest") holds what no
-hook covers (embedding, norms between phases, the driver) and that overlap. A phase the variant's pass does not hook
-(its build is the baseline, byte for byte) is reported as such. The machine may be shared:
-trust minima over several runs.
+hook covers (embedding, norms between phases, the driver) and that overlap. A phase the
+variant's pass does not hook (its build is the baseline, byte for byte) is reported as such.
+The machine may be shared: trust minima over several runs.
 """
 from __future__ import annotations
 
@@ -58,7 +58,7 @@ def open_build(kernel: str, variant: str, weights: np.ndarray, temperature: floa
         raise SystemExit(f"mg_{kernel}_create refused the weights")
     run = getattr(lib, f"mg_{kernel}_generate_offline")
     return {"phase": phase, "library": info["library"], "handle": ctypes.c_void_p(handle), "run": run,
-            "ns": []}
+            "ns": [], "hooked": True}
 
 
 def time_round(build: dict, streams: int, tokens: int, seed: int, out: np.ndarray) -> int:
@@ -95,11 +95,12 @@ def main(argv=None) -> int:
                                   for p in ("shipped", "baseline", *PHASES)]
     except native.BuildError as exc:
         raise SystemExit(f"build failed: {exc}") from exc
-    hooked = [b for b in builds if not filecmp.cmp(b["library"], base["library"], shallow=False)]
+    for b in builds:
+        b["hooked"] = not filecmp.cmp(b["library"], base["library"], shallow=False)
     out = np.zeros(args.streams * args.tokens, np.int32)
     sums = {}
     for _ in range(args.rounds):
-        for b in [shipped, base, *hooked]:
+        for b in [shipped, base, *(b for b in builds if b["hooked"])]:
             sums.setdefault(b["phase"], set()).add(time_round(b, args.streams, args.tokens, args.seed, out))
     if len({s for v in sums.values() for s in v}) != 1:
         raise SystemExit(f"a repeated phase changed the tokens (checksums {sums}): the hook is wrong")
@@ -112,7 +113,7 @@ def main(argv=None) -> int:
             for b in (shipped, base)}
     for b in builds:
         name = b["phase"].lower()
-        if b not in hooked:
+        if not b["hooked"]:
             print(f"{name:10} {'not hooked in this pass':>23}")
             rows[name] = None
             continue
