@@ -36,6 +36,13 @@ def test_probe_figures_are_plausible(probe):
     for name, per_cycle in probe["int16_macs_per_cycle"].items():
         bits = int(name.rsplit("-", 1)[1])
         assert 0.1 * bits / 16 < per_cycle < 9 * bits / 16, (name, per_cycle)
+    mixed = probe["fp32_mixed_ops_per_cycle"]
+    if "avx2" in flags:
+        assert "256" in mixed and ("512" in mixed) == ("avx512f" in flags)
+        for width, per_cycle in mixed.items():  # vector instructions a cycle: one pipe to four
+            assert 0.25 < per_cycle < 4.5, (width, per_cycle)
+        assert probe["adds_beside_fmas"]["width"] == max(mixed, key=int)
+        assert 0.3 < probe["adds_beside_fmas"]["ratio"] < 3
     if lanes:
         assert probe["fp32_peak"]["per_cycle"] == max(lanes.values())
         assert lanes[probe["fp32_peak"]["by"]] == probe["fp32_peak"]["per_cycle"]
@@ -128,3 +135,43 @@ def test_native_rows_carry_their_floor(cls, monkeypatch, tmp_path):
     row = {"backend": cls.name, "scenario": "offline", "streams": 7, "threads": 2, "status": "ok",
            "cycles_per_token_per_core": 4 * off["floor_cycles_per_token"], "info": off}
     assert "4.00x its floor" in table.floor_notes([row])[0]
+
+
+def _probe(stable, fp512, vnni):
+    return peaks.summarise({"clock_ghz": 3.0, "clock_ghz_after": 3.0, "stable": stable,
+                            "fp32": {"256": fp512 / 2, "512": fp512}, "int16": {"vpdpwssd-512": vnni}})
+
+
+def test_floors_divide_by_the_best_stable_probe_of_this_cpu(monkeypatch, tmp_path):
+    monkeypatch.setenv("MICROGPT_BENCH_CACHE", str(tmp_path))
+    runs = iter([_probe(True, 30.0, 60.0), _probe(True, 24.0, 63.0), _probe(False, 40.0, 90.0)])
+    monkeypatch.setattr(peaks, "run_probe", lambda timeout=0: next(runs))
+    first = peaks.measure_peaks()
+    assert first["fp32_peak"]["per_cycle"] == 30.0 and first["best_seen"]["probes"] == 1
+    second = peaks.measure_peaks()  # a disturbed probe: lower fp32, higher int16
+    assert second["fp32_lanes_per_cycle"]["512"] == 24.0  # this run's own figure is kept
+    assert second["fp32_peak"] == {"per_cycle": 30.0, "by": "512", "this_probe": 24.0,
+                                   "of": "best of 2 stable probes on this CPU"}
+    assert second["int16_peak"]["per_cycle"] == 63.0
+    third = peaks.measure_peaks()  # unstable: recorded, but it moves no best
+    assert third["fp32_lanes_per_cycle"]["512"] == 40.0
+    assert third["fp32_peak"]["per_cycle"] == 30.0 and third["int16_peak"]["per_cycle"] == 63.0
+    assert third["best_seen"]["probes"] == 2
+    assert peaks.cached_peaks() == third
+    assert peaks.floor_info("fp32", 3600, 1, peaks.cached_peaks())["floor_cycles_per_token"] == 120.0
+
+
+def test_an_unstable_first_probe_is_used_and_says_so():
+    got = peaks.with_best_seen(_probe(False, 28.0, 50.0), None)
+    assert got["fp32_peak"]["per_cycle"] == 28.0 and "unstable" in got["fp32_peak"]["of"]
+    assert got["best_seen"]["probes"] == 0
+    later = peaks.with_best_seen(_probe(True, 20.0, 40.0), got)
+    assert later["fp32_peak"]["per_cycle"] == 20.0  # the first stable one, not the unstable one's 28
+
+
+@pytest.mark.parametrize("mixed,meaning", [(2.0, "adds share the FMA pipes"), (3.0, "adds issue beside the FMAs")])
+def test_adds_beside_fmas_reads_the_mixed_probe_at_the_widest_width(mixed, meaning):
+    got = peaks.summarise({"clock_ghz": 3.0, "stable": True, "fp32": {"256": 16.0, "512": 32.0},
+                           "mixed": {"256": 3.0, "512": mixed}})
+    assert got["adds_beside_fmas"] == {"width": "512", "ratio": mixed / 2, "meaning": meaning}
+    assert peaks.summarise({"fp32": {"256": 16.0}})["adds_beside_fmas"] is None  # no mixed figure

@@ -566,7 +566,12 @@ def format_peaks(peaks: dict) -> str:
         return f"not measured ({peaks['error']})"
     fp = ", ".join(f"{w}-bit {v:g}" for w, v in peaks.get("fp32_lanes_per_cycle", {}).items())
     i16 = ", ".join(f"{k} {v:g}" for k, v in peaks.get("int16_macs_per_cycle", {}).items())
-    return f"fp32 FMA lanes/cycle: {fp or 'none'}; int16 multiply-adds/cycle: {i16 or 'none'}"
+    floors = ", ".join(f"{kind} {pk['per_cycle']:g} ({pk['by']}, {pk['of']})" for kind in ("fp32", "int16")
+                       if (pk := peaks.get(f"{kind}_peak")) and pk.get("of"))
+    adds = peaks.get("adds_beside_fmas")
+    mix = f"; FMA+add mix at {adds['width']}-bit: {adds['ratio']:g}x the FMA rate ({adds['meaning']})" if adds else ""
+    return (f"fp32 FMA lanes/cycle: {fp or 'none'}; int16 multiply-adds/cycle: {i16 or 'none'}{mix}"
+            + (f"; floors use {floors}" if floors else ""))
 
 
 def cmd_info(args) -> int:

@@ -11,7 +11,9 @@ accumulator chains.
 The model does exactly MACS_FIXED + MACS_PER_POS * (pos + 1) multiply-adds for a
 token at position pos (kernels/mg_model.h), so a run's floor is its multiply-add
 count over the peak: floor cycles/token = MACs/token / (lanes a cycle). A row's
-share of the floor is floor / measured cycles per token (per core for offline).
+share of the floor is floor / measured cycles per token (per core for offline). The
+peak is the best any stable probe has read on this CPU (measure_peaks), so a probe
+disturbed by a shared core cannot lower the floor.
 """
 from __future__ import annotations
 
@@ -72,6 +74,7 @@ def summarise(raw: dict) -> dict:
     out = {"clock_ghz": raw.get("clock_ghz"), "clock_ghz_after": raw.get("clock_ghz_after"),
            "stable": raw.get("stable"), "fp32_lanes_per_cycle": raw.get("fp32", {}),
            "int16_macs_per_cycle": raw.get("int16", {}),
+           "fp32_mixed_ops_per_cycle": raw.get("mixed", {}),
            "method": "kernels/peak.c in a subprocess: 12 independent accumulator chains per "
                      "instruction, best of 15 x 3 ms, divided by a dependent-add-chain clock estimate"}
     for kind, key in (("fp32", "fp32_lanes_per_cycle"), ("int16", "int16_macs_per_cycle")):
@@ -79,7 +82,23 @@ def summarise(raw: dict) -> dict:
         if figures:
             best = max(figures, key=figures.get)
             out[f"{kind}_peak"] = {"per_cycle": figures[best], "by": best}
+    out["adds_beside_fmas"] = adds_beside_fmas(out)
     return out
+
+
+def adds_beside_fmas(peaks: dict) -> dict | None:
+    """At the widest width: the mixed probe's instructions a cycle (2 FMAs to an add) over
+    the FMA probe's. Near 1.0: adds take FMA slots, so every non-multiply-add vector
+    instruction of a kernel raises its true floor above the multiply-add floor; near 1.5:
+    they issue beside the FMAs."""
+    mixed, lanes = peaks.get("fp32_mixed_ops_per_cycle") or {}, peaks.get("fp32_lanes_per_cycle") or {}
+    widths = [w for w in mixed if w in lanes and lanes[w] > 0]
+    if not widths:
+        return None
+    w = max(widths, key=int)
+    ratio = mixed[w] / (lanes[w] / (int(w) / 32))
+    return {"width": w, "ratio": round(ratio, 3),
+            "meaning": "adds share the FMA pipes" if ratio < 1.25 else "adds issue beside the FMAs"}
 
 
 def _cache_path() -> Path:
@@ -87,9 +106,15 @@ def _cache_path() -> Path:
 
 
 def measure_peaks() -> dict:
-    """Measure now and remember the figures for this CPU (worker processes read them)."""
+    """Measure now and remember the figures for this CPU (worker processes read them).
+
+    The floors divide by the best figure any stable probe has read on this CPU, not by this
+    run's: a probe can only read low (another tenant on the core's other hyperthread, a
+    preemption), never high, and a floor from a disturbed probe flatters every row. This
+    run's own figures stay in the record beside the best."""
     peaks = run_probe()
     if "error" not in peaks:
+        peaks = with_best_seen(peaks, _read_cache())
         path = _cache_path()
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix=".tmp")
         with os.fdopen(fd, "w") as fh:
@@ -98,15 +123,44 @@ def measure_peaks() -> dict:
     return peaks
 
 
-def cached_peaks() -> dict:
-    """This CPU's last measured peaks, measuring them first if there are none."""
+def with_best_seen(peaks: dict, previous: dict | None) -> dict:
+    """peaks (one probe) with best_seen: each figure's max over this and the earlier stable
+    probes of this CPU, and the *_peak a floor divides by taken from it. An unstable probe
+    (the clock moved by over 5% while it ran, so its per-cycle figures are suspect) is
+    recorded but not merged."""
+    seen = (previous or {}).get("best_seen") or {}
+    best = {"probes": int(seen.get("probes", 0)) + bool(peaks.get("stable"))}
+    for key in ("fp32_lanes_per_cycle", "int16_macs_per_cycle", "fp32_mixed_ops_per_cycle"):
+        merged = dict(seen.get(key) or {})
+        if peaks.get("stable"):
+            for name, value in (peaks.get(key) or {}).items():
+                merged[name] = max(value, merged.get(name, 0.0))
+        best[key] = merged
+    out = {**peaks, "best_seen": best}
+    for kind, key in (("fp32", "fp32_lanes_per_cycle"), ("int16", "int16_macs_per_cycle")):
+        figures = best[key] or peaks.get(key) or {}
+        if figures:
+            name = max(figures, key=figures.get)
+            this_run = (peaks.get(key) or {}).get(name)
+            out[f"{kind}_peak"] = {"per_cycle": figures[name], "by": name, "this_probe": this_run,
+                                   "of": f"best of {best['probes']} stable probes on this CPU"
+                                   if best[key] else "this probe (unstable; none stable yet)"}
+    return out
+
+
+def _read_cache() -> dict | None:
     try:
         peaks = json.loads(_cache_path().read_text())
         if isinstance(peaks, dict) and "clock_ghz" in peaks:
             return peaks
     except (OSError, json.JSONDecodeError):
         pass
-    return measure_peaks()
+    return None
+
+
+def cached_peaks() -> dict:
+    """This CPU's last measured peaks, measuring them first if there are none."""
+    return _read_cache() or measure_peaks()
 
 
 def positions(tokens: np.ndarray) -> np.ndarray:

@@ -11,6 +11,12 @@
  *                         FMA latency on two pipes), so throughput, not latency, bounds it
  *   int16[instruction]    int16 multiply-adds a cycle, likewise: vpdpwssd (VNNI), vpmaddwd
  *                         + vpaddd, or NEON smlal
+ *   mixed[width]          fp32 vector instructions a cycle when every 2 FMAs come with an
+ *                         add (8 FMA and 4 add chains): about the FMA rate alone where adds
+ *                         share the FMA pipes (Intel's ports 0 and 5), about 1.5x it where
+ *                         they have pipes of their own (Zen 4 and 5). It says whether a
+ *                         kernel's non-multiply-add work (the canonical sums' adds, exp2,
+ *                         norms) costs FMA slots on this core.
  *
  * Each figure is the best of 15 trials of ~3 ms (interruptions only make a trial
  * slower). Compiled without -march: each probe enables its own ISA with a target
@@ -101,6 +107,8 @@ static uint64_t add_chain(uint64_t n) { return mg_add_chain(n); }
 #define X86_ACC(INSN) INSN " %[b], %[b], %[a0]\n\t" INSN " %[b], %[b], %[a1]\n\t" INSN " %[b], %[b], %[a2]\n\t" INSN " %[b], %[b], %[a3]\n\t" INSN " %[b], %[b], %[a4]\n\t" INSN " %[b], %[b], %[a5]\n\t" INSN " %[b], %[b], %[a6]\n\t" INSN " %[b], %[b], %[a7]\n\t" INSN " %[b], %[b], %[a8]\n\t" INSN " %[b], %[b], %[a9]\n\t" INSN " %[b], %[b], %[a10]\n\t" INSN " %[b], %[b], %[a11]\n\t"
 /* t = madd(b, b); dst += t: two instructions, t renamed each step */
 #define X86_MADD(M, A) M " %[b], %[b], %[t]\n\t" A " %[t], %[a0], %[a0]\n\t" M " %[b], %[b], %[t]\n\t" A " %[t], %[a1], %[a1]\n\t" M " %[b], %[b], %[t]\n\t" A " %[t], %[a2], %[a2]\n\t" M " %[b], %[b], %[t]\n\t" A " %[t], %[a3], %[a3]\n\t" M " %[b], %[b], %[t]\n\t" A " %[t], %[a4], %[a4]\n\t" M " %[b], %[b], %[t]\n\t" A " %[t], %[a5], %[a5]\n\t" M " %[b], %[b], %[t]\n\t" A " %[t], %[a6], %[a6]\n\t" M " %[b], %[b], %[t]\n\t" A " %[t], %[a7], %[a7]\n\t" M " %[b], %[b], %[t]\n\t" A " %[t], %[a8], %[a8]\n\t" M " %[b], %[b], %[t]\n\t" A " %[t], %[a9], %[a9]\n\t" M " %[b], %[b], %[t]\n\t" A " %[t], %[a10], %[a10]\n\t" M " %[b], %[b], %[t]\n\t" A " %[t], %[a11], %[a11]\n\t"
+/* 8 FMA chains and 4 add chains */
+#define X86_MIX(F, A) F " %[b], %[b], %[a0]\n\t" F " %[b], %[b], %[a1]\n\t" A " %[b], %[a8], %[a8]\n\t" F " %[b], %[b], %[a2]\n\t" F " %[b], %[b], %[a3]\n\t" A " %[b], %[a9], %[a9]\n\t" F " %[b], %[b], %[a4]\n\t" F " %[b], %[b], %[a5]\n\t" A " %[b], %[a10], %[a10]\n\t" F " %[b], %[b], %[a6]\n\t" F " %[b], %[b], %[a7]\n\t" A " %[b], %[a11], %[a11]\n\t"
 #define X86_T_OUT , [t] "=&v"(t)
 #define X86_PROBE(NAME, TARGET, VT, INIT, FOLD, BODY) \
     PROBE_LOOP(NAME, TARGET, VT, INIT, FOLD, BODY, ACC_OUT(C_V) X86_T_OUT, [b] "v"(b))
@@ -126,6 +134,8 @@ static uint64_t add_chain(uint64_t n) { return mg_add_chain(n); }
 X86_PROBE(fp32_512, T_AVX512, __m512, PS512, F512, X86_ACC("vfmadd231ps"))
 X86_PROBE(fp32_256, T_AVX2, __m256, PS256, F256, X86_ACC("vfmadd231ps"))
 X86_PROBE(fp32_128, T_AVX2, __m128, PS128, F128, X86_ACC("vfmadd231ps"))
+X86_PROBE(mix_512, T_AVX512, __m512, PS512, F512, X86_MIX("vfmadd231ps", "vaddps"))
+X86_PROBE(mix_256, T_AVX2, __m256, PS256, F256, X86_MIX("vfmadd231ps", "vaddps"))
 X86_PROBE(dp_512, T_VNNI512, __m512i, EPI512, I512, X86_ACC("vpdpwssd"))
 X86_PROBE(dp_256, T_AVXVNNI, __m256i, EPI256, I256, X86_ACC("%{vex%} vpdpwssd"))
 X86_PROBE(mw_512, T_AVX512, __m512i, EPI512, I512, X86_MADD("vpmaddwd", "vpaddd"))
@@ -181,6 +191,12 @@ static void probes(FILE *out, double ghz)
 #else
     (void)ghz;
     fprintf(out, "}, \"int16\": {");
+#endif
+    fprintf(out, "}, \"mixed\": {");
+    first = 1;
+#if defined(MG_X86)
+    if (avx2) item(out, &first, "256", rate(mix_256, CHAINS), ghz);
+    if (avx512) item(out, &first, "512", rate(mix_512, CHAINS), ghz);
 #endif
     fprintf(out, "}");
 }
