@@ -151,7 +151,7 @@ def test_floors_divide_by_the_best_stable_probe_of_this_cpu(monkeypatch, tmp_pat
     second = peaks.measure_peaks()  # a disturbed probe: lower fp32, higher int16
     assert second["fp32_lanes_per_cycle"]["512"] == 24.0  # this run's own figure is kept
     assert second["fp32_peak"] == {"per_cycle": 30.0, "by": "512", "this_probe": 24.0,
-                                   "of": "best of 2 stable probes on this CPU"}
+                                   "of": "best of 2 steady probes on this CPU"}
     assert second["int16_peak"]["per_cycle"] == 63.0
     third = peaks.measure_peaks()  # unstable: recorded, but it moves no best
     assert third["fp32_lanes_per_cycle"]["512"] == 40.0
@@ -161,9 +161,15 @@ def test_floors_divide_by_the_best_stable_probe_of_this_cpu(monkeypatch, tmp_pat
     assert peaks.floor_info("fp32", 3600, 1, peaks.cached_peaks())["floor_cycles_per_token"] == 120.0
 
 
+def test_a_probe_whose_clock_moved_by_over_2_percent_is_not_merged():
+    moved = {**_probe(True, 40.0, 90.0), "clock_ghz_after": 3.1}  # peak.c calls it stable (within 5%)
+    got = peaks.with_best_seen(moved, peaks.with_best_seen(_probe(True, 30.0, 60.0), None))
+    assert got["fp32_peak"]["per_cycle"] == 30.0 and got["best_seen"]["probes"] == 1
+
+
 def test_an_unstable_first_probe_is_used_and_says_so():
     got = peaks.with_best_seen(_probe(False, 28.0, 50.0), None)
-    assert got["fp32_peak"]["per_cycle"] == 28.0 and "unstable" in got["fp32_peak"]["of"]
+    assert got["fp32_peak"]["per_cycle"] == 28.0 and "none steady" in got["fp32_peak"]["of"]
     assert got["best_seen"]["probes"] == 0
     later = peaks.with_best_seen(_probe(True, 20.0, 40.0), got)
     assert later["fp32_peak"]["per_cycle"] == 20.0  # the first stable one, not the unstable one's 28

@@ -12,7 +12,7 @@ The model does exactly MACS_FIXED + MACS_PER_POS * (pos + 1) multiply-adds for a
 token at position pos (kernels/mg_model.h), so a run's floor is its multiply-add
 count over the peak: floor cycles/token = MACs/token / (lanes a cycle). A row's
 share of the floor is floor / measured cycles per token (per core for offline). The
-peak is the best any stable probe has read on this CPU (measure_peaks), so a probe
+peak is the best any steady probe has read on this CPU (measure_peaks), so a probe
 disturbed by a shared core cannot lower the floor.
 """
 from __future__ import annotations
@@ -108,7 +108,7 @@ def _cache_path() -> Path:
 def measure_peaks() -> dict:
     """Measure now and remember the figures for this CPU (worker processes read them).
 
-    The floors divide by the best figure any stable probe has read on this CPU, not by this
+    The floors divide by the best figure any steady probe has read on this CPU, not by this
     run's: a probe can only read low (another tenant on the core's other hyperthread, a
     preemption), never high, and a floor from a disturbed probe flatters every row. This
     run's own figures stay in the record beside the best."""
@@ -124,28 +124,39 @@ def measure_peaks() -> dict:
 
 
 def with_best_seen(peaks: dict, previous: dict | None) -> dict:
-    """peaks (one probe) with best_seen: each figure's max over this and the earlier stable
-    probes of this CPU, and the *_peak a floor divides by taken from it. An unstable probe
-    (the clock moved by over 5% while it ran, so its per-cycle figures are suspect) is
+    """peaks (one probe) with best_seen: each figure's max over this and the earlier steady
+    probes of this CPU, and the *_peak a floor divides by taken from it. An unsteady probe
+    (the clock moved by over 2% while it ran, so its per-cycle figures are suspect) is
     recorded but not merged."""
     seen = (previous or {}).get("best_seen") or {}
-    best = {"probes": int(seen.get("probes", 0)) + bool(peaks.get("stable"))}
+    steady = _steady(peaks)
+    best = {"probes": int(seen.get("probes", 0)) + steady}
     for key in ("fp32_lanes_per_cycle", "int16_macs_per_cycle", "fp32_mixed_ops_per_cycle"):
         merged = dict(seen.get(key) or {})
-        if peaks.get("stable"):
+        if steady:
             for name, value in (peaks.get(key) or {}).items():
                 merged[name] = max(value, merged.get(name, 0.0))
         best[key] = merged
     out = {**peaks, "best_seen": best}
+    if best["fp32_mixed_ops_per_cycle"]:
+        out["adds_beside_fmas"] = adds_beside_fmas(best)
     for kind, key in (("fp32", "fp32_lanes_per_cycle"), ("int16", "int16_macs_per_cycle")):
         figures = best[key] or peaks.get(key) or {}
         if figures:
             name = max(figures, key=figures.get)
             this_run = (peaks.get(key) or {}).get(name)
             out[f"{kind}_peak"] = {"per_cycle": figures[name], "by": name, "this_probe": this_run,
-                                   "of": f"best of {best['probes']} stable probes on this CPU"
-                                   if best[key] else "this probe (unstable; none stable yet)"}
+                                   "of": f"best of {best['probes']} steady probes on this CPU"
+                                   if best[key] else "this probe (none steady yet)"}
     return out
+
+
+def _steady(peaks: dict) -> bool:
+    """A probe whose clock estimates before and after agree within 2%: a figure per cycle is
+    only as good as the clock it divides by, and the best of many is biased up by that error
+    (peak.c's own "stable" allows 5%)."""
+    before, after = peaks.get("clock_ghz"), peaks.get("clock_ghz_after")
+    return bool(peaks.get("stable") and before and after and abs(before - after) <= 0.02 * max(before, after))
 
 
 def _read_cache() -> dict | None:
