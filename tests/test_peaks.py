@@ -181,3 +181,11 @@ def test_adds_beside_fmas_reads_the_mixed_probe_at_the_widest_width(mixed, meani
                            "mixed": {"256": 3.0, "512": mixed}})
     assert got["adds_beside_fmas"] == {"width": "512", "ratio": mixed / 2, "meaning": meaning}
     assert peaks.summarise({"fp32": {"256": 16.0}})["adds_beside_fmas"] is None  # no mixed figure
+
+
+@pytest.mark.parametrize("damaged", [{"best_seen": [1, 2]}, {"best_seen": {"probes": "x", "fp32_lanes_per_cycle": [3]}},
+                                     {"best_seen": {"int16_macs_per_cycle": {"vpdpwssd-512": "fast"}}}])
+def test_a_damaged_best_seen_record_starts_afresh(damaged):
+    got = peaks.with_best_seen(_probe(True, 30.0, 60.0), damaged)
+    assert got["fp32_peak"]["per_cycle"] == 30.0 and got["int16_peak"]["per_cycle"] == 60.0
+    assert got["best_seen"]["probes"] == 1

@@ -109,9 +109,10 @@ def measure_peaks() -> dict:
     """Measure now and remember the figures for this CPU (worker processes read them).
 
     The floors divide by the best figure any steady probe has read on this CPU, not by this
-    run's: a probe can only read low (another tenant on the core's other hyperthread, a
-    preemption), never high, and a floor from a disturbed probe flatters every row. This
-    run's own figures stay in the record beside the best."""
+    run's: a disturbed probe (another tenant on the core's other hyperthread, a preemption)
+    reads low, and a floor from it flatters every row, while the only error upward is the
+    clock estimate's, which steadiness bounds (_steady). This run's own figures stay in the
+    record beside the best."""
     peaks = run_probe()
     if "error" not in peaks:
         peaks = with_best_seen(peaks, _read_cache())
@@ -128,11 +129,14 @@ def with_best_seen(peaks: dict, previous: dict | None) -> dict:
     probes of this CPU, and the *_peak a floor divides by taken from it. An unsteady probe
     (the clock moved by over 2% while it ran, so its per-cycle figures are suspect) is
     recorded but not merged."""
-    seen = (previous or {}).get("best_seen") or {}
+    seen = (previous or {}).get("best_seen")
+    seen = seen if isinstance(seen, dict) else {}  # a damaged cache starts the best afresh
     steady = _steady(peaks)
-    best = {"probes": int(seen.get("probes", 0)) + steady}
+    probes = seen.get("probes")
+    best = {"probes": (probes if isinstance(probes, int) and probes >= 0 else 0) + steady}
     for key in ("fp32_lanes_per_cycle", "int16_macs_per_cycle", "fp32_mixed_ops_per_cycle"):
-        merged = dict(seen.get(key) or {})
+        old = seen.get(key)
+        merged = {k: v for k, v in old.items() if isinstance(v, (int, float)) and v > 0} if isinstance(old, dict) else {}
         if steady:
             for name, value in (peaks.get(key) or {}).items():
                 merged[name] = max(value, merged.get(name, 0.0))
