@@ -38,12 +38,12 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from microgpt_bench import cli, machine, native, peaks  # noqa: E402
+from microgpt_bench import cli, machine, native, outputs, peaks  # noqa: E402
 from microgpt_bench.backends.base import Unavailable  # noqa: E402
-from microgpt_bench.backends.c_native import CFp32Backend, CQ412Backend, candidate_variants  # noqa: E402
+from microgpt_bench.backends.c_native import C_BACKENDS, candidate_variants  # noqa: E402
 from microgpt_bench.weights import load_weights  # noqa: E402
 
-BACKENDS = {"c-fp32": CFp32Backend, "c-q412": CQ412Backend}
+BACKENDS = C_BACKENDS
 
 
 def csv(text, conv=str):
@@ -96,7 +96,8 @@ def main(argv=None) -> int:
         for name in csv(args.backends):
             rows += bench_variant(BACKENDS[name], name, path, params, args, ghz)
     if args.json:
-        Path(args.json).write_text(json.dumps({"clock": clock, "peaks": pk, "rows": rows}, indent=1))
+        doc = {"clock": clock, "peaks": pk, "rows": rows}
+        outputs.atomic_write(args.json, lambda fh: fh.write(json.dumps(doc, indent=1).encode()))
     return 0
 
 

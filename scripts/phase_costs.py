@@ -33,12 +33,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from microgpt_bench import machine, native, peaks  # noqa: E402
-from microgpt_bench.backends.c_native import build_kernel, candidate_variants  # noqa: E402
+from microgpt_bench import machine, native, outputs, peaks  # noqa: E402
+from microgpt_bench.backends.c_native import C_BACKENDS, build_kernel, candidate_variants  # noqa: E402
 from microgpt_bench.weights import load_weights  # noqa: E402
 
 PHASES = ("QKV", "ATTENTION", "WO", "FC1", "FC2", "LM", "SAMPLER")
-KERNELS = {"c-fp32": "fp32", "c-q412": "q412"}
 
 
 def default_variant() -> str:
@@ -72,7 +71,7 @@ def time_round(build: dict, streams: int, tokens: int, seed: int, out: np.ndarra
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backend", choices=sorted(KERNELS), default="c-fp32")
+    ap.add_argument("--backend", choices=sorted(C_BACKENDS), default="c-fp32")
     ap.add_argument("--variant", default=None, help="a compiled variant (default: this CPU's widest)")
     ap.add_argument("--streams", type=int, default=128)
     ap.add_argument("--tokens", type=int, default=1000,
@@ -85,7 +84,7 @@ def main(argv=None) -> int:
     for name in ("streams", "tokens", "rounds"):
         if getattr(args, name) < 1:
             ap.error(f"--{name} must be at least 1")
-    kernel, variant = KERNELS[args.backend], args.variant or default_variant()
+    kernel, variant = C_BACKENDS[args.backend].kernel, args.variant or default_variant()
     why = candidate_variants().get(variant, f"unknown variant {variant!r}")
     if why:
         ap.error(f"{variant}: {why}")
@@ -128,9 +127,7 @@ def main(argv=None) -> int:
     if args.json:
         doc = {"backend": args.backend, "variant": variant, "streams": args.streams, "tokens": args.tokens,
                "rounds": args.rounds, "clock_ghz": ghz, "cpu": machine.cpu_model(), "phases": rows, "rest": rest}
-        tmp = Path(args.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        tmp.replace(args.json)  # atomic
+        outputs.atomic_write(args.json, lambda fh: fh.write(json.dumps(doc, indent=1).encode()))
     return 0
 
 

@@ -15,8 +15,9 @@ depend on how busy the machine is, only on the tokens (the same seed gives the s
 The bound: on a core where every vector ALU instruction needs one of the same two pipes as
 the FMAs (Intel's ports 0 and 5 at 512 bits; peak.c's mixed probe tells: `adds_beside_fmas`
 near 1.0), no schedule beats (vector ALU instructions per token) / (the mixed probe's
-instructions a cycle, the best seen on this CPU). It is printed beside the multiply-add floor of peaks.py. Where adds
-have pipes of their own (Zen 4 and 5: the ratio near 1.5) the bound is looser than printed.
+instructions a cycle, the best seen on this CPU). It is printed beside the multiply-add
+floor of peaks.py. Where adds have pipes of their own (Zen 4 and 5: the ratio near 1.5)
+the bound is looser than printed.
 Stepping costs ~25 us an instruction in a VM: the default run takes about a minute.
 """
 from __future__ import annotations
@@ -35,11 +36,10 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from microgpt_bench import native, peaks  # noqa: E402
-from microgpt_bench.backends.c_native import build_kernel, candidate_variants  # noqa: E402
+from microgpt_bench import native, outputs, peaks  # noqa: E402
+from microgpt_bench.backends.c_native import C_BACKENDS, build_kernel, candidate_variants  # noqa: E402
 from microgpt_bench.weights import load_weights  # noqa: E402
 
-KERNELS = {"c-fp32": "fp32", "c-q412": "q412"}
 COUNTS = ("instructions", "vector", "vector_moves", "fma", "vpdpwssd")
 
 
@@ -86,7 +86,7 @@ def per_token(kernel: str, variant: str, streams: int, tokens: int, seed: int = 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backend", choices=sorted(KERNELS), default="c-fp32")
+    ap.add_argument("--backend", choices=sorted(C_BACKENDS), default="c-fp32")
     ap.add_argument("--variant", default="avx512")
     ap.add_argument("--streams", type=int, default=32, help="a multiple of the SoA width keeps every lane live")
     ap.add_argument("--tokens", type=int, default=20, help="tokens a stream in the shorter call")
@@ -96,15 +96,16 @@ def main(argv=None) -> int:
         ap.error("the tracer single-steps x86-64 instructions under Linux ptrace")
     if args.streams < 1 or args.tokens < 1:
         ap.error("--streams and --tokens must be at least 1")
+    backend = C_BACKENDS[args.backend]
     why = candidate_variants().get(args.variant, f"unknown variant {args.variant!r}")
     if why:
         ap.error(f"{args.variant}: {why}")
     try:
-        counts = per_token(KERNELS[args.backend], args.variant, args.streams, args.tokens)
+        counts = per_token(backend.kernel, args.variant, args.streams, args.tokens)
     except (native.BuildError, RuntimeError) as exc:
         raise SystemExit(str(exc)) from exc
     pk = peaks.cached_peaks()
-    mac_peak = (pk.get(f"{peaks.PEAK_KIND[KERNELS[args.backend]]}_peak") or {}).get("per_cycle")
+    mac_peak = (pk.get(f"{peaks.PEAK_KIND[backend.precision]}_peak") or {}).get("per_cycle")
     mixed = (pk.get("best_seen") or {}).get("fp32_mixed_ops_per_cycle") or pk.get("fp32_mixed_ops_per_cycle") or {}
     rate = mixed.get(max(mixed, key=int)) if mixed else None
     print(f"{args.backend} {args.variant}, offline {args.streams} streams, per token of one stream "
@@ -126,9 +127,7 @@ def main(argv=None) -> int:
         if adds:
             print(f"  (the mixed probe: {adds['meaning']}, {adds['ratio']:g}x the FMA rate at {adds['width']} bits)")
     if args.json:
-        tmp = Path(args.json).with_suffix(".tmp")
-        tmp.write_text(json.dumps(doc, indent=1))
-        tmp.replace(args.json)  # atomic
+        outputs.atomic_write(args.json, lambda fh: fh.write(json.dumps(doc, indent=1).encode()))
     return 0
 
 

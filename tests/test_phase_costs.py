@@ -2,31 +2,24 @@
 and the script reports every hooked phase of the offline pass."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from script_module import load_script
+
 from microgpt_bench import native
 from microgpt_bench.weights import load_weights
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "phase_costs.py"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("phase_costs", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
 def script():
     if native.find_c_compiler() is None:
         pytest.skip("no C compiler")
-    return load_script()
+    return load_script("phase_costs")
 
 
 @pytest.mark.parametrize("backend", ["c-fp32", "c-q412"])

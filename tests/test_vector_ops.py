@@ -2,26 +2,18 @@
 executes (x86-64 Linux, ptrace), checked against counts the kernels' structure fixes."""
 from __future__ import annotations
 
-import importlib.util
 import json
 import platform
 import subprocess
-from pathlib import Path
 
 import pytest
 
+from script_module import load_script
+
 from microgpt_bench import machine, native
 
-SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "vector_ops.py"
 FIXED_MACS = 3504                 # the matvecs' multiply-adds a token (mg_model.h)
 FIRST_STEPS_FP32 = 1048           # multiplies, not FMAs: each canonical chain's first step
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("vector_ops", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +22,7 @@ def script():
         pytest.skip("the tracer single-steps x86-64 under Linux ptrace")
     if native.find_c_compiler() is None:
         pytest.skip("no C compiler")
-    mod = load_script()
+    mod = load_script("vector_ops")
     probe = subprocess.run([str(mod.tracer())], capture_output=True, text=True)
     if probe.returncode != 2:  # usage error: it runs
         pytest.skip(f"the tracer does not run here: {probe.stderr[:200]}")

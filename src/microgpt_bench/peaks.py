@@ -32,6 +32,7 @@ MACS_FIXED = 3504     # kernels/mg_model.h MG_MACS_FIXED
 MACS_PER_POS = 32     # kernels/mg_model.h MG_MACS_PER_POS
 PROBE_TIMEOUT_S = 120
 PEAK_KIND = {"fp32": "fp32", "q412": "int16"}  # a backend's precision -> the peak that bounds it
+PEAK_FIGURES = (("fp32", "fp32_lanes_per_cycle"), ("int16", "int16_macs_per_cycle"))  # a peak kind -> its figures
 
 
 def _probe_program() -> Path:
@@ -77,13 +78,17 @@ def summarise(raw: dict) -> dict:
            "fp32_mixed_ops_per_cycle": raw.get("mixed", {}),
            "method": "kernels/peak.c in a subprocess: 12 independent accumulator chains per "
                      "instruction, best of 15 x 3 ms, divided by a dependent-add-chain clock estimate"}
-    for kind, key in (("fp32", "fp32_lanes_per_cycle"), ("int16", "int16_macs_per_cycle")):
-        figures = out[key]
-        if figures:
-            best = max(figures, key=figures.get)
-            out[f"{kind}_peak"] = {"per_cycle": figures[best], "by": best}
+    for kind, key in PEAK_FIGURES:
+        if out[key]:
+            out[f"{kind}_peak"] = best_figure(out[key])
     out["adds_beside_fmas"] = adds_beside_fmas(out)
     return out
+
+
+def best_figure(figures: dict) -> dict:
+    """The largest of a probe's figures ({name: per cycle}): the peak a floor divides by."""
+    name = max(figures, key=figures.get)
+    return {"per_cycle": figures[name], "by": name}
 
 
 def adds_beside_fmas(peaks: dict) -> dict | None:
@@ -144,12 +149,11 @@ def with_best_seen(peaks: dict, previous: dict | None) -> dict:
     out = {**peaks, "best_seen": best}
     if best["fp32_mixed_ops_per_cycle"]:
         out["adds_beside_fmas"] = adds_beside_fmas(best)
-    for kind, key in (("fp32", "fp32_lanes_per_cycle"), ("int16", "int16_macs_per_cycle")):
+    for kind, key in PEAK_FIGURES:
         figures = best[key] or peaks.get(key) or {}
         if figures:
-            name = max(figures, key=figures.get)
-            this_run = (peaks.get(key) or {}).get(name)
-            out[f"{kind}_peak"] = {"per_cycle": figures[name], "by": name, "this_probe": this_run,
+            peak = best_figure(figures)
+            out[f"{kind}_peak"] = {**peak, "this_probe": (peaks.get(key) or {}).get(peak["by"]),
                                    "of": f"best of {best['probes']} steady probes on this CPU"
                                    if best[key] else "this probe (none steady yet)"}
     return out

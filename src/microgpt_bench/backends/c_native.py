@@ -514,3 +514,6 @@ class CQ412Backend(_CBackend):
     description = "C Q4.12 fixed point (int16 weights and activations, int32 accumulation), whole loop in C"
     precision = "q412"
     kernel = "q412"
+
+
+C_BACKENDS = {cls.name: cls for cls in (CFp32Backend, CQ412Backend)}  # the scripts' --backend choices
