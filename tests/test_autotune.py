@@ -80,6 +80,58 @@ def test_plan_picks_the_fastest_and_never_a_variant_that_fails_the_gate(params):
     assert plan["measured"]["medium"]["offline"] == pytest.approx(50)
 
 
+class Disturbed(Timed):
+    """A Timed runner on a machine that a burst of other work slows 5x: the burst starts
+    at the first timed call of the variant named `first` and lasts `length` timed calls
+    (of any variant), counted on a shared list."""
+
+    def __init__(self, runner, clock, ns_per_token, calls, first, length, name):
+        super().__init__(runner, clock, ns_per_token)
+        self.calls, self.first, self.length, self.name = calls, first, length, name
+
+    def _cost(self):
+        if self.name == self.first and not self.calls:
+            self.calls.append("burst")  # the burst starts here
+        slow = 0 < len(self.calls) <= self.length
+        if self.calls:
+            self.calls.append(self.name)
+        return 5.0 if slow else 1.0
+
+    def timed_generate(self, n, seed):
+        self.clock.t += n * self.ns * 1e-9 * self._cost()
+        return self.runner.timed_generate(n, seed)
+
+    def timed_offline(self, ns, tps, seed, threads):
+        self.clock.t += ns * tps * self.ns * 0.5e-9 * self._cost()
+        return self.runner.timed_offline(ns, tps, seed, threads)
+
+
+def test_a_burst_of_other_work_does_not_decide_the_choice(params):
+    """Twelve calls of load starting with the fastest variant's first timed call: one
+    variant's warm-up and all its repeats back to back would all fall in it (and the
+    medium one win); in interleaved rounds it slows two rounds, and the best of the
+    other three is the variant's own speed."""
+    runnable(CFp32Backend)
+    clock, calls = FakeClock(), []
+    costs = {"scalar": 300, "fast": 80, "medium": 100}
+    def disturbed(name, ns):
+        return lambda: Disturbed(CFp32Backend(params, variant="scalar"), clock, ns, calls, "fast", 12, name)
+
+    variants = {name: disturbed(name, ns) for name, ns in costs.items()}
+    plan = autotune.plan(variants, params, "fp32", timer=clock)
+    assert len(calls) > 12, "the burst happened"
+    assert plan["chosen"] == {"single-stream": "fast", "offline": "fast"}
+    assert plan["measured"]["fast"]["single-stream"] == pytest.approx(80)
+    assert plan["measured"]["fast"]["spread"]["single-stream"] == pytest.approx(4.0)
+    assert plan["measured"]["scalar"]["spread"]["offline"] == pytest.approx(4.0)  # its first round was in the burst
+    assert plan["rounds"] == autotune.REPEATS
+    assert "rounds differed by up to 400%" in autotune.busy_note(plan)
+    quiet = autotune.plan({name: (lambda ns=ns: Timed(CFp32Backend(params, variant="scalar"), clock, ns))
+                           for name, ns in costs.items()}, params, "fp32", timer=clock)
+    assert quiet["measured"]["fast"]["spread"] == {"single-stream": 0, "offline": 0}
+    assert autotune.busy_note({**quiet, "load_average": 0.0}) is None
+
+
 def test_a_variant_with_wrong_logits_or_that_raises_is_rejected(params):
     runnable(CFp32Backend)
 

@@ -4,7 +4,8 @@ Every variant this CPU can run (AVX-512, AVX2 with and without EVEX encodings,
 scalar; NEON on Arm) is built side by side as its own library. On first use on
 a CPU each one passes the gate (logits within the precision's tolerance of the
 float64 reference, and tokens bit-identical to the scalar variant's, single
-stream and offline) and is timed briefly, single stream and offline apart. The
+stream and offline) and is timed briefly, single stream and offline apart, all the
+variants in interleaved rounds (a disturbance then falls on every variant). The
 fastest that passed is remembered per CPU signature, kernel source and compiler
 in the cache directory, and used; a new CPU (or a changed source or compiler)
 is planned afresh. A variant that fails the gate is recorded and never chosen.
@@ -28,6 +29,7 @@ SCENARIOS = ("single-stream", "offline")
 GATE_TOLERANCE = {"fp32": 1e-4, "q412": 0.15}  # as worker.GATE_TOLERANCE
 GATE_SEQUENCES = ["emma", "olivia", "isabella", "x", "maximilianjonas"]
 SINGLE_TOKENS, OFFLINE_STREAMS, OFFLINE_TOKENS, REPEATS = 20_000, 64, 300, 5
+UNSTABLE_SPREAD = 0.25  # slowest round / fastest - 1 above this: the choice may not hold on a quiet machine
 
 
 def gate_sequences() -> list[list[int]]:
@@ -52,28 +54,43 @@ def gate(runner, reference_runner, params, precision: str) -> str | None:
     return None
 
 
-def time_variant(runner, timer: Callable[[], float]) -> dict:
-    """Best-of-REPEATS ns/token, single stream and offline (one thread)."""
-    def best(fn, tokens):
-        fn()
-        times = []
-        for _ in range(REPEATS):
-            t0 = timer()
-            fn()
-            times.append(timer() - t0)
-        return min(times) * 1e9 / tokens
+def timed_calls(runner) -> dict[str, tuple[Callable[[], object], int]]:
+    """Per scenario: one timed call of the runner and the tokens it generates."""
+    return {"single-stream": (lambda: runner.timed_generate(SINGLE_TOKENS, 7), SINGLE_TOKENS),
+            "offline": (lambda: runner.timed_offline(OFFLINE_STREAMS, OFFLINE_TOKENS, 7, 1),
+                        OFFLINE_STREAMS * OFFLINE_TOKENS)}
 
-    return {"single-stream": best(lambda: runner.timed_generate(SINGLE_TOKENS, 7), SINGLE_TOKENS),
-            "offline": best(lambda: runner.timed_offline(OFFLINE_STREAMS, OFFLINE_TOKENS, 7, 1),
-                            OFFLINE_STREAMS * OFFLINE_TOKENS)}
+
+def time_variants(runners: dict[str, object], timer: Callable[[], float]) -> dict[str, dict]:
+    """Best-of-REPEATS ns/token per variant, single stream and offline (one thread), with
+    the spread of its rounds (slowest / fastest - 1). The variants are timed in rounds,
+    each round one call of every variant (in an order rotated round by round), not one
+    variant's repeats back to back: on a shared machine a disturbance lasting a while then
+    slows one round of every variant, which the best of the others discards, where back
+    to back it would slow every repeat of one variant and decide the choice."""
+    calls = {name: timed_calls(runner) for name, runner in runners.items()}
+    for per_scenario in calls.values():  # warm each once: first-call costs are not the variant's
+        for fn, _ in per_scenario.values():
+            fn()
+    times: dict[str, dict[str, list[float]]] = {n: {s: [] for s in SCENARIOS} for n in calls}
+    names = list(calls)
+    for round_ in range(REPEATS):
+        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+            for scenario, (fn, tokens) in calls[name].items():
+                t0 = timer()
+                fn()
+                times[name][scenario].append((timer() - t0) * 1e9 / tokens)
+    return {name: {**{s: min(t) for s, t in per.items()},
+                   "spread": {s: round(max(t) / min(t) - 1, 4) if min(t) > 0 else None for s, t in per.items()}}
+            for name, per in times.items()}
 
 
 def plan(variants: dict[str, Callable[[], object]], params, precision: str,
          timer: Callable[[], float] = time.perf_counter, reference: str = "scalar") -> dict:
-    """Gate and time each variant (name -> a factory of a runner, or a string: why it is
-    unavailable); the fastest passing one per scenario."""
+    """Gate each variant (name -> a factory of a runner, or a string: why it is
+    unavailable), time those that pass together; the fastest per scenario."""
     measured: dict[str, dict | str] = {}
-    runners = {}
+    runners, passed = {}, {}
     load = load_average()  # before this process adds its own: whether others competed
     try:
         if reference in variants and not isinstance(variants[reference], str):
@@ -87,7 +104,12 @@ def plan(variants: dict[str, Callable[[], object]], params, precision: str,
                 why = gate(runner, None if name == reference else runners.get(reference), params, precision)
             except Exception as exc:  # a variant that cannot even run is failed, not fatal
                 why = f"{type(exc).__name__}: {exc}"
-            measured[name] = f"failed the gate: {why}" if why else time_variant(runner, timer)
+            if why:
+                measured[name] = f"failed the gate: {why}"
+            else:
+                passed[name] = runner
+        timed = time_variants(passed, timer) if passed else {}
+        measured = {name: timed.get(name, measured.get(name)) for name in variants}
     finally:
         for runner in runners.values():
             getattr(runner, "close", lambda: None)()
@@ -96,7 +118,7 @@ def plan(variants: dict[str, Callable[[], object]], params, precision: str,
         ok = {n: m[scenario] for n, m in measured.items() if isinstance(m, dict)}
         chosen[scenario] = min(ok, key=ok.get) if ok else None
     return {"chosen": chosen, "measured": measured, "planned": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "load_average": load, "cores": os.cpu_count()}
+            "load_average": load, "cores": os.cpu_count(), "rounds": REPEATS}
 
 
 def load_average() -> float | None:
@@ -112,7 +134,22 @@ def busy_note(plan: dict) -> str | None:
     load, cores = plan.get("load_average"), plan.get("cores") or 1
     if isinstance(load, (int, float)) and load >= max(1.0, 0.5 * cores):
         return f"planned under load {load:g} on {cores} cores: delete its autotune file to replan when quiet"
+    spread = chosen_spread(plan)
+    if spread is not None and spread > UNSTABLE_SPREAD:
+        return (f"the chosen variant's timing rounds differed by up to {100 * spread:.0f}%: "
+                "delete its autotune file to replan when quiet")
     return None
+
+
+def chosen_spread(plan: dict) -> float | None:
+    """The widest spread of the chosen variants' rounds (None for plans without one)."""
+    spreads = []
+    for scenario, name in (plan.get("chosen") or {}).items():
+        got = (plan.get("measured") or {}).get(name)
+        value = got.get("spread", {}).get(scenario) if isinstance(got, dict) else None
+        if isinstance(value, (int, float)):
+            spreads.append(value)
+    return max(spreads) if spreads else None
 
 
 def cpu_signature() -> str:
