@@ -12,7 +12,8 @@ cannot do is reported and skipped. Single stream: one C call runs --tokens
 tokens of the generation loop (xorshift32); the min and the median of --repeats
 calls are printed. Offline: N streams of --offline-tokens tokens each, split over
 the given thread counts; the min and the median of --repeats calls. cycles/token is ns/token
-times the clock measured by a dependent add chain (machine.estimate_clock_ghz);
+times the clock a dependent add chain measures just before and after the row's calls (their
+mean: machine.measure_clock_ghz; the host may move the clock between rows);
 for offline rows it is per core (ns/token * GHz * threads), i.e. what one core
 spends on one token. "x floor" is that over the run's floor: its exact
 multiply-adds per token over the measured peak (peaks.py). --original also times
@@ -51,13 +52,20 @@ def csv(text, conv=str):
 
 
 def timed(fn, repeats):
+    """(best, median) seconds of `repeats` calls after a warm one, and the clock just before
+    and after them (the host may move it between rows)."""
     fn()  # warm: page in, caches, branch predictors
     out = []
+    before = machine.measure_clock_ghz()
     for _ in range(repeats):
         t0 = time.perf_counter()
         fn()
         out.append(time.perf_counter() - t0)
-    return min(out), statistics.median(out)
+    return min(out), statistics.median(out), row_clock(before, machine.measure_clock_ghz())
+
+
+def row_clock(before, after):
+    return {"before": before, "after": after} if before and after else None
 
 
 def main(argv=None) -> int:
@@ -86,7 +94,7 @@ def main(argv=None) -> int:
     print(f"peaks: {cli.format_peaks(pk)}")
     rows = []
     hdr = (f"{'backend':9} {'variant':15} {'scenario':28} {'tok/s':>14} {'ns/token':>9} {'cyc/token':>10} "
-           f"{'(median)':>9} {'x floor':>8}")
+           f"{'(median)':>9} {'x floor':>8} {'GHz':>5}")
     print(hdr)
     print("-" * len(hdr))
     if args.original:
@@ -101,14 +109,19 @@ def main(argv=None) -> int:
     return 0
 
 
-def print_row(r, ghz):
+def print_row(r, run_ghz):
+    """One row, its cycles at its own clock (the mean of before and after) where it has one."""
+    own = r.get("clock_ghz")
+    ghz = (own["before"] + own["after"]) / 2 if own else run_ghz
     per_core = r["ns_token"] * r["threads"]
     r["cycles_token_per_core"] = per_core * ghz if ghz else None
     cyc = f"{per_core * ghz:10.0f}" if ghz else f"{'?':>10}"
     med = f"{r['ns_token_median'] * r['threads'] * ghz:9.0f}" if r.get("ns_token_median") and ghz else f"{'':9}"
     floor = r.get("floor_cycles_per_token")
     share = f"{per_core * ghz / floor:7.2f}x" if floor and ghz else f"{'':8}"
-    print(f"{r['backend']:9} {r['path']:15} {r['scenario']:28} {r['tok_s']:14,.0f} {r['ns_token']:9.1f} {cyc} {med} {share}")
+    clock = f"{ghz:5.2f}" if ghz else f"{'?':>5}"
+    print(f"{r['backend']:9} {r['path']:15} {r['scenario']:28} {r['tok_s']:14,.0f} {r['ns_token']:9.1f} {cyc} {med} {share} "
+          f"{clock}")
 
 
 def bench_variant(cls, name, path, params, args, ghz):
@@ -122,20 +135,21 @@ def bench_variant(cls, name, path, params, args, ghz):
         print(f"{name:8} {path:15} unavailable: {why.splitlines()[0][:100]}")
         return []
     n, rows = args.tokens, []
-    best, med = timed(lambda: b.timed_generate(n, args.seed), args.repeats)
+    best, med, clock = timed(lambda: b.timed_generate(n, args.seed), args.repeats)
     rows.append({"backend": name, "path": path, "simd": b.info()["simd"], "scenario": "single-stream", "streams": 1,
                  "threads": 1, "tok_s": n / best, "ns_token": best / n * 1e9, "ns_token_median": med / n * 1e9,
+                 "clock_ghz": clock,
                  "floor_cycles_per_token": b.info().get("floor_cycles_per_token")})
     print_row(rows[-1], ghz)
     for ns in csv(args.streams, int):
         for th in csv(args.threads, int):
             tps = args.offline_tokens
-            best_o, med_o = timed(lambda: b.timed_offline(ns, tps, args.seed, th), args.repeats)
+            best_o, med_o, clock = timed(lambda: b.timed_offline(ns, tps, args.seed, th), args.repeats)
             total = ns * tps
             # best and median, as for single stream: on a shared VM the best is the machine's figure
             rows.append({"backend": name, "path": path, "scenario": f"offline {ns} streams x{th}", "streams": ns,
                          "threads": th, "tok_s": total / best_o, "ns_token": best_o / total * 1e9,
-                         "ns_token_median": med_o / total * 1e9,
+                         "ns_token_median": med_o / total * 1e9, "clock_ghz": clock,
                          "floor_cycles_per_token": b.info().get("floor_cycles_per_token")})
             print_row(rows[-1], ghz)
     b.close()
@@ -154,10 +168,13 @@ def original_row(source, label, params, args, ghz):
         params.flat("c", np.float32).tofile(weights)
         subprocess.run([cc, "-O3", "-march=native", "-ffast-math", "-std=c11", str(ROOT / "scripts" / source),
                         "-o", str(exe), "-lm"], check=True)
+        before = machine.measure_clock_ghz()
         runs = [float(subprocess.run([str(exe), str(weights), str(args.tokens // 4), str(args.seed)], check=True,
                                      capture_output=True, text=True).stdout.split()[0]) for _ in range(args.repeats)]
+        clock = row_clock(before, machine.measure_clock_ghz())
     row = {"backend": label, "path": Path(cc).name, "scenario": "single-stream (-ffast-math)", "streams": 1,
-           "threads": 1, "tok_s": 1e9 / min(runs), "ns_token": min(runs), "ns_token_median": statistics.median(runs)}
+           "threads": 1, "tok_s": 1e9 / min(runs), "ns_token": min(runs), "ns_token_median": statistics.median(runs),
+           "clock_ghz": clock}
     print_row(row, ghz)
     return row
 

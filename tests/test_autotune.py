@@ -122,14 +122,26 @@ def test_a_burst_of_other_work_does_not_decide_the_choice(params):
     assert len(calls) > 12, "the burst happened"
     assert plan["chosen"] == {"single-stream": "fast", "offline": "fast"}
     assert plan["measured"]["fast"]["single-stream"] == pytest.approx(80)
-    assert plan["measured"]["fast"]["spread"]["single-stream"] == pytest.approx(4.0)
-    assert plan["measured"]["scalar"]["spread"]["offline"] == pytest.approx(4.0)  # its first round was in the burst
-    assert plan["rounds"] == autotune.REPEATS
-    assert "rounds differed by up to 400%" in autotune.busy_note(plan)
+    rounds = plan["measured"]["fast"]["rounds"]["single-stream"]
+    assert len(rounds) == plan["rounds"] == autotune.REPEATS
+    assert sorted(rounds) == pytest.approx([80, 80, 80, 400, 400])  # two rounds in the burst, every sample kept
+    assert autotune.busy_note({**plan, "load_average": 0.0}) is None  # a median of 80: the choice held
     quiet = autotune.plan({name: (lambda ns=ns: Timed(CFp32Backend(params, variant="scalar"), clock, ns))
                            for name, ns in costs.items()}, params, "fp32", timer=clock)
-    assert quiet["measured"]["fast"]["spread"] == {"single-stream": 0, "offline": 0}
-    assert autotune.busy_note({**quiet, "load_average": 0.0}) is None
+    assert quiet["measured"]["fast"]["rounds"]["offline"] == pytest.approx([40] * autotune.REPEATS)
+    assert autotune.chosen_noise(quiet) == pytest.approx(0)
+
+
+def test_a_plan_whose_median_round_is_far_over_its_best_says_so():
+    measured = {"a": {"single-stream": 100, "offline": 50,
+                      "rounds": {"single-stream": [100, 130, 125, 101, 140], "offline": [50, 51, 50, 52, 50]}},
+                "b": "failed the gate: tokens differ"}
+    plan = {"chosen": {"single-stream": "a", "offline": "a"}, "measured": measured, "load_average": 0.1, "cores": 2}
+    assert autotune.chosen_noise(plan) == pytest.approx(0.25)
+    assert "median round was 25% over its best" in autotune.busy_note(plan)
+    measured["a"]["rounds"]["single-stream"] = [100, 110, 105, 101, 300]  # one disturbed round: the median holds
+    assert autotune.busy_note(plan) is None
+    assert autotune.chosen_noise({"chosen": {"offline": "b"}, "measured": measured}) is None  # no rounds: no claim
 
 
 def test_a_variant_with_wrong_logits_or_that_raises_is_rejected(params):

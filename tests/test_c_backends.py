@@ -181,7 +181,7 @@ def _forced(monkeypatch, simd):
     monkeypatch.setenv("MICROGPT_BENCH_SIMD", simd)
 
 
-@pytest.mark.parametrize("simd", ["scalar", "avx2", "avx512"])
+@pytest.mark.parametrize("simd", ["scalar", "avx2", "avx512", "avx512-scalef"])
 @pytest.mark.parametrize("cls", [CFp32Backend, CQ412Backend])
 def test_forced_paths_are_bit_identical(params, monkeypatch, simd, cls):
     """Every vector path computes the same canonical operations: identical logits and tokens."""
@@ -193,7 +193,8 @@ def test_forced_paths_are_bit_identical(params, monkeypatch, simd, cls):
         assert simd != "scalar", reason
         pytest.skip(f"{simd} not buildable here: {reason[:200]}")
     forced = cls(params)
-    assert forced.info()["simd"] == simd
+    assert forced.info()["simd"] == simd.partition("-")[0]  # the vector path; the variant:
+    assert forced.info()["variant"] == {"single-stream": simd, "offline": simd}
     for seq in probe_sequences():
         assert np.array_equal(forced.logits(seq), default.logits(seq))
     if cls is CFp32Backend:
@@ -205,7 +206,7 @@ def test_forced_paths_are_bit_identical(params, monkeypatch, simd, cls):
     assert np.array_equal(off, default.generate_offline(19, 300, 5, 1))
 
 
-@pytest.mark.parametrize("simd", ["scalar", "avx2"])
+@pytest.mark.parametrize("simd", ["scalar", "avx2", "avx512-scalef"])
 def test_softmax_slow_paths(params, monkeypatch, simd):
     """Inputs beyond the fast range (softmax offset = max): a tiny temperature (sampler
     logits up to ~790 in log2 units) and wq, wk scaled by 6 (attention scores ~320)."""

@@ -161,6 +161,39 @@ def test_summary_statistics():
     assert row["unstable"] is True
 
 
+def test_cycles_count_at_the_rows_own_clock_where_it_has_one():
+    run_clock = 4.0
+    row = summarise({"repeats_tok_s": [1e6] * 3, "threads": 2, "clock_ghz": {"before": 2.0, "after": 2.2}}, run_clock)
+    assert row["cycles_per_token"] == pytest.approx(2100) and row["cycles_per_token_per_core"] == pytest.approx(4200)
+    assert row["cycles_clock"] == {"ghz": 2.1, "measured": "beside the row"}
+    assert row["clock_moved"] is True  # 10% between before and after
+    steady = summarise({"repeats_tok_s": [1e6] * 3, "clock_ghz": {"before": 2.0, "after": 2.04}}, run_clock)
+    assert steady["clock_moved"] is False and steady["cycles_per_token"] == pytest.approx(2020)
+    for damaged in ({"before": 2.0}, {"before": "fast", "after": 2.0}, {"before": -1, "after": 2.0}, 3.0, None):
+        got = summarise({"repeats_tok_s": [1e6] * 3, "clock_ghz": damaged}, run_clock)
+        assert got["cycles_per_token"] == pytest.approx(4000) and got["cycles_clock"]["measured"] == "at the run's start"
+        assert "clock_moved" not in got
+    assert "cycles_clock" not in summarise({"repeats_tok_s": [1e6] * 3}, None)
+
+
+def test_a_cpu_row_measures_the_clock_beside_its_timing_and_the_table_says_so():
+    from microgpt_bench import machine
+
+    ghz = machine.measure_clock_ghz()
+    assert ghz is not None and 0.3 < ghz < 10, ghz  # a plausible core clock, not a speed claim
+    res = run(["numpy"], repeats=2, latency=False)
+    row = res["rows"][0]
+    assert row["status"] == "ok", row.get("reason")
+    assert 0.3 < row["clock_ghz"]["before"] < 10 and 0.3 < row["clock_ghz"]["after"] < 10
+    assert row["cycles_clock"]["measured"] == "beside the row"
+    assert row["cycles_per_token"] == pytest.approx(row["cycles_clock"]["ghz"] * 1e9 / row["tok_s"]["median"], rel=1e-4)
+    table = format_table(res)
+    assert "cycles/token from each row's clock, a dependent add chain just before and after its timing" in table
+    assert "the run's start: a 4.00 GHz clock estimate" in table
+    res["rows"][0] = {**row, "clock_moved": True, "clock_ghz": {"before": 2.0, "after": 2.5}}
+    assert "clock moved by over 5% during: numpy (2.00 -> 2.50 GHz)" in format_table(res)
+
+
 def test_results_file_round_trip_and_refusals(tmp_path):
     from microgpt_bench.results import new_results
     doc = new_results(MACHINE, {"seed": 1})

@@ -29,7 +29,7 @@ SCENARIOS = ("single-stream", "offline")
 GATE_TOLERANCE = {"fp32": 1e-4, "q412": 0.15}  # as worker.GATE_TOLERANCE
 GATE_SEQUENCES = ["emma", "olivia", "isabella", "x", "maximilianjonas"]
 SINGLE_TOKENS, OFFLINE_STREAMS, OFFLINE_TOKENS, REPEATS = 20_000, 64, 300, 5
-UNSTABLE_SPREAD = 0.25  # slowest round / fastest - 1 above this: the choice may not hold on a quiet machine
+UNSTABLE_MEDIAN = 0.15  # the chosen's median round over its best - 1 above this: the choice may not hold when quiet
 
 
 def gate_sequences() -> list[list[int]]:
@@ -63,7 +63,7 @@ def timed_calls(runner) -> dict[str, tuple[Callable[[], object], int]]:
 
 def time_variants(runners: dict[str, object], timer: Callable[[], float]) -> dict[str, dict]:
     """Best-of-REPEATS ns/token per variant, single stream and offline (one thread), with
-    the spread of its rounds (slowest / fastest - 1). The variants are timed in rounds,
+    every round's figure. The variants are timed in rounds,
     each round one call of every variant (in an order rotated round by round), not one
     variant's repeats back to back: on a shared machine a disturbance lasting a while then
     slows one round of every variant, which the best of the others discards, where back
@@ -80,8 +80,7 @@ def time_variants(runners: dict[str, object], timer: Callable[[], float]) -> dic
                 t0 = timer()
                 fn()
                 times[name][scenario].append((timer() - t0) * 1e9 / tokens)
-    return {name: {**{s: min(t) for s, t in per.items()},
-                   "spread": {s: round(max(t) / min(t) - 1, 4) if min(t) > 0 else None for s, t in per.items()}}
+    return {name: {**{s: min(t) for s, t in per.items()}, "rounds": {s: [round(x, 3) for x in t] for s, t in per.items()}}
             for name, per in times.items()}
 
 
@@ -134,22 +133,23 @@ def busy_note(plan: dict) -> str | None:
     load, cores = plan.get("load_average"), plan.get("cores") or 1
     if isinstance(load, (int, float)) and load >= max(1.0, 0.5 * cores):
         return f"planned under load {load:g} on {cores} cores: delete its autotune file to replan when quiet"
-    spread = chosen_spread(plan)
-    if spread is not None and spread > UNSTABLE_SPREAD:
-        return (f"the chosen variant's timing rounds differed by up to {100 * spread:.0f}%: "
+    noise = chosen_noise(plan)
+    if noise is not None and noise > UNSTABLE_MEDIAN:
+        return (f"the chosen variant's median round was {100 * noise:.0f}% over its best: "
                 "delete its autotune file to replan when quiet")
     return None
 
 
-def chosen_spread(plan: dict) -> float | None:
-    """The widest spread of the chosen variants' rounds (None for plans without one)."""
-    spreads = []
+def chosen_noise(plan: dict) -> float | None:
+    """The chosen variants' worst median round over their best, minus 1 (None for plans
+    without rounds): a median, so one disturbed round alone does not count."""
+    noise = []
     for scenario, name in (plan.get("chosen") or {}).items():
         got = (plan.get("measured") or {}).get(name)
-        value = got.get("spread", {}).get(scenario) if isinstance(got, dict) else None
-        if isinstance(value, (int, float)):
-            spreads.append(value)
-    return max(spreads) if spreads else None
+        rounds = got.get("rounds", {}).get(scenario) if isinstance(got, dict) else None
+        if isinstance(rounds, list) and rounds and all(isinstance(x, (int, float)) and x > 0 for x in rounds):
+            noise.append(float(np.median(rounds)) / min(rounds) - 1)
+    return max(noise) if noise else None
 
 
 def cpu_signature() -> str:

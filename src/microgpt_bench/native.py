@@ -8,7 +8,7 @@ backends turn into an "unavailable" row.
 Environment:
   CC                        the C compiler (else cc, gcc, clang: the first found)
   MICROGPT_BENCH_CACHE      the cache directory (else $XDG_CACHE_HOME/microgpt-bench)
-  MICROGPT_BENCH_SIMD       force a vector path: scalar | avx2 | avx512 | neon, or a variant (avx2-evex)
+  MICROGPT_BENCH_SIMD       force a vector path: scalar | avx2 | avx512 | neon, or a variant (avx2-evex, avx512-scalef)
 """
 from __future__ import annotations
 
@@ -27,8 +27,10 @@ from pathlib import Path
 
 KERNEL_DIR = Path(__file__).parent / "kernels"
 # a forced vector path or compiled variant -> its MG_FORCE_* macro (avx2-evex: the AVX2
-# code with the compiler free to use AVX-512VL encodings and 32 registers)
-SIMD_VARIANTS = {"scalar": "SCALAR", "avx2": "AVX2", "avx512": "AVX512", "neon": "NEON", "avx2-evex": "AVX2"}
+# code with the compiler free to use AVX-512VL encodings and 32 registers; avx512-scalef:
+# the AVX-512 code with its exp2 on VREDUCEPS and VSCALEFPS, c_native.VARIANT_FLAGS)
+SIMD_VARIANTS = {"scalar": "SCALAR", "avx2": "AVX2", "avx512": "AVX512", "neon": "NEON", "avx2-evex": "AVX2",
+                 "avx512-scalef": "AVX512"}
 SIMD_CHOICES = tuple(SIMD_VARIANTS)
 
 

@@ -25,11 +25,31 @@ class ResultsError(ValueError):
     pass
 
 
+CLOCK_MOVED = 0.05  # a row's clock before and after its windows differing by more: its cycles are suspect
+
+
+def row_clock_ghz(row: dict) -> float | None:
+    """The mean of the clock measured just before and after the row's windows, if it has one."""
+    got = row.get("clock_ghz")
+    if isinstance(got, dict):
+        before, after = got.get("before"), got.get("after")
+        if all(isinstance(v, (int, float)) and v > 0 for v in (before, after)):
+            return (before + after) / 2
+    return None
+
+
 def summarise(row: dict, clock_ghz: float | None) -> dict:
-    """Add median/min/max, ns/token, cycles/token and vs-FPGA to a timed row."""
+    """Add median/min/max, ns/token, cycles/token and vs-FPGA to a timed row. Cycles count
+    at the row's own clock (measured beside its windows) where it has one, else at the
+    run's (`clock_ghz`, measured once at the start)."""
     rates = row.get("repeats_tok_s")
     if not rates:
         return row
+    own = row_clock_ghz(row)
+    if own:
+        before, after = row["clock_ghz"]["before"], row["clock_ghz"]["after"]
+        row["clock_moved"] = abs(before - after) > CLOCK_MOVED * min(before, after)
+    clock_ghz = own or clock_ghz
     med = statistics.median(rates)
     threads = row.get("threads", 1) or 1
     row["tok_s"] = {"median": med, "min": min(rates), "max": max(rates),
@@ -37,6 +57,7 @@ def summarise(row: dict, clock_ghz: float | None) -> dict:
     row["ns_per_token"] = 1e9 / med
     row["vs_fpga"] = med / FPGA_TOK_S
     if clock_ghz:
+        row["cycles_clock"] = {"ghz": round(clock_ghz, 4), "measured": "beside the row" if own else "at the run's start"}
         row["cycles_per_token"] = clock_ghz * 1e9 / med
         # offline rows spread over threads: what each core spends per token
         row["cycles_per_token_per_core"] = clock_ghz * 1e9 * threads / med

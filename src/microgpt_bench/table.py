@@ -184,11 +184,27 @@ def format_table(results: dict, with_machine: bool = False) -> str:
     width = max([len(x["label"]) for x in lines] + [len("implementation")])
     text += [f"{row_label(r, with_machine):<{width}}  {r.get('status', 'failed').upper():>13}  {r.get('reason', '')}"
              for r in bad]
-    clock = results.get("machine", {}).get("clock") or {}
-    where = (f"a {clock['ghz']:.2f} GHz clock estimate ({clock.get('method', '')})" if clock.get("ghz")
-             else "no clock estimate (? where unknown)")
     footer = [not_run_footer(unavailable)] if unavailable else []
-    return "\n".join(text + [""] + footer + floor_notes(ok) + throughput_notes(lines, where))
+    return "\n".join(text + [""] + footer + floor_notes(ok) + clock_moved_notes(ok) +
+                     throughput_notes(lines, clock_basis(results, ok)))
+
+
+def clock_basis(results: dict, rows: list[dict]) -> str:
+    """Where the cycles/token figures came from: each row's own clock, else the run's."""
+    clock = results.get("machine", {}).get("clock") or {}
+    run = (f"a {clock['ghz']:.2f} GHz clock estimate ({clock.get('method', '')})" if clock.get("ghz")
+           else "no clock estimate (? where unknown)")
+    own = [r["cycles_clock"]["ghz"] for r in rows if (r.get("cycles_clock") or {}).get("measured") == "beside the row"]
+    if not own:
+        return run
+    span = f"{min(own):.2f} GHz" if max(own) - min(own) < 0.005 else f"{min(own):.2f}-{max(own):.2f} GHz"
+    return f"each row's clock, a dependent add chain just before and after its timing ({span}); the run's start: {run}"
+
+
+def clock_moved_notes(rows: list[dict]) -> list[str]:
+    moved = [f"{row_label(r)} ({r['clock_ghz']['before']:.2f} -> {r['clock_ghz']['after']:.2f} GHz)"
+             for r in rows if r.get("clock_moved")]
+    return [f"clock moved by over 5% during: {', '.join(moved)}; their cycles/token are suspect"] if moved else []
 
 
 def format_accuracy(results: dict) -> str:

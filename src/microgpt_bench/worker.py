@@ -124,6 +124,15 @@ def measure(scenario, backend, job: dict, clock: Clock = time.perf_counter_ns) -
             "checksum": windows[0][1], "checksum_verified": verified, "power": power}
 
 
+def row_clock(cls) -> float | None:
+    """The core clock beside a CPU row's timing (results.summarise counts its cycles with it)."""
+    if cls.device != "cpu":
+        return None
+    from .machine import measure_clock_ghz  # here: the worker needs it only for CPU rows
+
+    return measure_clock_ghz()
+
+
 def run_job(job: dict) -> dict:
     scenario = scenarios.get(job["scenario"])
     result = {"backend": job["backend"], "scenario": scenario.name}
@@ -155,11 +164,15 @@ def run_job(job: dict) -> dict:
         acc = job["accuracy"]
         result["accuracy"] = measure_accuracy(backend, acc["sequences"], [np.asarray(x) for x in acc["logits"]],
                                               job["temperature"])
+    before = row_clock(cls)
     try:
         measured = scenario.measure(backend, job) or measure(scenario, backend, job)
     except MeasurementError as exc:
         return {**result, "status": "failed", "reason": f"timing rejected: {exc}"}
     result.update(measured)
+    after = row_clock(cls)
+    if before and after:
+        result["clock_ghz"] = {"before": before, "after": after}
     result.update(scenario.after_timing(backend, job, measured))
     result["info"] = backend.info()  # after the run: some backends report what ran
     backend.close()

@@ -4,7 +4,7 @@ The kernels (kernels/mg_fp32.c, kernels/mg_q412.c: their arithmetic; the shared
 vector layer in kernels/mg_common.h, the driver in kernels/mg_driver.h, the shape
 in kernels/mg_model.h) are compiled on first use with the host C compiler
 (native.build, -O3 -march=native) in every variant this CPU can run, side by
-side (avx512, avx2-evex, avx2, scalar; neon on Arm), and loaded with ctypes. The
+side (avx512, avx512-scalef, avx2-evex, avx2, scalar; neon on Arm), and loaded with ctypes. The
 autotuner (autotune.py) gates and times each variant once per CPU and picks the
 fastest per scenario; MICROGPT_BENCH_SIMD=<variant> forces one.
 
@@ -67,11 +67,13 @@ class NativeError(RuntimeError):
 X86 = platform.machine().lower() in ("x86_64", "amd64", "i686", "i386")
 # what each compiled variant adds to the -march=native flags: a forced AVX2 build stops
 # the compiler from using AVX-512 on its own (-mno-avx512f), so it runs as on an AVX2-only CPU
-VARIANT_FLAGS = {"avx512": ["-DMG_FORCE_AVX512"], "avx2-evex": ["-DMG_FORCE_AVX2"],
+VARIANT_FLAGS = {"avx512": ["-DMG_FORCE_AVX512"], "avx512-scalef": ["-DMG_FORCE_AVX512", "-DMG_EXP2_SCALEF"],
+                 "avx2-evex": ["-DMG_FORCE_AVX2"],
                  "avx2": ["-DMG_FORCE_AVX2", "-mno-avx512f"] if X86 else ["-DMG_FORCE_AVX2"],
                  "neon": ["-DMG_FORCE_NEON"], "scalar": ["-DMG_FORCE_SCALAR"]}
 # the CPU flags (/proc/cpuinfo) a variant needs
-VARIANT_NEEDS = {"avx512": {"avx512f", "avx512bw", "avx512dq", "avx512vl"}, "avx2-evex": {"avx2", "fma", "avx512vl"},
+VARIANT_NEEDS = {"avx512": {"avx512f", "avx512bw", "avx512dq", "avx512vl"},
+                 "avx512-scalef": {"avx512f", "avx512bw", "avx512dq", "avx512vl"}, "avx2-evex": {"avx2", "fma", "avx512vl"},
                  "avx2": {"avx2", "fma"}, "neon": {"asimd"}, "scalar": set()}
 
 
@@ -97,7 +99,7 @@ def compiler_native_flags(compiler: str | None) -> frozenset[str]:
 def candidate_variants() -> dict[str, str | None]:
     """Each variant of this architecture -> None if this CPU can run it, else why not."""
     flags = set(machine.cpu_flags()) or set(compiler_native_flags(native.find_c_compiler()))
-    names = ["avx512", "avx2-evex", "avx2", "scalar"] if X86 else ["neon", "scalar"]
+    names = ["avx512", "avx512-scalef", "avx2-evex", "avx2", "scalar"] if X86 else ["neon", "scalar"]
     is_arm64 = platform.machine().lower() in ("arm64", "aarch64")
     out = {}
     for name in names:

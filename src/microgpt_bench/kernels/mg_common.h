@@ -514,16 +514,9 @@ MG_INLINE VF vf_gather_neon(const float *base, VI idx)
  * float32x4_t): the single-stream helpers and the SoA code both use it; mg_exp2_s is
  * its scalar reference. _nc: without the clamp (every live lane >= -126). */
 #if defined(MG_SOA)
-/* the exp2's polynomial p = 2^f; *t = x + magic, whose low bits hold n */
-MG_INLINE VF mg_exp2V_poly(VF x, VF *tn)
+/* the exp2's polynomial p = 2^f, f = x - rint(x) in [-1/2, 1/2] */
+MG_INLINE VF mg_exp2V_frac(VF f)
 {
-    const VF t = vf_add(x, vf_set1(MG_EXP_MAGIC));
-    *tn = t;
-    /* f = x - rint(x), exactly. AVX-512DQ's VREDUCEPS (imm 8) gives the same bits in one
-     * instruction (checked over every float) but no gain on Zen 5: 2 uops on the float-add
-     * pipes, latency ~6 against these subtracts' 2 + 2, and from memory (gcc folds z's load
-     * in the sampler) one per 2 cycles: c-fp32 / c-q412 offline gcc +23 cycles/token */
-    VF f = vf_sub(x, vf_sub(t, vf_set1(MG_EXP_MAGIC)));
     VF f2 = vf_mul(f, f);
     VF p01 = vf_fma(f, vf_set1(MG_P1), vf_set1(1.0f));
     VF p23 = vf_fma(f, vf_set1(MG_P3), vf_set1(MG_P2));
@@ -532,6 +525,41 @@ MG_INLINE VF mg_exp2V_poly(VF x, VF *tn)
      * two fmas) but without f4's multiply, one FMA-pipe op fewer an exp2 (offline AVX-512,
      * Zen 5, gcc / clang: c-fp32 -4.0 / -1.2, c-q412 -1.9 / -0.5 cycles/token) */
     return vf_fma(vf_fma(p45, f2, p23), f2, p01);
+}
+#if defined(MG_AVX512) && defined(MG_EXP2_SCALEF)
+/* The avx512-scalef variant: the same bits in 9 vector operations, not 11. f = x - rint(x)
+ * by VREDUCEPS (imm 8: round to nearest, checked equal over every float); n = x - f is
+ * rint(x) exactly (f is exact and n representable); p * 2^n by VSCALEFPS, exact while it is
+ * normal, as the add form's range keeps it (its mg_exp2V_nc; tests/test_exp2_variants.py
+ * compares the two bit for bit). Kept a variant for the autotuner, not the default:
+ * VREDUCEPS is 2 uops on Zen 5 (there c-fp32 / c-q412 offline gcc +23 cycles/token); on the
+ * Intel Xeon family 6 model 167 (one-process A/Bs against the add form) c-q412 offline -3% to
+ * -5%, single stream -2%, c-fp32 single stream -2% to -5%, offline within 1%. */
+MG_INLINE VF mg_exp2V_fn(VF x, VF *n)
+{
+    const VF f = _mm512_reduce_ps(x, 8);
+    *n = vf_sub(x, f);
+    return mg_exp2V_frac(f);
+}
+MG_INLINE VF mg_exp2V_nc(VF x)
+{
+    VF n, p = mg_exp2V_fn(x, &n);
+    return _mm512_scalef_ps(p, n);
+}
+/* mg_exp2V_nc in the live lanes, zero in the others */
+MG_INLINE VF mg_exp2V_live(__mmask16 live, VF x)
+{
+    VF n, p = mg_exp2V_fn(x, &n);
+    return _mm512_maskz_scalef_ps(live, p, n);
+}
+#else
+/* the polynomial and *t = x + magic, whose low bits hold n */
+MG_INLINE VF mg_exp2V_poly(VF x, VF *tn)
+{
+    const VF t = vf_add(x, vf_set1(MG_EXP_MAGIC));
+    *tn = t;
+    /* f = x - rint(x), exactly (VREDUCEPS: the avx512-scalef variant above) */
+    return mg_exp2V_frac(vf_sub(x, vf_sub(t, vf_set1(MG_EXP_MAGIC))));
 }
 MG_INLINE VF mg_exp2V_nc(VF x)
 {
@@ -542,6 +570,15 @@ MG_INLINE VF mg_exp2V_nc(VF x)
      * (t = n + 1.5 * 2^23), and t << 23 keeps just n << 23. */
     return vi_as_vf(vi_add(vf_as_vi(p), vi_slli(vf_as_vi(t), 23)));
 }
+#if defined(MG_AVX512)
+/* mg_exp2V_nc in the live lanes, zero in the others: its last add zero-masked */
+MG_INLINE VF mg_exp2V_live(__mmask16 live, VF x)
+{
+    VF t, p = mg_exp2V_poly(x, &t);
+    return vi_as_vf(_mm512_maskz_add_epi32(live, vf_as_vi(p), vi_slli(vf_as_vi(t), 23)));
+}
+#endif
+#endif
 MG_INLINE VF mg_exp2V(VF x) { return mg_exp2V_nc(vf_max(x, vf_set1(MG_EXP_LO))); }
 #endif
 
@@ -1292,8 +1329,7 @@ MG_INLINE void mg_attentionV(mg_ringV *ring, const VF *qs, VI pos, int maxpos, i
                 mx[h] = _mm512_mask_max_ps(mx[h], vm, mx[h], sc);
                 mn[h] = _mm512_mask_min_ps(mn[h], vm, mn[h], sc);
             }
-            VF tn, p = mg_exp2V_poly(sc, &tn); /* mg_exp2V_nc, its last add zero-masked to the live lanes */
-            e[t][h] = vi_as_vf(_mm512_maskz_add_epi32(vm, vf_as_vi(p), vi_slli(vf_as_vi(tn), 23)));
+            e[t][h] = mg_exp2V_live(vm, sc);
         }
     }
     if (checked)
