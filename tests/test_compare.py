@@ -168,6 +168,19 @@ def test_different_machines_and_versions_are_flagged_first(tmp_path):
     assert text.splitlines()[1].startswith("  DIFFERENT: machine cpu")
 
 
+def test_rows_timed_at_clocks_over_10_percent_apart_are_flagged():
+    base, new = base_doc(), base_doc()
+    base["rows"][1]["clock_ghz"] = {"before": 2.3, "after": 2.35}
+    new["rows"][1]["clock_ghz"] = {"before": 2.9, "after": 2.95}
+    base["rows"][0]["clock_ghz"] = {"before": 2.3, "after": 2.3}
+    new["rows"][0]["clock_ghz"] = {"before": 2.4, "after": 2.4}  # 4%: within the noise of a clock
+    got = compare_docs(base, new)
+    assert "c-fp32 [single-stream] clock beside the row: 2.33 vs 2.92 GHz" in got.differences
+    assert not any(d.startswith("numpy") for d in got.differences)
+    del new["rows"][1]["clock_ghz"]  # a row without its own clock: no claim
+    assert not any("clock beside" in d for d in compare_docs(base, new).differences)
+
+
 def test_too_few_repeats_are_said_to_be_untestable(tmp_path):
     three = [1.0, 1.01, 0.99]
     base = base_doc()

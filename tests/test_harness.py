@@ -194,6 +194,22 @@ def test_a_cpu_row_measures_the_clock_beside_its_timing_and_the_table_says_so():
     assert "clock moved by over 5% during: numpy (2.00 -> 2.50 GHz)" in format_table(res)
 
 
+def test_without_a_compiler_the_row_clock_is_none_and_the_runs_clock_serves(monkeypatch):
+    from microgpt_bench import machine, native
+
+    def no_compiler(*args):
+        raise native.BuildError("no C compiler found")
+
+    machine._add_chain.cache_clear()
+    monkeypatch.setattr(native, "build_c", no_compiler)
+    try:
+        assert machine.measure_clock_ghz() is None
+    finally:
+        machine._add_chain.cache_clear()
+    row = summarise({"repeats_tok_s": [1e6] * 3, "clock_ghz": None}, 3.0)
+    assert row["cycles_clock"] == {"ghz": 3.0, "measured": "at the run's start"}
+
+
 def test_results_file_round_trip_and_refusals(tmp_path):
     from microgpt_bench.results import new_results
     doc = new_results(MACHINE, {"seed": 1})

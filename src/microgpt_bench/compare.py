@@ -43,7 +43,7 @@ import numpy as np
 
 from . import scenarios
 from .report import markdown_table, md_text
-from .results import ResultsError, load_results
+from .results import ResultsError, load_results, row_clock_ghz
 from .table import format_columns, scenario_tag
 
 ALPHA = 0.05
@@ -248,6 +248,9 @@ def environment_differences(base: dict, new: dict) -> list[str]:
         if row.get("status") == "ok" == (new_rows.get(key) or {}).get("status"):  # rows compared only
             diffs += [f"{key_label(key[:4])} {k}: {ib.get(k)!r} vs {inew.get(k)!r}" for k in ROW_ENV_KEYS
                       if (k in ib or k in inew) and ib.get(k) != inew.get(k)]
+            clocks = [row_clock_ghz(r) for r in (row, new_rows[key])]
+            if all(clocks) and max(clocks) > 1.1 * min(clocks):
+                diffs.append(f"{key_label(key[:4])} clock beside the row: {clocks[0]:.2f} vs {clocks[1]:.2f} GHz")
     return diffs
 
 
