@@ -132,6 +132,27 @@ def test_a_burst_of_other_work_does_not_decide_the_choice(params):
     assert autotune.chosen_noise(quiet) == pytest.approx(0)
 
 
+def test_a_variant_that_fails_while_timed_is_out_and_the_plan_goes_on(params):
+    runnable(CFp32Backend)
+
+    class FailsLater(Timed):
+        calls = 0
+
+        def timed_offline(self, *args):
+            FailsLater.calls += 1
+            if FailsLater.calls == 3:  # after the warm-up and a round
+                raise OSError("lost the device")
+            return super().timed_offline(*args)
+
+    clock = FakeClock()
+    plan = autotune.plan({"scalar": lambda: Timed(CFp32Backend(params, variant="scalar"), clock, 300),
+                          "flaky": lambda: FailsLater(CFp32Backend(params, variant="scalar"), clock, 1)},
+                         params, "fp32", timer=clock)
+    assert plan["measured"]["flaky"] == "failed while timed: OSError: lost the device"
+    assert plan["chosen"] == {"single-stream": "scalar", "offline": "scalar"}
+    assert len(plan["measured"]["scalar"]["rounds"]["offline"]) == autotune.REPEATS
+
+
 def test_a_plan_whose_median_round_is_far_over_its_best_says_so():
     measured = {"a": {"single-stream": 100, "offline": 50,
                       "rounds": {"single-stream": [100, 130, 125, 101, 140], "offline": [50, 51, 50, 52, 50]}},
@@ -142,6 +163,8 @@ def test_a_plan_whose_median_round_is_far_over_its_best_says_so():
     measured["a"]["rounds"]["single-stream"] = [100, 110, 105, 101, 300]  # one disturbed round: the median holds
     assert autotune.busy_note(plan) is None
     assert autotune.chosen_noise({"chosen": {"offline": "b"}, "measured": measured}) is None  # no rounds: no claim
+    measured["a"]["rounds"] = "damaged"
+    assert autotune.busy_note(plan) is None
 
 
 def test_a_variant_with_wrong_logits_or_that_raises_is_rejected(params):

@@ -61,26 +61,37 @@ def timed_calls(runner) -> dict[str, tuple[Callable[[], object], int]]:
                         OFFLINE_STREAMS * OFFLINE_TOKENS)}
 
 
-def time_variants(runners: dict[str, object], timer: Callable[[], float]) -> dict[str, dict]:
+def time_variants(runners: dict[str, object], timer: Callable[[], float]) -> dict[str, dict | str]:
     """Best-of-REPEATS ns/token per variant, single stream and offline (one thread), with
-    every round's figure. The variants are timed in rounds,
-    each round one call of every variant (in an order rotated round by round), not one
+    every round's figure; or why a variant failed while timed. The variants are timed in
+    rounds, each one call of every variant (in an order rotated round by round), not one
     variant's repeats back to back: on a shared machine a disturbance lasting a while then
-    slows one round of every variant, which the best of the others discards, where back
-    to back it would slow every repeat of one variant and decide the choice."""
+    slows one round of every variant, which the best of the others discards, where back to
+    back it would slow every repeat of one variant and decide the choice."""
     calls = {name: timed_calls(runner) for name, runner in runners.items()}
-    for per_scenario in calls.values():  # warm each once: first-call costs are not the variant's
-        for fn, _ in per_scenario.values():
-            fn()
     times: dict[str, dict[str, list[float]]] = {n: {s: [] for s in SCENARIOS} for n in calls}
-    names = list(calls)
+    failed: dict[str, str] = {}
+
+    def call(name, fn):
+        try:
+            fn()
+        except Exception as exc:  # a variant that fails while timed is out, not the plan
+            failed[name] = f"failed while timed: {type(exc).__name__}: {exc}"
+
+    for name, per_scenario in calls.items():  # warm each once: first-call costs are not the variant's
+        for fn, _ in per_scenario.values():
+            call(name, fn)
+    names = [n for n in calls if n not in failed]
     for round_ in range(REPEATS):
-        for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+        for name in names[round_ % len(names):] + names[:round_ % len(names)] if names else []:
             for scenario, (fn, tokens) in calls[name].items():
+                if name in failed:
+                    break
                 t0 = timer()
-                fn()
+                call(name, fn)
                 times[name][scenario].append((timer() - t0) * 1e9 / tokens)
-    return {name: {**{s: min(t) for s, t in per.items()}, "rounds": {s: [round(x, 3) for x in t] for s, t in per.items()}}
+    return {name: failed.get(name) or {**{s: min(t) for s, t in per.items()},
+                                       "rounds": {s: [round(x, 3) for x in t] for s, t in per.items()}}
             for name, per in times.items()}
 
 
@@ -146,7 +157,8 @@ def chosen_noise(plan: dict) -> float | None:
     noise = []
     for scenario, name in (plan.get("chosen") or {}).items():
         got = (plan.get("measured") or {}).get(name)
-        rounds = got.get("rounds", {}).get(scenario) if isinstance(got, dict) else None
+        rounds = got.get("rounds") if isinstance(got, dict) else None
+        rounds = rounds.get(scenario) if isinstance(rounds, dict) else None
         if isinstance(rounds, list) and rounds and all(isinstance(x, (int, float)) and x > 0 for x in rounds):
             noise.append(float(np.median(rounds)) / min(rounds) - 1)
     return max(noise) if noise else None
