@@ -194,6 +194,15 @@ def test_a_cpu_row_measures_the_clock_beside_its_timing_and_the_table_says_so():
     assert "clock moved by over 5% during: numpy (2.00 -> 2.50 GHz)" in format_table(res)
 
 
+def test_damaged_clock_fields_in_a_results_file_do_not_break_the_table():
+    res = run(["numpy"], repeats=2, latency=False)
+    row = res["rows"][0]
+    res["rows"][0] = {**row, "clock_moved": True, "clock_ghz": {"before": "fast"},
+                      "cycles_clock": {"measured": "beside the row", "ghz": None}}
+    table = format_table(res)
+    assert "clock moved" not in table and "the run's start" not in table and "a 4.00 GHz clock estimate" in table
+
+
 def test_without_a_compiler_the_row_clock_is_none_and_the_runs_clock_serves(monkeypatch):
     from microgpt_bench import machine, native
 

@@ -57,7 +57,8 @@ def summarise(row: dict, clock_ghz: float | None) -> dict:
     row["ns_per_token"] = 1e9 / med
     row["vs_fpga"] = med / FPGA_TOK_S
     if clock_ghz:
-        row["cycles_clock"] = {"ghz": round(clock_ghz, 4), "measured": "beside the row" if own else "at the run's start"}
+        row["cycles_clock"] = {"ghz": round(clock_ghz, 4),
+                               "measured": "beside the row" if own else "at the run's start"}
         row["cycles_per_token"] = clock_ghz * 1e9 / med
         # offline rows spread over threads: what each core spends per token
         row["cycles_per_token_per_core"] = clock_ghz * 1e9 * threads / med

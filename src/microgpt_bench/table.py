@@ -5,7 +5,7 @@ reference_line, turn them into cells with throughput_rows, notes with throughput
 from __future__ import annotations
 
 from . import scenarios
-from .results import FPGA_TOK_S, UNSTABLE_SPREAD
+from .results import FPGA_TOK_S, UNSTABLE_SPREAD, row_clock_ghz
 
 COLUMNS = ("row", "#", "source", "tok/s", "spread", "ns/token", "cycles/token", "vs FPGA",
            "watts", "power", "tok/s per W")
@@ -194,7 +194,8 @@ def clock_basis(results: dict, rows: list[dict]) -> str:
     clock = results.get("machine", {}).get("clock") or {}
     run = (f"a {clock['ghz']:.2f} GHz clock estimate ({clock.get('method', '')})" if clock.get("ghz")
            else "no clock estimate (? where unknown)")
-    own = [r["cycles_clock"]["ghz"] for r in rows if (r.get("cycles_clock") or {}).get("measured") == "beside the row"]
+    own = [c["ghz"] for c in (r.get("cycles_clock") for r in rows)
+           if isinstance(c, dict) and c.get("measured") == "beside the row" and _positive(c.get("ghz"))]
     if not own:
         return run
     span = f"{min(own):.2f} GHz" if max(own) - min(own) < 0.005 else f"{min(own):.2f}-{max(own):.2f} GHz"
@@ -203,7 +204,7 @@ def clock_basis(results: dict, rows: list[dict]) -> str:
 
 def clock_moved_notes(rows: list[dict]) -> list[str]:
     moved = [f"{row_label(r)} ({r['clock_ghz']['before']:.2f} -> {r['clock_ghz']['after']:.2f} GHz)"
-             for r in rows if r.get("clock_moved")]
+             for r in rows if r.get("clock_moved") is True and row_clock_ghz(r)]
     return [f"clock moved by over 5% during: {', '.join(moved)}; their cycles/token are suspect"] if moved else []
 
 
