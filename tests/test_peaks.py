@@ -67,11 +67,17 @@ def _fake_program(tmp_path, body):
 @pytest.mark.parametrize("body,why", [("kill -SEGV $$", "exited with"), ("echo not-json", "not JSON")])
 def test_a_crashing_probe_is_an_error_not_a_crash(monkeypatch, tmp_path, body, why):
     program = _fake_program(tmp_path, body)
-    monkeypatch.setattr(peaks, "_probe_program", lambda: program)
+    monkeypatch.setattr(peaks, "probe_program", lambda: program)
     got = peaks.probe_here()
     assert why in got["error"]
     clock = machine.estimate_clock_ghz(got)
     assert "no add-chain estimate" in clock["method"]
+    assert machine.measure_clock_ghz() is None  # a row's clock from the same program: none, no crash
+
+
+def test_the_probe_program_measures_the_clock_alone():
+    ghz = machine.measure_clock_ghz()
+    assert ghz is not None and 0.3 < ghz < 10, ghz  # a plausible core clock, not a speed claim
 
 
 def test_a_probe_process_that_dies_is_an_error(monkeypatch):

@@ -2,16 +2,16 @@
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import platform
 import re
 import shutil
 import subprocess
-import time
-from functools import lru_cache
 from pathlib import Path
 
 from . import __version__, native
+from . import peaks as peak_probe
 from .peaks import measure_peaks
 
 
@@ -98,39 +98,19 @@ def estimate_clock_ghz(peaks: dict | None = None) -> dict:
             "method": f"dependent integer add chain, best of 15 x 3 ms (one add per cycle){note}"}
 
 
-@lru_cache(maxsize=1)
-def _add_chain():
-    """clock.c's mg_add_chain, built as a library (None where it cannot be)."""
-    import ctypes
-
+def measure_clock_ghz(timeout: float = 10.0) -> float | None:
+    """The core clock now: kernels/peak.c's dependent add chain alone (`peak-probe clock`,
+    best of 15 x 3 ms), run as its own program, so a sanitizing or broken compiler's build
+    fails only the figure; None where it cannot be built or run. A row measures it just
+    before and after its timed windows, since a host can move the clock between rows (2.3
+    to 2.9 GHz within minutes on the shared development VM), and one figure from the start
+    of a run then misstates every cycle count."""
     try:
-        lib, _ = native.build_c("clock", ["clock.c"])
-    except (native.BuildError, OSError):
+        proc = subprocess.run([str(peak_probe.probe_program()), "clock"], capture_output=True, text=True, timeout=timeout)
+        ghz = json.loads(proc.stdout)["clock_ghz"] if proc.returncode == 0 else None
+    except (native.BuildError, OSError, subprocess.SubprocessError, ValueError, KeyError, TypeError):
         return None
-    fn = lib.mg_add_chain
-    fn.argtypes, fn.restype = [ctypes.c_uint64], ctypes.c_uint64
-    return fn
-
-
-def measure_clock_ghz(samples: int = 5, seconds: float = 0.003) -> float | None:
-    """The core clock now, in this process: the best of `samples` runs of clock.c's dependent
-    add chain (one add a cycle, 16 an iteration), each about `seconds` long; None where the
-    chain cannot be built. A row measures it just before and after its timed windows, since
-    a host can move the clock between rows (2.3 to 2.9 GHz within minutes on the shared
-    development VM), and one figure from the start of a run then misstates every cycle count."""
-    chain = _add_chain()
-    if chain is None:
-        return None
-    iterations, best = 4096, 0.0
-    for run in range(samples + 1):  # the first run only sizes the others
-        t0 = time.perf_counter_ns()
-        chain(iterations)
-        elapsed = max(time.perf_counter_ns() - t0, 1)
-        if run:
-            best = max(best, 16 * iterations / elapsed)
-        else:
-            iterations = max(4096, int(iterations * seconds * 1e9 / elapsed))
-    return round(best, 4) if best else None
+    return round(float(ghz), 4) if isinstance(ghz, (int, float)) and ghz > 0 else None
 
 
 def _clock_from_cpuinfo(why: str) -> dict:

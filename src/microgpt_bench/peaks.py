@@ -35,7 +35,8 @@ PEAK_KIND = {"fp32": "fp32", "q412": "int16"}  # a backend's precision -> the pe
 PEAK_FIGURES = (("fp32", "fp32_lanes_per_cycle"), ("int16", "int16_macs_per_cycle"))  # a peak kind -> its figures
 
 
-def _probe_program() -> Path:
+def probe_program() -> Path:
+    """kernels/peak.c with clock.c, built (cached) as a small program."""
     cc = native.find_c_compiler()
     if cc is None:
         raise native.BuildError("no C compiler found (set CC, or install cc, gcc or clang)")
@@ -55,7 +56,7 @@ def run_probe(timeout: float = PROBE_TIMEOUT_S) -> dict:
 def probe_here(timeout: float = PROBE_TIMEOUT_S) -> dict:
     """run_probe's work, in this process: build kernels/peak.c, run it, read its JSON."""
     try:
-        program = _probe_program()
+        program = probe_program()
         proc = subprocess.run([str(program)], capture_output=True, text=True, timeout=timeout)
     except native.BuildError as exc:
         return {"error": f"probe not built: {str(exc)[:300]}"}

@@ -128,7 +128,7 @@ def row_clock(cls) -> float | None:
     """The core clock beside a CPU row's timing (results.summarise counts its cycles with it)."""
     if cls.device != "cpu":
         return None
-    from .machine import measure_clock_ghz  # here: the worker needs it only for CPU rows
+    from .machine import measure_clock_ghz  # here: only CPU rows need it (a program, run beside)
 
     return measure_clock_ghz()
 

@@ -6,6 +6,7 @@
  *
  *   clock_ghz             the dependent integer add chain of clock.c (one add a cycle),
  *                         before and after the probes
+ * `peak-probe clock` prints {"clock_ghz": ...} alone (a row's clock, beside its timing).
  *   fp32[width]           fp32 FMA lanes a cycle: 12 independent accumulator chains of
  *                         FMAs at that vector width (enough chains to cover a 4-6 cycle
  *                         FMA latency on two pipes), so throughput, not latency, bounds it
@@ -25,6 +26,7 @@
 #define _POSIX_C_SOURCE 200809L
 #include <stdint.h>
 #include <stdio.h>
+#include <string.h>
 #include <time.h>
 
 uint64_t mg_add_chain(uint64_t iterations); /* clock.c, linked beside */
@@ -204,8 +206,12 @@ static void probes(FILE *out, double ghz)
 /* The clock is estimated before and after the probes; a figure per cycle is only as
  * good as the clock it divides by, so the set is rerun (up to 3 times) while the two
  * estimates differ by more than 5% (a core shared with other work). */
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "clock") == 0) { /* the clock alone: a row's, beside its timing */
+        printf("{\"clock_ghz\": %.4f}\n", rate(add_chain, 16.0));
+        return 0;
+    }
 #if defined(MG_X86)
     __builtin_cpu_init();
 #endif
