@@ -43,6 +43,7 @@ from microgpt_bench import cli, machine, native, outputs, peaks  # noqa: E402
 from microgpt_bench.backends.base import Unavailable  # noqa: E402
 from microgpt_bench.backends.c_native import C_BACKENDS, candidate_variants  # noqa: E402
 from microgpt_bench.weights import load_weights  # noqa: E402
+from microgpt_bench.results import row_clock_ghz  # noqa: E402
 
 BACKENDS = C_BACKENDS
 
@@ -111,8 +112,7 @@ def main(argv=None) -> int:
 
 def print_row(r, run_ghz):
     """One row, its cycles at its own clock (the mean of before and after) where it has one."""
-    own = r.get("clock_ghz")
-    ghz = (own["before"] + own["after"]) / 2 if own else run_ghz
+    ghz = row_clock_ghz(r) or run_ghz
     per_core = r["ns_token"] * r["threads"]
     r["cycles_token_per_core"] = per_core * ghz if ghz else None
     cyc = f"{per_core * ghz:10.0f}" if ghz else f"{'?':>10}"
