@@ -56,17 +56,17 @@ def timed(fn, repeats):
     """(best, median) seconds of `repeats` calls after a warm one, and the clock just before
     and after them (the host may move it between rows)."""
     fn()  # warm: page in, caches, branch predictors
-    out = []
-    before = machine.measure_clock_ghz()
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return min(out), statistics.median(out), row_clock(before, machine.measure_clock_ghz())
 
+    def repeat():
+        out = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - t0)
+        return out
 
-def row_clock(before, after):
-    return {"before": before, "after": after} if before and after else None
+    out, clock = machine.clock_beside(repeat)
+    return min(out), statistics.median(out), clock
 
 
 def main(argv=None) -> int:
@@ -168,10 +168,9 @@ def original_row(source, label, params, args, ghz):
         params.flat("c", np.float32).tofile(weights)
         subprocess.run([cc, "-O3", "-march=native", "-ffast-math", "-std=c11", str(ROOT / "scripts" / source),
                         "-o", str(exe), "-lm"], check=True)
-        before = machine.measure_clock_ghz()
-        runs = [float(subprocess.run([str(exe), str(weights), str(args.tokens // 4), str(args.seed)], check=True,
-                                     capture_output=True, text=True).stdout.split()[0]) for _ in range(args.repeats)]
-        clock = row_clock(before, machine.measure_clock_ghz())
+        runs, clock = machine.clock_beside(lambda: [
+            float(subprocess.run([str(exe), str(weights), str(args.tokens // 4), str(args.seed)], check=True,
+                                 capture_output=True, text=True).stdout.split()[0]) for _ in range(args.repeats)])
     row = {"backend": label, "path": Path(cc).name, "scenario": "single-stream (-ffast-math)", "streams": 1,
            "threads": 1, "tok_s": 1e9 / min(runs), "ns_token": min(runs), "ns_token_median": statistics.median(runs),
            "clock_ghz": clock}

@@ -113,6 +113,15 @@ def measure_clock_ghz(timeout: float = 10.0) -> float | None:
     return round(float(ghz), 4) if isinstance(ghz, (int, float)) and ghz > 0 else None
 
 
+def clock_beside(work):
+    """(work(), the clock measured just before and after it: {"before", "after"} GHz, or None
+    where it could not be measured)."""
+    before = measure_clock_ghz()
+    out = work()
+    after = measure_clock_ghz() if before else None
+    return out, ({"before": before, "after": after} if before and after else None)
+
+
 def _clock_from_cpuinfo(why: str) -> dict:
     try:
         mhz = [float(m) for m in re.findall(r"cpu MHz\s*:\s*([\d.]+)", Path("/proc/cpuinfo").read_text())]

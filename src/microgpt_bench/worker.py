@@ -24,6 +24,7 @@ import numpy as np
 
 from . import scenarios
 from .backends import Unavailable, backend_class
+from .machine import clock_beside
 from .power import meter_for
 from .weights import load_weights
 
@@ -124,15 +125,6 @@ def measure(scenario, backend, job: dict, clock: Clock = time.perf_counter_ns) -
             "checksum": windows[0][1], "checksum_verified": verified, "power": power}
 
 
-def row_clock(cls) -> float | None:
-    """The core clock beside a CPU row's timing (results.summarise counts its cycles with it)."""
-    if cls.device != "cpu":
-        return None
-    from .machine import measure_clock_ghz  # here: only CPU rows need it (a program, run beside)
-
-    return measure_clock_ghz()
-
-
 def run_job(job: dict) -> dict:
     scenario = scenarios.get(job["scenario"])
     result = {"backend": job["backend"], "scenario": scenario.name}
@@ -164,15 +156,17 @@ def run_job(job: dict) -> dict:
         acc = job["accuracy"]
         result["accuracy"] = measure_accuracy(backend, acc["sequences"], [np.asarray(x) for x in acc["logits"]],
                                               job["temperature"])
-    before = row_clock(cls)
+    def timing():
+        return scenario.measure(backend, job) or measure(scenario, backend, job)
+
     try:
-        measured = scenario.measure(backend, job) or measure(scenario, backend, job)
+        # a CPU row's clock beside its timing: results.summarise counts its cycles with it
+        measured, clock = clock_beside(timing) if cls.device == "cpu" else (timing(), None)
     except MeasurementError as exc:
         return {**result, "status": "failed", "reason": f"timing rejected: {exc}"}
     result.update(measured)
-    after = row_clock(cls)
-    if before and after:
-        result["clock_ghz"] = {"before": before, "after": after}
+    if clock:
+        result["clock_ghz"] = clock
     result.update(scenario.after_timing(backend, job, measured))
     result["info"] = backend.info()  # after the run: some backends report what ran
     backend.close()

@@ -6,7 +6,6 @@
  *
  *   clock_ghz             the dependent integer add chain of clock.c (one add a cycle),
  *                         before and after the probes
- * `peak-probe clock` prints {"clock_ghz": ...} alone (a row's clock, beside its timing).
  *   fp32[width]           fp32 FMA lanes a cycle: 12 independent accumulator chains of
  *                         FMAs at that vector width (enough chains to cover a 4-6 cycle
  *                         FMA latency on two pipes), so throughput, not latency, bounds it
@@ -18,6 +17,8 @@
  *                         they have pipes of their own (Zen 4 and 5). It says whether a
  *                         kernel's non-multiply-add work (the canonical sums' adds, exp2,
  *                         norms) costs FMA slots on this core.
+ *
+ * `peak-probe clock` prints {"clock_ghz": ...} alone (a row's clock, beside its timing).
  *
  * Each figure is the best of 15 trials of ~3 ms (interruptions only make a trial
  * slower). Compiled without -march: each probe enables its own ISA with a target
