@@ -83,13 +83,13 @@ def time_variants(runners: dict[str, object], timer: Callable[[], float]) -> dic
             call(name, fn)
     names = [n for n in calls if n not in failed]
     for round_ in range(REPEATS):
-        for name in names[round_ % len(names):] + names[:round_ % len(names)] if names else []:
+        shift = round_ % len(names) if names else 0
+        for name in names[shift:] + names[:shift]:
             for scenario, (fn, tokens) in calls[name].items():
-                if name in failed:
-                    break
-                t0 = timer()
-                call(name, fn)
-                times[name][scenario].append((timer() - t0) * 1e9 / tokens)
+                if name not in failed:
+                    t0 = timer()
+                    call(name, fn)
+                    times[name][scenario].append((timer() - t0) * 1e9 / tokens)
     return {name: failed.get(name) or {**{s: min(t) for s, t in per.items()},
                                        "rounds": {s: [round(x, 3) for x in t] for s, t in per.items()}}
             for name, per in times.items()}

@@ -72,8 +72,8 @@ VARIANT_FLAGS = {"avx512": ["-DMG_FORCE_AVX512"], "avx512-scalef": ["-DMG_FORCE_
                  "avx2": ["-DMG_FORCE_AVX2", "-mno-avx512f"] if X86 else ["-DMG_FORCE_AVX2"],
                  "neon": ["-DMG_FORCE_NEON"], "scalar": ["-DMG_FORCE_SCALAR"]}
 # the CPU flags (/proc/cpuinfo) a variant needs
-VARIANT_NEEDS = {"avx512": {"avx512f", "avx512bw", "avx512dq", "avx512vl"},
-                 "avx512-scalef": {"avx512f", "avx512bw", "avx512dq", "avx512vl"}, "avx2-evex": {"avx2", "fma", "avx512vl"},
+AVX512_NEEDS = {"avx512f", "avx512bw", "avx512dq", "avx512vl"}
+VARIANT_NEEDS = {"avx512": AVX512_NEEDS, "avx512-scalef": AVX512_NEEDS, "avx2-evex": {"avx2", "fma", "avx512vl"},
                  "avx2": {"avx2", "fma"}, "neon": {"asimd"}, "scalar": set()}
 
 
